@@ -1,0 +1,36 @@
+"""Load a model from a checkpoint alone: the resolved run config travels inside it."""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError
+from .lit import CONFIG_KEY, GenerativeModule
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, no code runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt={str(path)!r}: no such file; pass the path of a .ckpt written by train.py")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise ConfigError(f"ckpt={str(path)!r} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+
+
+def load_model(path: str | Path) -> tuple[GenerativeModule, DictConfig]:
+    """Rebuild the model from the config stored in the checkpoint and load its weights (eval mode)."""
+    checkpoint = read_checkpoint(path)
+    if CONFIG_KEY not in checkpoint:
+        raise ConfigError(f"ckpt={str(path)!r} holds no '{CONFIG_KEY}': it was not written by dgmlab's train.py")
+    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    model = instantiate(cfg.model)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.run_config = checkpoint[CONFIG_KEY]
+    return model.eval(), cfg

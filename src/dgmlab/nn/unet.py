@@ -1,0 +1,149 @@
+"""A DDPM U-Net: sinusoidal time embedding, residual blocks with GroupNorm, self-attention."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Transformer-style sinusoidal embedding of integer timesteps: [cos(t w_i), sin(t w_i)]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels // 4) or 1, channels)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-Conv twice, with the time embedding added in between."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1, self.conv1 = group_norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, out_ch)
+        self.norm2, self.conv2 = group_norm(out_ch), nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(F.silu(emb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Single-head self-attention over the spatial positions, residual."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x, emb=None):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)
+        a = F.scaled_dot_product_attention(q, k, v)
+        return x + self.out(a.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t): a U-Net over ``len(channel_mults)`` resolutions.
+
+    ``attention_resolutions`` lists the feature-map sizes (e.g. ``[7]`` for 28x28 input with
+    two downsamplings) that get a self-attention layer after each residual block.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int,
+        base_channels: int = 32,
+        channel_mults: tuple[int, ...] = (1, 2, 2),
+        num_res_blocks: int = 1,
+        attention_resolutions: tuple[int, ...] = (7,),
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.image_size, self.in_channels, self.base_channels = image_size, in_channels, base_channels
+        emb_dim = 4 * base_channels
+        self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.stem = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+
+        self.down, skips, ch, size = nn.ModuleList(), [base_channels], base_channels, image_size
+        for level, mult in enumerate(channel_mults):
+            for _ in range(num_res_blocks):
+                self.down.append(self._block(ch, base_channels * mult, emb_dim, dropout, size in attention_resolutions))
+                ch = base_channels * mult
+                skips.append(ch)
+            if level < len(channel_mults) - 1:
+                self.down.append(Downsample(ch))
+                skips.append(ch)
+                size = (size + 1) // 2
+
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), SelfAttention(ch), ResBlock(ch, ch, emb_dim, dropout)])
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mults))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(self._block(ch + skips.pop(), base_channels * mult, emb_dim, dropout, size in attention_resolutions))
+                ch = base_channels * mult
+            if level > 0:
+                size = size * 2
+                self.up.append(Upsample(ch))
+        self.head = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1))
+
+    @staticmethod
+    def _block(in_ch, out_ch, emb_dim, dropout, attend):
+        layers = [ResBlock(in_ch, out_ch, emb_dim, dropout)] + ([SelfAttention(out_ch)] if attend else [])
+        return TimestepSequential(*layers)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.base_channels))
+        h = self.stem(x)
+        hs = [h]
+        for layer in self.down:
+            h = layer(h, emb)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, emb)
+        for layer in self.up:
+            if isinstance(layer, Upsample):
+                h = layer(h, emb, size=hs[-1].shape[-2:])
+            else:
+                h = layer(torch.cat([h, hs.pop()], dim=1), emb)
+        return self.head(h)
+
+
+class TimestepSequential(nn.Sequential):
+    def forward(self, x, emb):
+        for layer in self:
+            x = layer(x, emb)
+        return x
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x, emb=None):
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling to the skip connection's size, then a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x, emb=None, size=None):
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
