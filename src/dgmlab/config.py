@@ -1,7 +1,7 @@
 """Checks on a composed config that fail fast, naming the setting and the allowed values."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -18,6 +18,9 @@ def _positive_int(cfg: DictConfig, key: str) -> None:
 
 def validate_train_config(cfg: DictConfig) -> None:
     """Check the settings that the constructors cannot see before training starts."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required: pass {missing[0]}=... on the command line")
     for key in ("dataset.batch_size", "dataset.image_size", "dataset.channels", "trainer.max_steps"):
         _positive_int(cfg, key)
     if cfg.dataset.num_workers < 0:

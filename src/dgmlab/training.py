@@ -8,7 +8,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .config import validate_train_config
+from .config import ConfigError, validate_train_config
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ``<output_dir>/config.yaml`` and travels inside every checkpoint.
     """
     validate_train_config(cfg)
+    refuse_to_overwrite(Path(cfg.paths.output_dir), cfg.get("ckpt_path"))
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.dataset)
@@ -40,3 +41,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def refuse_to_overwrite(output_dir: Path, ckpt_path: str | None) -> None:
+    """A run directory that already holds checkpoints is only reused to resume from them."""
+    checkpoints = output_dir / "checkpoints"
+    if ckpt_path is None and checkpoints.is_dir() and any(checkpoints.glob("*.ckpt")):
+        raise ConfigError(
+            f"hydra.run.dir={str(output_dir)!r} already holds checkpoints of an earlier run; pass "
+            f"ckpt_path={checkpoints / 'last.ckpt'} to resume it, or choose another hydra.run.dir"
+        )

@@ -1,0 +1,86 @@
+"""Every shipped config group option composes, and the objects it names can be built."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import CONF, compose_train
+
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+SCHEDULES = sorted(p.stem for p in (CONF / "schedule").glob("*.yaml"))
+# Data sets whose files the test can make without a download.
+LOCAL_DATASETS = ["mnist_5k", "letter_t", "image_folder"]
+DOWNLOAD_DATASETS = ["mnist", "fashion_mnist", "cifar10"]
+
+
+def test_every_dataset_config_is_covered():
+    shipped = {p.stem for p in (CONF / "dataset").glob("*.yaml")}
+    assert shipped == set(LOCAL_DATASETS) | set(DOWNLOAD_DATASETS)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    for i in range(6):
+        Image.new("RGB", (40, 36), (40 * i, 255 - 30 * i, 128)).save(root / f"img{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("model,schedule,dataset", list(itertools.product(MODELS, SCHEDULES, LOCAL_DATASETS)))
+def test_combination_builds_and_computes_a_loss(model, schedule, dataset, image_dir, tmp_path):
+    overrides = [f"model={model}", f"schedule={schedule}", f"dataset={dataset}", "dataset.batch_size=4"]
+    if dataset == "image_folder":
+        overrides.append(f"dataset.source.root={image_dir}")
+    cfg = compose_train(overrides, tmp_path)
+    datamodule = instantiate(cfg.dataset)
+    datamodule.setup("fit")
+    module = instantiate(cfg.model)
+    images, labels = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
+    assert images.shape == (4, cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size)
+    low, high = cfg.model.pixel_range
+    assert low <= images.min() and images.max() <= high
+    loss = module.training_step((images, labels), 0)
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("model,dataset", list(itertools.product(MODELS, DOWNLOAD_DATASETS)))
+def test_download_datasets_compose_and_build_without_reading(model, dataset, tmp_path):
+    cfg = compose_train([f"model={model}", f"dataset={dataset}"], tmp_path)
+    datamodule = instantiate(cfg.dataset)
+    module = instantiate(cfg.model)
+    assert datamodule.image_shape == (cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size)
+    assert module is not None and cfg.dataset.source.download is False
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu", "ddp_cpu"])
+def test_cpu_trainer_configs_build(trainer, tmp_path):
+    cfg = compose_train([f"trainer={trainer}"], tmp_path)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    loggers = [instantiate(c) for c in cfg.logger.values()]
+    built = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    assert built.max_steps == cfg.trainer.max_steps
+    assert built.val_check_interval == cfg.trainer.val_check_interval
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_gpu_trainer_configs_compose(trainer, tmp_path):
+    cfg = compose_train([f"trainer={trainer}"], tmp_path)
+    assert cfg.trainer.accelerator == "gpu"
+
+
+def test_schedule_group_reaches_the_ddpm(tmp_path):
+    linear = instantiate(compose_train(["model=ddpm", "schedule=linear"], tmp_path).model)
+    cosine = instantiate(compose_train(["model=ddpm", "schedule=cosine"], tmp_path).model)
+    assert linear.schedule.betas[0] == pytest.approx(1e-4)
+    assert not torch.allclose(linear.schedule.alphas_cumprod, cosine.schedule.alphas_cumprod)
+
+
+def test_experiments_compose(tmp_path):
+    for path in sorted((CONF / "experiment").glob("*.yaml")):
+        cfg = compose_train([f"experiment={path.stem}"], tmp_path)
+        assert instantiate(cfg.model) is not None
