@@ -6,7 +6,10 @@ import math
 import pytest
 import torch
 
-from dgmlab.diffusion import ancestral_sample, make_schedule, q_posterior, q_sample, q_step, x0_from_eps
+from dgmlab.diffusion import (
+    ancestral_sample, eps_from_x0, loss_weight, make_denoiser, make_schedule, q_posterior, q_sample, q_step, sample,
+    timestep_sequence, v_target, x0_and_eps, x0_eps_from_v, x0_from_eps,
+)
 
 
 def test_linear_schedule_is_the_papers():
@@ -42,7 +45,10 @@ def test_posterior_coefficients_grow_towards_x0():
 @pytest.mark.parametrize(
     "name,params,message",
     [
-        ("nope", {}, r"schedule\.name='nope' is unknown; choose one of \['cosine', 'lecture', 'linear'\]"),
+        ("nope", {}, r"schedule\.name='nope' is unknown; choose one of \['cosine', 'explicit', 'lecture', 'linear', 'quadratic', 'sigmoid'\]"),
+        ("linear", {"beta_max": 0.1}, r"schedule 'linear' takes the parameters \['beta_start', 'beta_end'\]"),
+        ("explicit", {"betas": [0.1, 0.2]}, r"schedule\.betas has 2 values but schedule\.timesteps=100"),
+        ("lecture", {"std_end": 1.0}, r"beta\[99\]=1; every beta must lie in \(0, 1\)"),
         ("linear", {"beta_end": 1.5}, r"every beta must lie in \(0, 1\)"),
         ("linear", {"beta_start": 0.0}, r"beta\[0\]=0"),
     ],
@@ -105,3 +111,102 @@ def test_ancestral_sampler_with_the_true_noise_oracle_returns_data():
 
     out = ancestral_sample(s, oracle, (16, 2), generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out, target.expand(16, 2), atol=1e-3)
+
+
+def test_quadratic_sigmoid_and_explicit_follow_their_formulas():
+    q = make_schedule("quadratic", 1000)
+    assert q.betas[500].item() == pytest.approx((1e-2 + (math.sqrt(0.02) - 1e-2) * 500 / 999) ** 2)
+    sig = make_schedule("sigmoid", 1000)
+    expit = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    gamma = lambda u: (expit(3) - expit(6 * u - 3)) / (expit(3) - expit(-3))  # noqa: E731
+    for t in (0, 499, 800):
+        assert sig.alphas_cumprod[t].item() == pytest.approx(gamma((t + 1) / 1000), rel=1e-6)
+    ex = make_schedule("explicit", 3, betas=[0.1, 0.2, 0.5])
+    assert ex.alphas_cumprod.tolist() == pytest.approx([0.9, 0.72, 0.36])
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid", "quadratic"])
+def test_zero_terminal_snr_rescale(name):
+    plain, zero = make_schedule(name, 1000), make_schedule(name, 1000, zero_terminal_snr=True)
+    assert zero.alphas_cumprod[-1].item() == 0.0 and zero.betas[-1].item() == pytest.approx(1.0)
+    assert zero.alphas_cumprod[0].item() == pytest.approx(plain.alphas_cumprod[0].item())
+    assert (zero.alphas_cumprod[1:] < zero.alphas_cumprod[:-1]).all()
+
+
+def test_predictions_convert_both_ways():
+    s = make_schedule("cosine", 1000)
+    x0, eps, t = torch.rand(16, 3) * 2 - 1, torch.randn(16, 3), torch.randint(0, 999, (16,))
+    xt = q_sample(s, x0, t, eps)
+    for prediction, output in (("eps", eps), ("x0", x0), ("v", v_target(s, x0, t, eps))):
+        got_x0, got_eps = x0_and_eps(s, prediction, xt, t, output)
+        assert torch.allclose(got_x0, x0, atol=1e-4), prediction
+        assert torch.allclose(got_eps, eps, atol=1e-3), prediction
+    assert torch.allclose(eps_from_x0(s, xt, t, x0), eps, atol=1e-3)
+    assert torch.allclose(x0_eps_from_v(s, xt, t, v_target(s, x0, t, eps))[0], x0, atol=1e-4)
+
+
+def test_min_snr_weights_are_finite_where_snr_is_zero_or_huge():
+    s = make_schedule("linear", 1000, zero_terminal_snr=True)
+    t = torch.tensor([0, 500, 999])
+    for prediction in ("eps", "x0", "v"):
+        assert torch.isfinite(loss_weight(s, prediction, t, "min_snr", gamma=5.0)).all(), prediction
+    snr = s.snr[500].item()
+    assert loss_weight(s, "eps", t, "min_snr")[1].item() == pytest.approx(min(snr, 5) / snr, rel=1e-5)
+    assert loss_weight(s, "eps", t, "min_snr")[0].item() == pytest.approx(5 / s.snr[0].item(), rel=1e-5)
+    assert loss_weight(s, "x0", t, "min_snr")[2].item() == 0.0  # SNR 0: no x0 information at all
+    assert torch.equal(loss_weight(s, "eps", t, "uniform"), torch.ones(3))
+
+
+def test_timestep_sequences():
+    assert timestep_sequence(1000, 4, "trailing") == [999, 749, 499, 249]
+    assert timestep_sequence(1000, 4, "leading") == [750, 500, 250, 0]
+    assert timestep_sequence(1000, 4, "linspace") == [999, 666, 333, 0]
+    assert timestep_sequence(10, 10) == list(range(9, -1, -1))
+    with pytest.raises(ValueError, match=r"steps must lie in \[1, schedule\.timesteps=10\]"):
+        timestep_sequence(10, 11)
+
+
+def _gaussian_data_denoiser(s, mu, std):
+    """The exact E[x0 | x_t] when the data are N(mu, std^2): a denoiser with no network."""
+
+    def net(xt, t):
+        abar = s.alphas_cumprod.float()[t].view(-1, 1)
+        gain = abar.sqrt() * std**2 / (abar * std**2 + 1 - abar)
+        return mu + gain * (xt - abar.sqrt() * mu)
+
+    return make_denoiser(s, net, prediction="x0", clip=False)
+
+
+@pytest.mark.parametrize(
+    "sampler,options",
+    [("ddpm", {}), ("ddpm", {"variance": "large"}), ("ddim", {"steps": 200}), ("ddim", {"steps": 200, "eta": 1.0}),
+     ("dpmpp_2m", {"steps": 50})],
+)
+def test_samplers_with_the_exact_denoiser_recover_the_data_distribution(sampler, options):
+    s = make_schedule("linear", 1000)
+    mu, std = torch.tensor([0.5, -0.3]), torch.tensor([0.2, 0.4])
+    out = sample(s, _gaussian_data_denoiser(s, mu, std), (4000, 2), sampler, generator=torch.Generator().manual_seed(0), **options)
+    assert torch.allclose(out.mean(0), mu, atol=0.03), out.mean(0)
+    assert torch.allclose(out.std(0), std, rtol=0.08 if options.get("variance") != "large" else 0.25), out.std(0)
+
+
+def test_ddim_error_shrinks_with_more_steps():
+    s = make_schedule("linear", 1000)
+    mu, std = torch.tensor([0.5]), torch.tensor([0.2])
+    denoise = _gaussian_data_denoiser(s, mu, std)
+    error = lambda steps: (sample(s, denoise, (4000, 1), "ddim", steps=steps, generator=torch.Generator().manual_seed(0)).std() - 0.2).abs()  # noqa: E731
+    assert error(10) > error(50) > error(200)
+
+
+def test_ddim_with_eta_zero_is_deterministic_for_a_seed():
+    s = make_schedule("cosine", 1000)
+    denoise = make_denoiser(s, lambda x, t: 0.1 * x, "eps")
+    run = lambda seed: sample(s, denoise, (3, 1, 4, 4), "ddim", steps=10, eta=0.0, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+def test_unknown_sampler_is_named():
+    s = make_schedule("linear", 10)
+    with pytest.raises(ValueError, match=r"sampler='euler' is unknown; choose one of \['ddim', 'ddpm', 'dpmpp_2m'\]"):
+        sample(s, make_denoiser(s, lambda x, t: x), (1, 1), "euler")

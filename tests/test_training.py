@@ -13,6 +13,15 @@ from conftest import TINY_DDPM, run_script
 MODEL_ARGS = {"vae": ["model=vae"], "ddpm": TINY_DDPM}
 
 
+@pytest.fixture(scope="module")
+def tiny_ddpm_checkpoint(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    result = run_script("train.py", *TINY_DDPM, "trainer.max_steps=5", "trainer.val_check_interval=5",
+                        "callbacks.sample_grid.num_samples=2", "dataset.batch_size=8", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
 def _read_metrics(run_dir):
     with open(run_dir / "csv" / "metrics.csv") as f:
         return list(csv.DictReader(f))
@@ -49,6 +58,25 @@ def test_train_then_sample(model, fast_run_args, tmp_path):
     assert outs[0].shape == (6, 28, 28, 1) and outs[0].dtype == np.uint8
     assert np.array_equal(outs[0], outs[1])
     assert not np.array_equal(outs[0], outs[2])
+
+    # Samples already on disk are kept unless overwrite=true.
+    again = run_script("sample.py", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "n=2", f"out={tmp_path / 'a'}", cwd=tmp_path)
+    assert again.returncode != 0 and "already holds samples.npz" in again.stderr + again.stdout
+    assert np.array_equal(np.load(tmp_path / "a" / "samples.npz")["samples"], outs[0])
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp_2m"])
+def test_sample_py_runs_each_sampler_with_a_trajectory(sampler, tiny_ddpm_checkpoint, tmp_path):
+    out = tmp_path / sampler
+    args = [f"ckpt={tiny_ddpm_checkpoint}", "n=3", f"sampler={sampler}", "trajectory=2", "trajectory_frames=5", f"out={out}"]
+    if sampler != "ddpm":
+        args += ["steps=6", "eta=0.5"]
+    result = run_script("sample.py", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.load(out / "samples.npz")["samples"].shape == (3, 28, 28, 1)
+    with Image.open(out / "trajectory.png") as strip:
+        # 2 rows of 5 frames of 28 px with 2 px padding.
+        assert strip.size == (5 * 30 + 2, 2 * 30 + 2)
 
 
 def test_ddpm_loss_falls_and_resume_continues(fast_run_args):

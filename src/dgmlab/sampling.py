@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from .config import ConfigError
 from .data import to_uint8
 from .images import save_grid, save_samples_npz
 
+SAMPLER_OPTIONS = ("sampler", "steps", "eta", "variance", "spacing", "guidance")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -28,31 +30,92 @@ def autocast(device: torch.device, precision: str):
     raise ConfigError(f"precision={precision!r} is unknown; choose 32 or bf16")
 
 
+class TrajectoryRecorder:
+    """Keeps x after every sampling step for the first ``count`` samples of a batch."""
+
+    def __init__(self, count: int, frames: int):
+        self.count, self.frames, self.steps = count, frames, []
+
+    def __call__(self, step_index: int, x: torch.Tensor) -> None:
+        self.steps.append(x[: self.count].float().cpu())
+
+    def strip(self) -> torch.Tensor:
+        """(count * frames, C, H, W): one row per sample, ``frames`` evenly spaced steps from
+        the first to the last, time running left to right."""
+        last = len(self.steps) - 1
+        picks = sorted({round(i * last / max(1, self.frames - 1)) for i in range(self.frames)})
+        return torch.stack([self.steps[i] for i in picks], dim=1).flatten(0, 1)
+
+
 @torch.no_grad()
-def generate(model, num_samples: int, seed: int, batch_size: int, device: torch.device, precision: str = "32") -> torch.Tensor:
+def generate(model, num_samples: int, seed: int, batch_size: int, device: torch.device, precision: str = "32",
+             labels: torch.Tensor | None = None, recorder: TrajectoryRecorder | None = None, **options) -> torch.Tensor:
     """``num_samples`` images as uint8 NCHW; the same seed gives the same images."""
     generator = torch.Generator().manual_seed(seed)
     model = model.to(device)
+    extra = {"on_step": recorder} if recorder else {}
     chunks = []
     with autocast(device, precision):
         for start in range(0, num_samples, batch_size):
-            images = model.sample_images(min(batch_size, num_samples - start), generator=generator)
-            chunks.append(to_uint8(images, model.pixel_range).cpu())
+            size = min(batch_size, num_samples - start)
+            if labels is not None:
+                extra["labels"] = labels[start : start + size]
+            chunks.append(to_uint8(model.sample_images(size, generator=generator, **extra, **options), model.pixel_range).cpu())
+            extra.pop("on_step", None)  # the trajectory follows the first batch only
     return torch.cat(chunks)
+
+
+def sampler_options(cfg: DictConfig) -> dict:
+    """The sampler settings given on the command line (null ones keep the model's defaults)."""
+    return {k: cfg[k] for k in SAMPLER_OPTIONS if cfg.get(k) is not None}
 
 
 def sample(cfg: DictConfig) -> Path:
     """Load ``cfg.ckpt``, draw ``cfg.n`` samples with ``cfg.seed``, write grid.png and samples.npz."""
-    if cfg.n < 1:
-        raise ConfigError(f"n must be a positive integer, got {cfg.n}")
-    if cfg.batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size}")
+    for key in ("n", "batch_size"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]}")
     ckpt = Path(cfg.ckpt)
-    out = Path(cfg.out) if cfg.out else ckpt.parent.parent / "samples" / f"{ckpt.stem}_seed{cfg.seed}"
     model, _ = load_model(ckpt)
-    images = generate(model, cfg.n, cfg.seed, cfg.batch_size, resolve_device(cfg.device), str(cfg.precision))
+    options = sampler_options(cfg)
+    if options and not hasattr(model, "sampling"):
+        raise ConfigError(f"{sorted(options)} apply to diffusion models; {type(model).__name__} takes none")
+    name = options.get("sampler", getattr(model, "sampling", {}).get("sampler", "model"))
+    out = Path(cfg.out) if cfg.out else ckpt.parent.parent / "samples" / f"{ckpt.stem}_{name}_seed{cfg.seed}"
+    if (out / "samples.npz").exists() and not cfg.overwrite:
+        raise ConfigError(f"out={str(out)!r} already holds samples.npz; choose another out= or pass overwrite=true")
+    labels = _labels(model, cfg)
+    recorder = _recorder(model, cfg)
+
+    start = time.perf_counter()
+    images = generate(model, cfg.n, cfg.seed, cfg.batch_size, resolve_device(cfg.device), str(cfg.precision),
+                      labels=labels, recorder=recorder, **options)
+    seconds = time.perf_counter() - start
+
     out.mkdir(parents=True, exist_ok=True)
     save_grid(images, out / "grid.png")
-    save_samples_npz(images, out / "samples.npz")
-    print(f"wrote {out / 'grid.png'} and {out / 'samples.npz'} ({len(images)} samples)")
+    save_samples_npz(images, out / "samples.npz", labels=labels)
+    if recorder:
+        strip = recorder.strip()
+        save_grid(to_uint8(strip, model.pixel_range), out / "trajectory.png", nrow=len(strip) // recorder.count)
+    print(f"wrote {out / 'grid.png'} and {out / 'samples.npz'} ({len(images)} samples, {name}, {seconds:.1f} s)")
     return out
+
+
+def _labels(model, cfg) -> torch.Tensor | None:
+    if not getattr(model, "class_conditional", False):
+        if cfg.label is not None:
+            raise ConfigError("label= needs a class-conditional model (model.class_conditional=true)")
+        return None
+    classes = model.net.num_classes
+    if cfg.label is not None and not 0 <= cfg.label < classes:
+        raise ConfigError(f"label must lie in [0, {classes - 1}], got {cfg.label}")
+    return torch.full((cfg.n,), cfg.label) if cfg.label is not None else torch.arange(cfg.n) % classes
+
+
+def _recorder(model, cfg) -> TrajectoryRecorder | None:
+    if not cfg.trajectory:
+        return None
+    if not hasattr(model, "sampling"):
+        raise ConfigError("trajectory= applies to diffusion models")
+    return TrajectoryRecorder(min(cfg.trajectory, cfg.n), cfg.trajectory_frames)

@@ -1,9 +1,14 @@
 """Diffusion math in pure PyTorch: schedules, forward process, posterior, losses, samplers."""
-from .process import eps_prediction_loss, gather, q_posterior, q_sample, q_step, x0_from_eps
-from .samplers import ancestral_sample
+from .process import (
+    LOSS_WEIGHTINGS, PREDICTIONS, diffusion_loss, eps_from_x0, gather, loss_weight, q_posterior, q_sample,
+    q_step, training_target, v_target, x0_and_eps, x0_eps_from_v, x0_from_eps,
+)
+from .samplers import SAMPLERS, ancestral_sample, make_denoiser, sample, timestep_sequence
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 
 __all__ = [
-    "SCHEDULES", "NoiseSchedule", "make_schedule", "gather", "q_step", "q_sample",
-    "q_posterior", "x0_from_eps", "eps_prediction_loss", "ancestral_sample",
+    "SCHEDULES", "NoiseSchedule", "make_schedule", "gather", "q_step", "q_sample", "q_posterior",
+    "x0_from_eps", "eps_from_x0", "v_target", "x0_eps_from_v", "x0_and_eps", "training_target",
+    "loss_weight", "diffusion_loss", "PREDICTIONS", "LOSS_WEIGHTINGS",
+    "SAMPLERS", "sample", "make_denoiser", "timestep_sequence", "ancestral_sample",
 ]

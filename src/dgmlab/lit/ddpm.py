@@ -6,40 +6,93 @@ import copy
 import torch
 from torch import nn
 
-from ..diffusion import NoiseSchedule, ancestral_sample, eps_prediction_loss
+from ..diffusion import LOSS_WEIGHTINGS, PREDICTIONS, NoiseSchedule, diffusion_loss, make_denoiser, sample
 from ..nn import ema_decay, ema_update
 from .base import GenerativeModule
 
 
 class DDPM(GenerativeModule):
-    """eps-prediction DDPM (Ho et al. 2020) with an EMA copy of the network for sampling."""
+    """DDPM (Ho et al. 2020) with an EMA copy of the network for sampling and evaluation.
+
+    ``prediction`` is what the network outputs (eps, x0 or v); ``loss_weighting`` is uniform
+    or min_snr. With ``class_conditional``, labels are dropped with probability
+    ``label_dropout`` in training so that sampling can use classifier-free guidance.
+    ``sampling`` holds the default sampler settings (sampler, steps, eta, guidance, ...).
+    """
 
     def __init__(self, network: nn.Module, schedule: NoiseSchedule, optimizer, pixel_range=(-1.0, 1.0),
-                 warmup_steps: int = 0, ema_decay: float = 0.999, name: str = "ddpm"):
+                 warmup_steps: int = 0, ema_decay: float = 0.999, prediction: str = "eps",
+                 loss_weighting: str = "uniform", min_snr_gamma: float = 5.0, class_conditional: bool = False,
+                 label_dropout: float = 0.1, sampling: dict | None = None, name: str = "ddpm"):
         super().__init__(optimizer, pixel_range, warmup_steps)
-        self.net = network
-        self.ema = copy.deepcopy(network).requires_grad_(False)
-        self.schedule = schedule
+        check_choice("model.prediction", prediction, PREDICTIONS)
+        check_choice("model.loss_weighting", loss_weighting, LOSS_WEIGHTINGS)
+        if prediction == "eps" and schedule.alphas_cumprod[-1] == 0:
+            raise ValueError("schedule.zero_terminal_snr=true needs model.prediction=v or x0 (eps cannot give x0 at SNR 0)")
+        if class_conditional and not getattr(network, "num_classes", None):
+            raise ValueError("model.class_conditional=true needs model.network.num_classes (e.g. ${dataset.num_classes})")
+        self.net, self.ema = network, copy.deepcopy(network).requires_grad_(False)
+        self.schedule, self.prediction = schedule, prediction
+        self.loss_weighting, self.min_snr_gamma = loss_weighting, min_snr_gamma
+        self.class_conditional, self.label_dropout = class_conditional, label_dropout
         self.ema_max_decay = ema_decay
+        self.sampling = dict(sampling or {"sampler": "ddpm"})
+
+    def loss(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
+        labels = self._training_labels(labels, generator)
+        return diffusion_loss(self.schedule, lambda x, t: net(x, t, labels) if labels is not None else net(x, t), images,
+                              self.prediction, self.loss_weighting, self.min_snr_gamma, generator)
+
+    def _training_labels(self, labels, generator):
+        if not self.class_conditional:
+            return None
+        drop = torch.rand(labels.shape, device=labels.device, generator=generator) < self.label_dropout
+        return torch.where(drop, torch.full_like(labels, self.net.num_classes), labels)
 
     def training_step(self, batch, batch_idx):
-        loss = eps_prediction_loss(self.schedule, self.net, batch[0])
+        loss = self.loss(self.net, *batch)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         # The same t and noise for a given batch at every validation, so the curve is comparable.
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        loss = eps_prediction_loss(self.schedule, self.ema, batch[0], generator=generator)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/loss", self.loss(self.ema, *batch, generator=generator), prog_bar=True, sync_dist=True)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         ema_update(self.ema, self.net, ema_decay(self.global_step, self.ema_max_decay))
 
-    def sample_images(self, num_samples, generator=None):
-        shape = (num_samples, *self.image_shape)
-        return ancestral_sample(self.schedule, self.ema, shape, generator=generator, device=self.device)
+    def guided_network(self, labels: torch.Tensor | None, guidance: float):
+        """The EMA network as a function of (x_t, t); with labels and guidance s, classifier-free
+        guidance: out = out_uncond + s (out_cond - out_uncond) (s = 1: plain conditional)."""
+        if labels is None or guidance == 1.0:
+            return lambda x, t: self.ema(x, t, labels) if labels is not None else self.ema(x, t)
+        null = torch.full_like(labels, self.net.num_classes)
+
+        def net(x, t):
+            cond, uncond = self.ema(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
+            return uncond + guidance * (cond - uncond)
+
+        return net
+
+    @torch.no_grad()
+    def sample_images(self, num_samples, generator=None, labels=None, on_step=None, **overrides):
+        """Sample with ``self.sampling`` updated by ``overrides`` (sampler, steps, eta, guidance, ...).
+        Class-conditional models draw labels 0..K-1 in turn unless ``labels`` are given."""
+        options = {**self.sampling, **{k: v for k, v in overrides.items() if v is not None}}
+        guidance = float(options.pop("guidance", 1.0))
+        if self.class_conditional and labels is None:
+            labels = torch.arange(num_samples) % self.net.num_classes
+        labels = labels.to(self.device) if labels is not None else None
+        denoise = make_denoiser(self.schedule, self.guided_network(labels, guidance), self.prediction)
+        return sample(self.schedule, denoise, (num_samples, *self.image_shape), generator=generator,
+                      device=self.device, on_step=on_step, **options)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.net.in_channels, self.net.image_size, self.net.image_size)
+
+
+def check_choice(setting: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{setting}={value!r} is unknown; choose one of {list(allowed)}")

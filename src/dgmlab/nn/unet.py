@@ -55,7 +55,7 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t): a U-Net over ``len(channel_mults)`` resolutions.
+    """eps_theta(x_t, t[, label]): a U-Net over ``len(channel_mults)`` resolutions.
 
     ``attention_resolutions`` lists the feature-map sizes (e.g. ``[7]`` for 28x28 input with
     two downsamplings) that get a self-attention layer after each residual block.
@@ -70,11 +70,16 @@ class UNet(nn.Module):
         num_res_blocks: int = 1,
         attention_resolutions: tuple[int, ...] = (7,),
         dropout: float = 0.0,
+        num_classes: int | None = None,
     ):
         super().__init__()
         self.image_size, self.in_channels, self.base_channels = image_size, in_channels, base_channels
         emb_dim = 4 * base_channels
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # Class conditioning: one extra row, index num_classes, is the "no label" token for
+        # classifier-free guidance.
+        self.num_classes = num_classes
+        self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
         self.stem = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         self.down, skips, ch, size = nn.ModuleList(), [base_channels], base_channels, image_size
@@ -105,8 +110,12 @@ class UNet(nn.Module):
         layers = [ResBlock(in_ch, out_ch, emb_dim, dropout)] + ([SelfAttention(out_ch)] if attend else [])
         return TimestepSequential(*layers)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.base_channels))
+        if self.class_emb is not None:
+            if labels is None:
+                labels = torch.full_like(t, self.num_classes)
+            emb = emb + self.class_emb(labels)
         h = self.stem(x)
         hs = [h]
         for layer in self.down:
