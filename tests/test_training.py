@@ -110,3 +110,18 @@ def test_multirun_over_a_group(tmp_path):
     for job, schedule in (("0", "linear"), ("1", "cosine")):
         assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
         assert f"name: {schedule}" in (sweep_dir / job / "config.yaml").read_text()
+
+
+def test_ddp_on_two_cpu_processes(tmp_path):
+    """Real DDP: two processes over gloo, launched by Lightning from train.py."""
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train.py", *TINY_DDPM, "trainer=ddp_cpu", "trainer.max_steps=6", "trainer.val_check_interval=3",
+        "callbacks.sample_grid.every_n_steps=3", "callbacks.sample_grid.num_samples=2",
+        "callbacks.model_checkpoint.every_n_train_steps=3", "dataset.batch_size=8", f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_dir / "train_ddp_process_1.log").is_file()  # the second rank ran
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 6
+    assert checkpoint["dgmlab_config"]["trainer"]["devices"] == 2

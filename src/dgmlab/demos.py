@@ -32,6 +32,10 @@ def _strip(frames: list[torch.Tensor], titles: list[str], path: Path, suptitle: 
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.suptitle(suptitle, fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -84,11 +88,7 @@ def schedule_curves(out: Path) -> Path:
     ax1.set(xlabel="t / T", ylabel="alpha_bar_t", title="Signal kept: alpha_bar_t")
     ax2.set(xlabel="t / T", ylabel="log10 SNR_t", title="SNR_t = alpha_bar_t / (1 - alpha_bar_t)")
     ax1.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "schedules.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "schedules.png")
 
 
 def posterior_weights(out: Path) -> Path:
@@ -102,11 +102,7 @@ def posterior_weights(out: Path) -> Path:
         ax.plot(t, s.posterior_variance.sqrt(), label="posterior std", linestyle=":")
         ax.set(xlabel="t", title=f"q(x_(t-1) | x_t, x_0), {name} schedule, T = {timesteps}")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "posterior_weights.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "posterior_weights.png")
 
 
 DEMOS = {"forward-t": forward_letter_t, "posterior-walk": posterior_walk, "schedules": schedule_curves,
