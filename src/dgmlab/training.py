@@ -40,7 +40,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("run directory: %s", out)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if cfg.get("test_after_fit"):
+        evaluate_after_fit(trainer, model, datamodule)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def evaluate_after_fit(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule) -> None:
+    """``trainer.test`` on the val split with the weights training ended with, if the model has a test step."""
+    if type(model).test_step is L.LightningModule.test_step:
+        log.warning("test_after_fit=true: %s has no test_step; skipping the test", type(model).__name__)
+        return
+    trainer.test(model, datamodule=datamodule)
 
 
 def refuse_to_overwrite(output_dir: Path, ckpt_path: str | None) -> None:

@@ -1,4 +1,5 @@
-"""Lightning callbacks: sample grids (and, later, evaluation metrics)."""
+"""Lightning callbacks: sample grids, the VAE's figures (and, later, evaluation metrics)."""
 from .sample_grid import SampleGrid
+from .vae_figures import VAEFigures
 
-__all__ = ["SampleGrid"]
+__all__ = ["SampleGrid", "VAEFigures"]

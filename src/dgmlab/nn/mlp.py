@@ -7,11 +7,18 @@ import torch
 from torch import nn
 
 
+def check_latent_dim(latent_dim: int) -> None:
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+        raise ValueError(f"model.encoder.latent_dim must be a positive integer, got {latent_dim!r}")
+
+
 class MLPEncoder(nn.Module):
     """x -> hidden -> (mu, log sigma^2): q(z|x) = N(mu, diag(sigma^2)) (the lecture's 784-400-2)."""
 
     def __init__(self, image_shape: tuple[int, int, int], hidden_dim: int = 400, latent_dim: int = 2):
         super().__init__()
+        check_latent_dim(latent_dim)
+        self.latent_dim = latent_dim
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(image_shape), hidden_dim), nn.ReLU())
         self.mu = nn.Linear(hidden_dim, latent_dim)
         self.logvar = nn.Linear(hidden_dim, latent_dim)
@@ -22,14 +29,18 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """z -> hidden -> per-pixel distribution parameters, shaped like the image."""
+    """z -> hidden -> ``outputs_per_pixel`` distribution parameters per pixel and channel, shaped
+    (N, outputs_per_pixel * C, H, W); the likelihood says how many (1 for Bernoulli logits, 2 for
+    a mean and a log-scale)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], hidden_dim: int = 400, latent_dim: int = 2):
+    def __init__(self, image_shape: tuple[int, int, int], hidden_dim: int = 400, latent_dim: int = 2,
+                 outputs_per_pixel: int = 1):
         super().__init__()
-        self.image_shape = tuple(image_shape)
+        channels, height, width = image_shape
+        self.output_shape = (outputs_per_pixel * channels, height, width)
         self.body = nn.Sequential(
-            nn.Linear(latent_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, math.prod(image_shape))
+            nn.Linear(latent_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, math.prod(self.output_shape))
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(z).view(-1, *self.image_shape)
+        return self.body(z).view(-1, *self.output_shape)
