@@ -1,5 +1,6 @@
 """Lightning callbacks: sample grids, the VAE's figures (and, later, evaluation metrics)."""
+from .fid import FIDCallback
 from .sample_grid import SampleGrid
 from .vae_figures import VAEFigures
 
-__all__ = ["SampleGrid", "VAEFigures"]
+__all__ = ["SampleGrid", "VAEFigures", "FIDCallback"]

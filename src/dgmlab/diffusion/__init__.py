@@ -1,4 +1,8 @@
 """Diffusion math in pure PyTorch: schedules, forward process, posterior, losses, samplers."""
+from .likelihood import (
+    VariationalBound, decoder_nll, denoising_kl, discretized_gaussian_log_likelihood, gaussian_kl, prior_kl,
+    variational_bound,
+)
 from .process import (
     LOSS_WEIGHTINGS, PREDICTIONS, diffusion_loss, eps_from_x0, gather, loss_weight, q_posterior, q_sample,
     q_step, training_target, v_target, x0_and_eps, x0_eps_from_v, x0_from_eps,
@@ -11,4 +15,6 @@ __all__ = [
     "x0_from_eps", "eps_from_x0", "v_target", "x0_eps_from_v", "x0_and_eps", "training_target",
     "loss_weight", "diffusion_loss", "PREDICTIONS", "LOSS_WEIGHTINGS",
     "SAMPLERS", "sample", "make_denoiser", "timestep_sequence", "ancestral_sample",
+    "VariationalBound", "variational_bound", "prior_kl", "denoising_kl", "decoder_nll", "gaussian_kl",
+    "discretized_gaussian_log_likelihood",
 ]
