@@ -16,7 +16,7 @@ from dgmlab.checkpoint import load_model
 from dgmlab.images import save_grid
 from dgmlab.sampling import generate
 
-RUNS = [("ddpm", None), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("dpmpp_2m", 10), ("dpmpp_2m", 20)]
+RUNS = [("ddpm", None), ("ddim", 100), ("ddim", 50), ("ddim", 20), ("dpmpp_2m", 20), ("dpmpp_2m", 10)]
 
 
 def main() -> None:
