@@ -347,7 +347,7 @@ def test_nll_command_prints_one_table_for_a_ddpm_and_a_vae(tiny_models, tmp_path
     command = [sys.executable, "-m", "dgmlab.evaluate", "nll", ckpts, "nll.max_images=8", "nll.iw_samples=20", "device=cpu"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| ddpm | variational bound, all T=50 terms | mnist_5k val, 8 images |" in result.stdout
+    assert "| train | ddpm | variational bound, all T=50 terms | mnist_5k val, 8 images |" in result.stdout
     assert "| vae | importance-weighted, K=20 (BernoulliLikelihood) | mnist_5k val, 8 images |" in result.stdout
     rows = {}
     for model in ("ddpm", "vae"):

@@ -132,7 +132,8 @@ def evaluate_nll(cfg: DictConfig) -> list[dict]:
         print(f"{path}: {type(model).__name__} on {len(images)} {dataset_name} {settings.split} images ...", flush=True)
         result = model_nll(model, images, settings.batch_size, settings.seed, settings.iw_samples,
                            autocast=lambda: autocast(device, str(settings.precision)))
-        row = {**result.as_dict(), "ckpt": str(path), "dataset": dataset_name, "split": settings.split,
+        row = {**result.as_dict(), "run": run_cfg.get("task_name", ""), "ckpt": str(path), "dataset": dataset_name,
+               "split": settings.split,
                "precision": str(settings.precision), "seed": settings.seed}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(row, indent=2) + "\n")
@@ -155,10 +156,11 @@ def split_images(run_cfg: DictConfig, split: str, max_images: int | None) -> tup
 
 def nll_table(rows: list[dict]) -> str:
     """A markdown table of the bounds."""
-    lines = ["| model | bound | data | NLL (nats/image) | bits/dim | comparable | time (s) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| run | model | bound | data | NLL (nats/image) | bits/dim | comparable | time (s) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         note = "yes" if r["comparable"] else "no (not a probability of 8-bit pixels)"
-        lines.append(f"| {r['model']} | {r['bound']} | {r['dataset']} {r['split']}, {r['num_images']} images | "
+        lines.append(f"| {r['run']} | {r['model']} | {r['bound']} | {r['dataset']} {r['split']}, {r['num_images']} images | "
                      f"{r['nats']:.2f} | {r['bits_per_dim']:.4f} | {note} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
