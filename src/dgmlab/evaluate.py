@@ -113,7 +113,8 @@ def nll_output_path(ckpt: Path, split: str) -> Path:
 def evaluate_nll(cfg: DictConfig) -> list[dict]:
     """The likelihood bound of every checkpoint in ``cfg.ckpt``, printed as one table."""
     from .checkpoint import load_model
-    from .sampling import autocast, resolve_device
+    from .precision import autocast
+    from .sampling import resolve_device, resolve_job_precision
 
     settings = cfg.nll
     if settings.split not in ("val", "train"):
@@ -124,6 +125,7 @@ def evaluate_nll(cfg: DictConfig) -> list[dict]:
         if out.exists() and not cfg.overwrite:
             raise ConfigError(f"{out} already exists; pass overwrite=true to replace it")
     device = resolve_device(cfg.device)
+    precision = resolve_job_precision(settings.precision, device, setting="nll.precision")
     rows = []
     for path, out in zip(paths, outputs):
         model, run_cfg = load_model(path)
@@ -131,10 +133,10 @@ def evaluate_nll(cfg: DictConfig) -> list[dict]:
         images, dataset_name = split_images(run_cfg, settings.split, settings.max_images)
         print(f"{path}: {type(model).__name__} on {len(images)} {dataset_name} {settings.split} images ...", flush=True)
         result = model_nll(model, images, settings.batch_size, settings.seed, settings.iw_samples,
-                           autocast=lambda: autocast(device, str(settings.precision)))
+                           autocast=lambda: autocast(device, precision))
         row = {**result.as_dict(), "run": run_cfg.get("task_name", ""), "ckpt": str(path), "dataset": dataset_name,
                "split": settings.split,
-               "precision": str(settings.precision), "seed": settings.seed}
+               "precision": precision, "seed": settings.seed}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)

@@ -1,7 +1,6 @@
 """The sampling job behind ``python sample.py ckpt=PATH n=N seed=S out=DIR``."""
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from .checkpoint import load_model
 from .config import ConfigError
 from .data import to_uint8
 from .images import save_grid, save_samples_npz
+from .precision import autocast, resolve_precision
 
 SAMPLER_OPTIONS = ("sampler", "steps", "eta", "variance", "spacing", "guidance")
 
@@ -22,12 +22,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "32":
-        return contextlib.nullcontext()
-    raise ConfigError(f"precision={precision!r} is unknown; choose 32 or bf16")
+def resolve_job_precision(requested, device: torch.device, setting: str = "precision") -> str:
+    """``auto`` (or an explicit precision) for a job outside the Trainer, checked and announced."""
+    try:
+        choice = resolve_precision(requested, device.type, setting=setting)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    print(choice, flush=True)
+    return choice.precision
 
 
 class TrajectoryRecorder:
@@ -48,7 +50,7 @@ class TrajectoryRecorder:
 
 
 @torch.no_grad()
-def generate(model, num_samples: int, seed: int, batch_size: int, device: torch.device, precision: str = "32",
+def generate(model, num_samples: int, seed: int, batch_size: int, device: torch.device, precision: str = "32-true",
              labels: torch.Tensor | None = None, recorder: TrajectoryRecorder | None = None, **options) -> torch.Tensor:
     """``num_samples`` images as uint8 NCHW; the same seed gives the same images."""
     generator = torch.Generator().manual_seed(seed)
@@ -76,6 +78,8 @@ def sample(cfg: DictConfig) -> Path:
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key} must be a positive integer, got {cfg[key]}")
     ckpt = Path(cfg.ckpt)
+    device = resolve_device(cfg.device)
+    precision = resolve_job_precision(cfg.precision, device)
     model, _ = load_model(ckpt)
     options = sampler_options(cfg)
     if options and not hasattr(model, "sampling"):
@@ -88,7 +92,7 @@ def sample(cfg: DictConfig) -> Path:
     recorder = _recorder(model, cfg)
 
     start = time.perf_counter()
-    images = generate(model, cfg.n, cfg.seed, cfg.batch_size, resolve_device(cfg.device), str(cfg.precision),
+    images = generate(model, cfg.n, cfg.seed, cfg.batch_size, device, precision,
                       labels=labels, recorder=recorder, **options)
     seconds = time.perf_counter() - start
 

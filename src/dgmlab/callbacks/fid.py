@@ -25,6 +25,7 @@ import torch
 from ..config import ConfigError
 from ..data import to_uint8
 from ..diffusion import SAMPLERS
+from ..precision import CHOICES as PRECISIONS, autocast, resolve_precision
 from ..metrics import (
     FeatureNet, KIDSettings, ReferenceFeatures, build_feature_net, check_feature_settings, load_or_compute_reference,
     score_features,
@@ -44,7 +45,7 @@ class FIDCallback(L.Callback):
 
     def __init__(self, *, every_n_steps: int, num_samples: int, batch_size: int, seed: int, sampler: str | None,
                  steps: int | None, split: str, features: str, inception_weights: str | None, cache_dir: str,
-                 kid: dict, lenet: dict, dirpath: str | None, at_train_end: bool):
+                 kid: dict, lenet: dict, dirpath: str | None, at_train_end: bool, precision: str = "auto"):
         """Every argument comes from ``eval.*`` (conf/eval/fid.yaml), where each is explained."""
         for key, value, low in (("every_n_steps", every_n_steps, 1), ("num_samples", num_samples, 2), ("batch_size", batch_size, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -54,6 +55,9 @@ class FIDCallback(L.Callback):
         if sampler is not None and sampler not in SAMPLERS:
             raise ConfigError(f"eval.sampler={sampler!r} is unknown; choose one of {sorted(SAMPLERS)} (or null: the model's own)")
         check_feature_settings(features, inception_weights)  # e.g. missing Inception weights: before any training
+        if str(precision) not in PRECISIONS:
+            raise ConfigError(f"eval.precision={precision!r} is unknown; choose one of {list(PRECISIONS)}")
+        self.requested_precision, self.precision = precision, None
         self.every_n_steps, self.num_samples, self.batch_size, self.seed = every_n_steps, num_samples, batch_size, seed
         self.features, self.split, self.sampler, self.steps = features, split, sampler, steps
         self.inception_weights, self.cache_dir, self.lenet = inception_weights, cache_dir, dict(lenet)
@@ -70,6 +74,9 @@ class FIDCallback(L.Callback):
         if stage != "fit" or self.feature_net is not None:
             return
         self._check_sampler(pl_module)
+        choice = resolve_precision(self.requested_precision, pl_module.device.type, setting="eval.precision")
+        self.precision = choice.precision
+        log.info("eval: sampling for FID in %s", choice)
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "splits"):
             raise ConfigError("eval=fid needs dgmlab's ImageDataModule (the real images come from its splits)")
@@ -163,7 +170,7 @@ class FIDCallback(L.Callback):
         try:
             for b, start, size in mine:
                 generator = torch.Generator().manual_seed(batch_seed(self.seed, b))
-                with trainer.precision_plugin.forward_context():
+                with autocast(pl_module.device, self.precision):
                     images = pl_module.sample_images(size, generator=generator, **self._sampler_options(pl_module))
                 features.append(self.feature_net(to_uint8(images, pl_module.pixel_range)))
                 indices.append(torch.arange(start, start + size))

@@ -13,13 +13,17 @@ from ..images import save_grid
 class SampleGrid(L.Callback):
     """Samples ``num_samples`` images with a fixed ``seed`` (the same noise every time, so
     grids from different steps are comparable), writes ``<dirpath>/step_XXXXXX.png`` and
-    sends the grid to loggers that take images (W&B)."""
+    sends the grid to loggers that take images (W&B). A diffusion model samples with
+    ``sampler`` and ``steps`` (null: its own ``model.sampling``); a few dozen DDIM steps keep a
+    grid to seconds where ancestral sampling takes all T network evaluations."""
 
-    def __init__(self, dirpath: str, every_n_steps: int, num_samples: int = 64, seed: int = 0):
+    def __init__(self, dirpath: str, every_n_steps: int, num_samples: int = 64, seed: int = 0,
+                 sampler: str | None = None, steps: int | None = None):
         if every_n_steps < 1:
             raise ValueError(f"callbacks.sample_grid.every_n_steps must be >= 1, got {every_n_steps}")
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
         self.num_samples, self.seed = num_samples, seed
+        self.sampler_options = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
         self._last_step = -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -28,6 +32,15 @@ class SampleGrid(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self.write(trainer, pl_module)
+
+    def options_for(self, pl_module) -> dict:
+        """The sampler settings for this model: none for a VAE; ``steps`` at most the schedule's T."""
+        if not hasattr(pl_module, "sampling"):
+            return {}
+        options = dict(self.sampler_options)
+        if "steps" in options:
+            options["steps"] = min(options["steps"], pl_module.schedule.timesteps)
+        return options
 
     @torch.no_grad()
     def write(self, trainer, pl_module) -> Path | None:
@@ -39,7 +52,7 @@ class SampleGrid(L.Callback):
         pl_module.eval()
         generator = torch.Generator().manual_seed(self.seed)
         with trainer.precision_plugin.forward_context():
-            images = pl_module.sample_images(self.num_samples, generator=generator)
+            images = pl_module.sample_images(self.num_samples, generator=generator, **self.options_for(pl_module))
         pl_module.train(was_training)
         if not trainer.is_global_zero:
             return None

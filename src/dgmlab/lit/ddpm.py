@@ -23,8 +23,9 @@ class DDPM(GenerativeModule):
     def __init__(self, network: nn.Module, schedule: NoiseSchedule, optimizer, pixel_range=(-1.0, 1.0),
                  warmup_steps: int = 0, ema_decay: float = 0.999, prediction: str = "eps",
                  loss_weighting: str = "uniform", min_snr_gamma: float = 5.0, class_conditional: bool = False,
-                 label_dropout: float = 0.1, sampling: dict | None = None, name: str = "ddpm"):
-        super().__init__(optimizer, pixel_range, warmup_steps)
+                 label_dropout: float = 0.1, sampling: dict | None = None, name: str = "ddpm",
+                 lr_decay: str = "constant", lr_final_fraction: float = 0.1):
+        super().__init__(optimizer, pixel_range, warmup_steps, lr_decay, lr_final_fraction)
         check_choice("model.prediction", prediction, PREDICTIONS)
         check_choice("model.loss_weighting", loss_weighting, LOSS_WEIGHTINGS)
         if prediction == "eps" and schedule.alphas_cumprod[-1] == 0:

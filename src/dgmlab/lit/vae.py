@@ -35,8 +35,9 @@ class VAE(GenerativeModule):
 
     def __init__(self, encoder: nn.Module, decoder: Callable[..., nn.Module], optimizer, likelihood: str = "bernoulli",
                  beta: float = 1.0, kl_warmup_steps: int = 0, free_bits: float = 0.0, iw_samples: int = 1000,
-                 iw_chunk_size: int = 4096, pixel_range=(0.0, 1.0), warmup_steps: int = 0, name: str = "vae"):
-        super().__init__(optimizer, pixel_range, warmup_steps)
+                 iw_chunk_size: int = 4096, pixel_range=(0.0, 1.0), warmup_steps: int = 0, name: str = "vae",
+                 lr_decay: str = "constant", lr_final_fraction: float = 0.1):
+        super().__init__(optimizer, pixel_range, warmup_steps, lr_decay, lr_final_fraction)
         check_vae_settings(likelihood, beta, kl_warmup_steps, free_bits, iw_samples, iw_chunk_size, self.pixel_range)
         self.likelihood = LIKELIHOODS[likelihood]()
         self.encoder = encoder

@@ -16,8 +16,15 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def num_groups(channels: int, max_groups: int = 32, min_group_width: int = 4) -> int:
+    """The most GroupNorm groups (at most ``max_groups``, each at least ``min_group_width``
+    channels wide where possible) that divide ``channels`` evenly, so every width works."""
+    limit = max(1, min(max_groups, channels // min_group_width))
+    return max(g for g in range(1, limit + 1) if channels % g == 0)
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels // 4) or 1, channels)
+    return nn.GroupNorm(num_groups(channels), channels)
 
 
 class ResBlock(nn.Module):
@@ -59,6 +66,11 @@ class UNet(nn.Module):
 
     ``attention_resolutions`` lists the feature-map sizes (e.g. ``[7]`` for 28x28 input with
     two downsamplings) that get a self-attention layer after each residual block.
+    ``narrow_upsample``: the 3x3 conv after each nearest-neighbour upsampling maps straight to
+    the finer level's width instead of keeping the coarser one (Ho et al.); at the largest
+    resolution that conv then costs half as much. ``patch_size`` p > 1 folds each p x p patch
+    into channels (pixel unshuffle) before the first conv and unfolds at the end, so the
+    network runs at 1/p of the image size.
     """
 
     def __init__(
@@ -71,18 +83,23 @@ class UNet(nn.Module):
         attention_resolutions: tuple[int, ...] = (7,),
         dropout: float = 0.0,
         num_classes: int | None = None,
+        narrow_upsample: bool = False,
+        patch_size: int = 1,
     ):
         super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"model.network.patch_size={patch_size} must divide the image size {image_size}")
         self.image_size, self.in_channels, self.base_channels = image_size, in_channels, base_channels
+        self.patch_size = patch_size
         emb_dim = 4 * base_channels
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # Class conditioning: one extra row, index num_classes, is the "no label" token for
         # classifier-free guidance.
         self.num_classes = num_classes
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
-        self.stem = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.stem = nn.Conv2d(in_channels * patch_size**2, base_channels, 3, padding=1)
 
-        self.down, skips, ch, size = nn.ModuleList(), [base_channels], base_channels, image_size
+        self.down, skips, ch, size = nn.ModuleList(), [base_channels], base_channels, image_size // patch_size
         for level, mult in enumerate(channel_mults):
             for _ in range(num_res_blocks):
                 self.down.append(self._block(ch, base_channels * mult, emb_dim, dropout, size in attention_resolutions))
@@ -102,8 +119,10 @@ class UNet(nn.Module):
                 ch = base_channels * mult
             if level > 0:
                 size = size * 2
-                self.up.append(Upsample(ch))
-        self.head = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1))
+                finer = base_channels * channel_mults[level - 1] if narrow_upsample else ch
+                self.up.append(Upsample(ch, finer))
+                ch = finer
+        self.head = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels * patch_size**2, 3, padding=1))
 
     @staticmethod
     def _block(in_ch, out_ch, emb_dim, dropout, attend):
@@ -116,7 +135,7 @@ class UNet(nn.Module):
             if labels is None:
                 labels = torch.full_like(t, self.num_classes)
             emb = emb + self.class_emb(labels)
-        h = self.stem(x)
+        h = self.stem(F.pixel_unshuffle(x, self.patch_size) if self.patch_size > 1 else x)
         hs = [h]
         for layer in self.down:
             h = layer(h, emb)
@@ -128,7 +147,8 @@ class UNet(nn.Module):
                 h = layer(h, emb, size=hs[-1].shape[-2:])
             else:
                 h = layer(torch.cat([h, hs.pop()], dim=1), emb)
-        return self.head(h)
+        out = self.head(h)
+        return F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out
 
 
 class TimestepSequential(nn.Sequential):
@@ -150,9 +170,9 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Nearest-neighbour upsampling to the skip connection's size, then a 3x3 conv."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, out_channels: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = nn.Conv2d(channels, out_channels or channels, 3, padding=1)
 
     def forward(self, x, emb=None, size=None):
         return self.conv(F.interpolate(x, size=size, mode="nearest"))
