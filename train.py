@@ -1,7 +1,14 @@
-"""Train a generative model: python train.py [model=ddpm|vae] [schedule=...] [dataset=...] ..."""
+"""Train a generative model: python train.py [model=ddpm|vae] [schedule=...] [dataset=...] ...
+
+Continue a run: python train.py resume=RUN_DIR (or resume=last) [key=value ...]."""
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
+from dgmlab.config import ConfigError
+from dgmlab.resume import resume_argv
 from dgmlab.training import train
 
 
@@ -11,4 +18,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:  # resume=...: the run's own overrides and hydra.run.dir=RUN_DIR, before Hydra composes
+        sys.argv = resume_argv(sys.argv, Path(__file__).resolve().parent / "conf")
+    except ConfigError as e:
+        sys.exit(f"Error: {e}")
     main()

@@ -9,6 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, validate_train_config
+from .guard import fit_guarded, install_guard, log_effective_batch_size
+from .resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ``<output_dir>/config.yaml`` and travels inside every checkpoint.
     """
     validate_train_config(cfg)
-    refuse_to_overwrite(Path(cfg.paths.output_dir), cfg.get("ckpt_path"))
+    resume_from = resume_checkpoint(cfg)  # resume=/ckpt_path=: a readable checkpoint of the same model and data
+    refuse_to_overwrite(Path(cfg.paths.output_dir), resume_from)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.dataset)
@@ -33,15 +36,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("eval"):  # eval=fid: FID/KID every eval.every_n_steps steps (conf/eval/)
         callbacks.append(instantiate(cfg.eval))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    guard = install_guard(cfg, callbacks)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.get("checkpoint_io"):  # atomic checkpoint files
+        trainer.strategy.checkpoint_io = instantiate(cfg.checkpoint_io)
 
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(model.run_config))
         log.info("run directory: %s", out)
+        log_effective_batch_size(cfg, trainer)
+    for logger in loggers:
+        logger.log_hyperparams(model.run_config)  # the resolved config (W&B: the run's config)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_guarded(trainer, model, datamodule, resume_from, guard)  # a signal: last.ckpt, then exit 128 + signal
     if cfg.get("test_after_fit"):
         evaluate_after_fit(trainer, model, datamodule)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -55,11 +64,11 @@ def evaluate_after_fit(trainer: L.Trainer, model: L.LightningModule, datamodule:
     trainer.test(model, datamodule=datamodule)
 
 
-def refuse_to_overwrite(output_dir: Path, ckpt_path: str | None) -> None:
+def refuse_to_overwrite(output_dir: Path, ckpt_path: str | Path | None) -> None:
     """A run directory that already holds checkpoints is only reused to resume from them."""
     checkpoints = output_dir / "checkpoints"
     if ckpt_path is None and checkpoints.is_dir() and any(checkpoints.glob("*.ckpt")):
         raise ConfigError(
             f"hydra.run.dir={str(output_dir)!r} already holds checkpoints of an earlier run; pass "
-            f"ckpt_path={checkpoints / 'last.ckpt'} to resume it, or choose another hydra.run.dir"
+            f"resume={output_dir} to continue it (or ckpt_path=<one of its checkpoints>), or choose another hydra.run.dir"
         )

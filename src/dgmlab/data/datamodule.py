@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .errors import DataConfigError
+from .sampler import ResumableSampler
 from .sources import Splits
 
 
@@ -76,9 +77,11 @@ class ImageDataModule(L.LightningDataModule):
         return self.val_dataloader()
 
     def _loader(self, ds, shuffle: bool, drop_last: bool) -> DataLoader:
+        # The training order depends on (seed, epoch) alone and no loader draws from the global RNG,
+        # so a resumed run sees the batches and noise of an uninterrupted one (see data/sampler.py).
         return DataLoader(
-            ds, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            ds, batch_size=self.batch_size, sampler=ResumableSampler(ds) if shuffle else None, drop_last=drop_last,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(0),
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

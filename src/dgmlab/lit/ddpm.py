@@ -60,8 +60,12 @@ class DDPM(GenerativeModule):
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
         self.log("val/loss", self.loss(self.ema, *batch, generator=generator), prog_bar=True, sync_dist=True)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        ema_update(self.ema, self.net, ema_decay(self.global_step, self.ema_max_decay))
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        # The EMA follows each optimiser step here, not in on_train_batch_end (which Lightning calls
+        # after the callbacks): a checkpoint written after step N then holds the EMA of step N, and a
+        # resumed run matches an uninterrupted one. global_step counts this step only after we return.
+        ema_update(self.ema, self.net, ema_decay(self.global_step + 1, self.ema_max_decay))
 
     def guided_network(self, labels: torch.Tensor | None, guidance: float):
         """The EMA network as a function of (x_t, t); with labels and guidance s, classifier-free
