@@ -1,62 +1,81 @@
 """What one FID evaluation costs (not a test: numbers depend on the machine and its load).
 
-    python bench/eval_speed.py outputs/.../checkpoints/last.ckpt [--n 64] [--precision bf16]
+    python bench/eval_speed.py outputs/.../checkpoints/last.ckpt [--n 64] [--precision auto]
 
-Times, back to back in one process, the sampling of --n images with each sampler setting
-(the same seed), then the lenet features of those images and the FID/KID against the cached
-val statistics, and prints a Markdown table with the load average before each row.
+Times, back to back in one process, the sampling of --n images with each sampler setting (the
+same seed, the precision ``auto`` picks unless --precision says otherwise), then the lenet
+features of those images and the FID/KID against the cached val statistics, and prints a Markdown
+table with the load average before each row. The last line: ``ddim_50_vs_ddpm`` (how many times
+faster DDIM-50 samples than the T-step ancestral sampler) and ``scoring_share`` (features + FID +
+KID as a fraction of the DDIM-50 sampling time).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from dgmlab.checkpoint import load_model
-from dgmlab.metrics import KIDSettings, build_feature_net, load_or_compute_reference, score_features
-from dgmlab.sampling import generate
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as bench  # noqa: E402
+from dgmlab.checkpoint import load_model  # noqa: E402
+from dgmlab.metrics import KIDSettings, build_feature_net, load_or_compute_reference, score_features  # noqa: E402
 
-EVAL_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "eval" / "fid.yaml"  # the lenet and KID settings
 RUNS = [("ddpm", None), ("ddim", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10)]
 
 
+def score(images, cfg, cache_dir: str) -> tuple[float, float, float]:
+    """(seconds to load lenet and the cached val statistics, seconds to score ``images``, FID)."""
+    datamodule = instantiate(OmegaConf.create(cfg.dataset))
+    datamodule.setup()
+    settings = bench.compose("evaluate").eval
+    start = time.perf_counter()
+    net = build_feature_net("lenet", splits=datamodule.splits, dataset_name=datamodule.name, cache_dir=cache_dir,
+                            lenet=OmegaConf.to_container(settings.lenet), log=lambda *_: None)
+    reference = load_or_compute_reference(datamodule.splits.val, datamodule.name, "val", net, cache_dir, log=lambda *_: None)
+    setup = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = score_features(net(images).numpy(), reference, KIDSettings(**OmegaConf.to_container(settings.kid)))
+    return setup, time.perf_counter() - start, scores.fid
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ckpt", type=Path)
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", default="bf16", choices=["32", "bf16"])
-    parser.add_argument("--cache-dir", default=".dgmlab_cache")
+    parser.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"])
+    parser.add_argument("--cache-dir", default=str(bench.REPO / ".dgmlab_cache"))
+    bench.add_json_arg(parser, "eval_speed")
     args = parser.parse_args()
+    bench.print_cpu(bench.describe_cpu())
+    precision = bench.auto_precision().precision if args.precision == "auto" else args.precision
     model, cfg = load_model(args.ckpt)
-    print(f"| sampler | steps | {args.n} samples ({torch.get_num_threads()} threads, {args.precision}) | per image | load avg |")
-    print("|---|---|---|---|---|")
-    images = None
+
+    rows, seconds, images = [], {}, None
     for sampler, steps in RUNS:
+        steps = steps or model.schedule.timesteps
         load = os.getloadavg()[0]
-        start = time.perf_counter()
-        images = generate(model, args.n, args.seed, args.n, torch.device("cpu"), args.precision, sampler=sampler,
-                          **({"steps": steps} if steps else {}))
-        seconds = time.perf_counter() - start
-        print(f"| {sampler} | {steps or model.schedule.timesteps} | {seconds:.1f} s | {seconds / args.n * 1000:.0f} ms | "
-              f"{load:.1f} |", flush=True)
-    datamodule = instantiate(OmegaConf.create(cfg.dataset))
-    datamodule.setup()
-    start = time.perf_counter()
-    settings = OmegaConf.load(EVAL_CONFIG)
-    net = build_feature_net("lenet", splits=datamodule.splits, dataset_name=datamodule.name, cache_dir=args.cache_dir,
-                            lenet=OmegaConf.to_container(settings.lenet), log=lambda *_: None)
-    reference = load_or_compute_reference(datamodule.splits.val, datamodule.name, "val", net, args.cache_dir, log=lambda *_: None)
-    setup = time.perf_counter() - start
-    start = time.perf_counter()
-    scores = score_features(net(images).numpy(), reference, KIDSettings(**settings.kid))
+        images, seconds[f"{sampler}_{steps}"] = bench.sample_uint8(model, args.n, args.seed, precision, args.n,
+                                                                  sampler=sampler, steps=None if sampler == "ddpm" else steps)
+        rows.append([sampler, steps, f"{seconds[f'{sampler}_{steps}']:.1f}",
+                     f"{seconds[f'{sampler}_{steps}'] / args.n * 1000:.0f}", f"{load:.1f}"])
+        print(f"  {sampler} {steps}: {seconds[f'{sampler}_{steps}']:.1f} s", flush=True)
+    setup, scoring, fid = score(images, cfg, args.cache_dir)
+
+    print(f"\n{args.n} samples per setting, {bench.short(precision)}:\n")
+    print(bench.markdown_table(["sampler", "steps", "seconds", "ms per image", "load avg"], rows))
     print(f"\nlenet + cached val statistics: {setup:.2f} s to load; features + FID + KID of {args.n} samples: "
-          f"{time.perf_counter() - start:.2f} s (FID {scores.fid:.2f} at n={args.n}, biased high for small n)")
+          f"{scoring:.2f} s (FID {fid:.2f} at n={args.n}, biased high for small n)")
+    ratios = {"ddim_50_vs_ddpm": seconds[f"ddpm_{model.schedule.timesteps}"] / seconds["ddim_50"],
+              "scoring_share": scoring / seconds["ddim_50"]}
+    bench.write_json(args.json, {"ckpt": str(args.ckpt), "precision": precision, "n": args.n, "sampling_seconds": seconds,
+                                 "lenet_setup_seconds": setup, "scoring_seconds": scoring, "ratios": ratios})
+    print(bench.ratio_line(ratios))
 
 
 if __name__ == "__main__":
