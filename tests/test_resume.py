@@ -1,0 +1,202 @@
+"""Runs that survive (issue 9): exact resume, signals, atomic checkpoint writes, divergence, bad files.
+
+Every run is the tiny DDPM in fp32 through the real train.py / sample.py."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, TINY_DDPM, run_script
+
+FP32 = [*TINY_DDPM, "trainer.precision=32-true", "model.lr_decay=constant", "dataset.batch_size=8",
+        "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "callbacks.sample_grid.num_samples=2"]
+
+
+def train_args(run_dir: Path, max_steps: int, every: int = 4) -> list[str]:
+    return [*FP32, f"hydra.run.dir={run_dir}", f"trainer.max_steps={max_steps}", f"trainer.val_check_interval={every}",
+            f"callbacks.model_checkpoint.every_n_train_steps={every}", f"callbacks.sample_grid.every_n_steps={every}"]
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def max_difference(a: dict, b: dict, prefix: str) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a if k.startswith(prefix))
+
+
+def popen_train(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})})
+
+
+def wait_for(condition, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"train.py ended (rc={process.returncode}) early:\n{process.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out waiting for the run")
+        time.sleep(0.1)
+
+
+def global_step(path: Path) -> int | None:
+    try:
+        return load(path)["global_step"]
+    except Exception:
+        return None
+
+
+@pytest.fixture(scope="module")
+def interrupted_and_resumed(tmp_path_factory):
+    """An uninterrupted 12-step run, and a run stopped after step 6 (max_steps=6) resumed to 12."""
+    root = tmp_path_factory.mktemp("resume")
+    whole, parts = root / "whole", root / "parts"
+    result = run_script("train.py", *train_args(whole, 12, every=6))
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_script("train.py", *train_args(parts, 6, every=6))
+    assert result.returncode == 0, result.stderr[-3000:]
+    first_half = metrics(parts)
+    resumed = run_script("train.py", f"resume={parts}", "trainer.max_steps=12")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return whole, parts, first_half, resumed
+
+
+@pytest.mark.slow
+def test_resume_equals_an_uninterrupted_run(interrupted_and_resumed):
+    whole, parts, first_half, _ = interrupted_and_resumed
+    a, b = load(whole / "checkpoints" / "last.ckpt"), load(parts / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 12
+    assert max_difference(a["state_dict"], b["state_dict"], "net.") < 1e-5
+    assert max_difference(a["state_dict"], b["state_dict"], "ema.") < 1e-5
+    sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert max((sa[i][k] - sb[i][k]).abs().max().item() for i in sa for k in ("exp_avg", "exp_avg_sq")) < 1e-5
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 12
+    # metrics.csv was appended to: the same rows (every step once) as the uninterrupted run's.
+    rows_a, rows_b = metrics(whole), metrics(parts)
+    assert rows_b[:len(first_half)] == first_half
+    steps = [int(r["step"]) for r in rows_b if r.get("train/loss")]
+    assert steps == list(range(12))
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert ra.keys() == rb.keys()
+        assert all(abs(float(ra[k]) - float(rb[k])) < 1e-5 for k in ra if ra[k] and k != "epoch")
+    # Other checkpoints of the run are kept, not overwritten.
+    names = {p.name for p in (parts / "checkpoints").glob("*.ckpt")}
+    assert names == {"step_000006.ckpt", "step_000012.ckpt", "last.ckpt"}
+    assert load(parts / "checkpoints" / "step_000006.ckpt")["global_step"] == 6
+
+
+@pytest.mark.slow
+def test_resume_refuses_model_changes_by_name(interrupted_and_resumed):
+    _, parts, _, _ = interrupted_and_resumed
+    result = run_script("train.py", f"resume={parts}", "model.network.base_channels=16", "schedule.timesteps=30")
+    assert result.returncode != 0
+    out = result.stderr + result.stdout
+    assert "cannot change on resume" in out and "model.network.base_channels" in out and "schedule.timesteps" in out
+
+
+def test_resume_last_and_missing_runs(tmp_path):
+    result = run_script("train.py", "resume=last", "paths.log_dir=" + str(tmp_path), *TINY_DDPM)
+    assert result.returncode != 0 and "resume=last: no run" in result.stderr + result.stdout
+    result = run_script("train.py", f"resume={tmp_path / 'nowhere'}")
+    assert result.returncode != 0 and "does not exist" in result.stderr + result.stdout
+
+
+def test_sigterm_during_training_saves_last_ckpt_and_exits_nonzero(tmp_path):
+    run_dir = tmp_path / "run"
+    process = popen_train(*train_args(run_dir, 100000, every=3), "callbacks.sample_grid.every_n_steps=100000")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    wait_for(lambda: (global_step(last) or 0) >= 3, 120, process)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=30)[0]
+    assert time.monotonic() - sent < 30
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    step = load(last)["global_step"]
+    assert step > 3  # written when the signal arrived, not the periodic one
+    assert f"Stopped by SIGTERM at step {step}" in output and "resume=" in output
+    # ... and the run continues from it.
+    resumed = run_script("train.py", f"resume={run_dir}", f"trainer.max_steps={step + 2}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load(last)["global_step"] == step + 2
+
+
+def test_sigterm_during_the_final_sample_grid(tmp_path):
+    run_dir = tmp_path / "run"
+    # A slow final grid: 4000 samples with 20-step ancestral sampling.
+    process = popen_train(*train_args(run_dir, 4, every=4), "callbacks.sample_grid.every_n_steps=100000",
+                          "callbacks.sample_grid.num_samples=4000", "callbacks.sample_grid.sampler=ddpm")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    wait_for(lambda: global_step(last) == 4, 120, process)
+    time.sleep(1.0)  # inside the grid now
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=30)[0]
+    assert time.monotonic() - sent < 30
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert load(last)["global_step"] == 4
+    assert not list((run_dir / "samples").glob("*.png"))  # the grid was abandoned
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_last_ckpt(tmp_path):
+    """The test hook DGMLAB_TEST_CHECKPOINT_WRITE_PAUSE makes every checkpoint write pause half-way
+    through its temporary file; we SIGKILL the process during the second write of last.ckpt."""
+    run_dir = tmp_path / "run"
+    process = popen_train(*train_args(run_dir, 100000, every=2), "callbacks.sample_grid.every_n_steps=100000",
+                          env={"DGMLAB_TEST_CHECKPOINT_WRITE_PAUSE": "3"})
+    checkpoints = run_dir / "checkpoints"
+    wait_for(lambda: (checkpoints / "last.ckpt").is_file() and any(checkpoints.glob(".last.ckpt.tmp-*")), 120, process)
+    process.kill()
+    process.communicate(timeout=30)
+    assert load(checkpoints / "last.ckpt")["global_step"] == 2
+    resumed = run_script("train.py", f"resume={run_dir}", "trainer.max_steps=4")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load(checkpoints / "last.ckpt")["global_step"] == 4
+    assert not list(checkpoints.glob(".*.tmp-*"))
+
+
+def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", *train_args(run_dir, 20, every=1), "model.optimizer.lr=1e6", "model.warmup_steps=0",
+                        "callbacks.sample_grid.every_n_steps=100")
+    out = result.stderr + result.stdout
+    assert result.returncode != 0
+    assert "Training diverged" in out and "model.optimizer.lr=1e+06" in out
+    assert "trainer.precision=32-true" in out and "trainer.gradient_clip_val" in out
+    last = load(run_dir / "checkpoints" / "last.ckpt")
+    assert last["global_step"] < 20
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+@pytest.mark.slow
+def test_a_truncated_checkpoint_gets_a_clear_error(interrupted_and_resumed, tmp_path):
+    _, parts, _, _ = interrupted_and_resumed
+    run_dir = tmp_path / "copy"
+    shutil.copytree(parts, run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    for result in (run_script("sample.py", f"ckpt={last}", "n=2", f"out={tmp_path / 'out'}", cwd=tmp_path),
+                   run_script("train.py", f"resume={run_dir}", "trainer.max_steps=14"),
+                   subprocess.run([sys.executable, "-m", "dgmlab.evaluate", "nll", f"ckpt={last}"], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=300)):
+        out = result.stderr + result.stdout
+        assert result.returncode != 0
+        assert "is not a readable checkpoint" in out and str(last) in out, out[-2000:]
+        assert "Errno 22" not in out.split("is not a readable checkpoint")[0]
