@@ -57,8 +57,10 @@ def train_ours(run_dir: Path, minutes: float, max_steps: str) -> dict:
     if done.returncode != 0:
         sys.exit(f"train.py failed (exit {done.returncode}):\n" + "\n".join(log.read_text().splitlines()[-30:]))
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    steps = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
-    return {"ckpt": ckpt, "steps": steps, "wall_seconds": seconds}
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    timer = state["callbacks"].get("Timer", {}).get("time_elapsed", {})   # Lightning's max_time callback
+    return {"ckpt": ckpt, "steps": state["global_step"], "wall_seconds": seconds,
+            "train_seconds": timer.get("train", float("nan")), "max_steps": state["dgmlab_config"]["trainer"]["max_steps"]}
 
 
 def sample_ours(ckpt: Path, out: Path, num_samples: int) -> tuple[Path, float]:
@@ -130,12 +132,14 @@ def main() -> None:
     ours["scores"], theirs["scores"] = lenet_fid(ours["samples"]), lenet_fid(theirs["samples"])
 
     rows = [["ours (train.py defaults)", f"{ours_params:,}", cfg.dataset.batch_size, ours["steps"],
-             f"{ours['wall_seconds']:.0f} (whole train.py)", f"DDIM 100, {bench.short(bench.auto_precision().precision)}",
+             f"{ours['train_seconds']:.0f} (fit; {ours['wall_seconds']:.0f} whole train.py)", f"DDIM 100, {bench.short(bench.auto_precision().precision)}",
              f"{ours['sampling_seconds']:.1f}", f"{ours['scores']['fid']:.3f}"],
             ["lucidrains (its defaults)", f"{peer.params:,}", args.lucidrains_batch_size, theirs["steps"],
              f"{theirs['wall_seconds']:.0f} (training loop)", f"its DDIM 100 (default: 1000 ancestral), "
              f"{bench.short(args.lucidrains_precision)}", f"{theirs['sampling_seconds']:.1f}", f"{theirs['scores']['fid']:.3f}"]]
-    print(f"\nTrained {args.minutes} min each on mnist_5k; {args.num_samples} samples each, lenet FID against the val split:\n")
+    stopped = "trainer.max_steps" if ours["steps"] >= ours["max_steps"] else "max_time"
+    print(f"\nTrained {args.minutes} min each on mnist_5k (ours stopped by {stopped}: {ours['steps']} of "
+          f"max_steps={ours['max_steps']}); {args.num_samples} samples each, lenet FID against the val split:\n")
     print(bench.markdown_table(["model", "parameters", "batch", "steps", "train seconds", "sampler",
                                 f"sampling seconds ({args.num_samples})", "lenet FID"], rows))
     ratios = {"fid_ours": ours["scores"]["fid"], "fid_lucidrains": theirs["scores"]["fid"],
