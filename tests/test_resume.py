@@ -200,3 +200,35 @@ def test_a_truncated_checkpoint_gets_a_clear_error(interrupted_and_resumed, tmp_
         assert result.returncode != 0
         assert "is not a readable checkpoint" in out and str(last) in out, out[-2000:]
         assert "Errno 22" not in out.split("is not a readable checkpoint")[0]
+
+
+def test_wandb_offline_run_holds_metrics_config_and_grid_and_resume_keeps_its_id(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", *train_args(run_dir, 3, every=3), "logger=wandb", "logger.wandb.tags=[issue9]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_id = (run_dir / "wandb_run_id").read_text().strip()
+    resumed = run_script("train.py", f"resume={run_dir}", "trainer.max_steps=6")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs)  # one W&B run, continued
+    for run in runs:
+        data = next(run.glob("*.wandb")).read_bytes()
+        assert b"train/loss" in data and b"dgmlab.lit.DDPM" in data  # metrics and the resolved config
+        assert list((run / "files" / "media" / "images").glob("samples_*.png"))
+
+
+@pytest.mark.slow
+def test_resume_under_ddp_on_two_cpu_processes(tmp_path):
+    run_dir = tmp_path / "run"
+    ddp = ["trainer=ddp_cpu", "dataset.batch_size=4"]
+    result = run_script("train.py", *train_args(run_dir, 3, every=3), *ddp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = run_script("train.py", f"resume={run_dir}", "trainer.max_steps=6")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 6
+    # One run directory, one config, one metrics file with every step once, one batch-size line.
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    steps = [int(r["step"]) for r in metrics(run_dir) if r.get("train/loss")]
+    assert steps == list(range(6))
+    log = (run_dir / "train.log").read_text()
+    assert log.count("effective batch size: 8 images per optimiser step") == 2  # once per start, rank 0 only

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +76,7 @@ def run_id(run_dir: Path) -> str:
     path = run_dir / WANDB_ID_FILE
     if path.is_file():
         return path.read_text().strip()
-    from wandb.util import generate_id
-
-    new_id = generate_id()
+    new_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id format
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(new_id + "\n")
