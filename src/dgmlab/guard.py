@@ -25,6 +25,7 @@ import os
 import random
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
+# Lightning warns that a plain DataLoader cannot resume mid-epoch; ResumableSampler (data/sampler.py) does.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 # Test hook (tests/test_resilience.py): seconds to pause half-way through writing a checkpoint, so a
 # test can SIGKILL the process while a write is in progress.
@@ -226,8 +229,8 @@ def divergence_message(trainer, loss: torch.Tensor) -> str:
     kept = (f"The last good checkpoint is kept: {last} (step {saved})." if last is not None and last.is_file()
             else "No checkpoint had been written yet.")
     return (
-        f"Training diverged: the loss is {value} at step {trainer.global_step + 1} (optimiser step "
-        f"{trainer.global_step + 1}); the run stopped before that step changed the weights. Likely settings: "
+        f"Training diverged: the loss is {value} at step {trainer.global_step + 1}; the run stopped before that "
+        f"optimiser step changed the weights. Likely settings: "
         f"model.optimizer.lr={lr:g} (try a smaller one), trainer.precision={trainer.precision} "
         f"(32-true is the most robust), trainer.gradient_clip_val={trainer.gradient_clip_val} "
         f"(clipping at e.g. 1.0 limits a bad step). {kept}"
