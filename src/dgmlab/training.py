@@ -11,6 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from .config import ConfigError, validate_train_config
 from .guard import fit_guarded, install_guard, log_effective_batch_size
 from .resume import resume_checkpoint
+from .precision import resolve_precision
+from .startup import log_start, quiet_libraries
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Returns the final logged metrics (floats). The resolved config is written to
     ``<output_dir>/config.yaml`` and travels inside every checkpoint.
     """
+    quiet_libraries()
     validate_train_config(cfg)
+    try:
+        precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     resume_from = resume_checkpoint(cfg)  # resume=/ckpt_path=: a readable checkpoint of the same model and data
     refuse_to_overwrite(Path(cfg.paths.output_dir), resume_from)
     L.seed_everything(cfg.seed, workers=True)
@@ -37,7 +44,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(instantiate(cfg.eval))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     guard = install_guard(cfg, callbacks)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, precision=precision.precision, callbacks=callbacks, logger=loggers or False)
     if cfg.get("checkpoint_io"):  # atomic checkpoint files
         trainer.strategy.checkpoint_io = instantiate(cfg.checkpoint_io)
 
@@ -45,7 +52,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(model.run_config))
-        log.info("run directory: %s", out)
+        log_start(out, precision, trainer, model)
         log_effective_batch_size(cfg, trainer)
     for logger in loggers:
         logger.log_hyperparams(model.run_config)  # the resolved config (W&B: the run's config)
