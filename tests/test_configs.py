@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import CONF, compose_train
+from dgmlab.training import build_trainer
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 SCHEDULES = sorted(p.stem for p in (CONF / "schedule").glob("*.yaml"))
@@ -62,7 +63,7 @@ def test_cpu_trainer_configs_build(trainer, tmp_path):
     cfg = compose_train([f"trainer={trainer}"], tmp_path)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     loggers = [instantiate(c) for c in cfg.logger.values()]
-    built = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    built = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers)
     assert built.max_steps == cfg.trainer.max_steps
     assert built.val_check_interval == cfg.trainer.val_check_interval
 

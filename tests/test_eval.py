@@ -344,7 +344,8 @@ def test_trained_ddpm_has_fewer_bits_per_dim_than_untrained(tiny_models, splits)
 
 def test_nll_command_prints_one_table_for_a_ddpm_and_a_vae(tiny_models, tmp_path):
     ckpts = f"ckpt=[{tiny_models['ddpm_ckpt']},{tiny_models['vae_ckpt']}]"
-    command = [sys.executable, "-m", "dgmlab.evaluate", "nll", ckpts, "nll.max_images=8", "nll.iw_samples=20", "device=cpu"]
+    command = [sys.executable, "-m", "dgmlab.evaluate", "nll", ckpts, "nll.max_images=8", "nll.iw_samples=20", "device=cpu",
+               "nll.precision=32"]  # the library call below is fp32; auto would pick bf16 on a bf16 CPU
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| train | ddpm | variational bound, all T=50 terms | mnist_5k val, 8 images |" in result.stdout

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import ConfigError, validate_train_config
 from .guard import fit_guarded, install_guard, log_effective_batch_size
 from .resume import resume_checkpoint
-from .precision import resolve_precision
+from .precision import PrecisionChoice, resolve_precision
 from .startup import log_start, quiet_libraries
 
 log = logging.getLogger(__name__)
@@ -25,10 +25,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     quiet_libraries()
     validate_train_config(cfg)
-    try:
-        precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    precision = trainer_precision(cfg.trainer)
     resume_from = resume_checkpoint(cfg)  # resume=/ckpt_path=: a readable checkpoint of the same model and data
     refuse_to_overwrite(Path(cfg.paths.output_dir), resume_from)
     L.seed_everything(cfg.seed, workers=True)
@@ -44,7 +41,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(instantiate(cfg.eval))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     guard = install_guard(cfg, callbacks)
-    trainer = instantiate(cfg.trainer, precision=precision.precision, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg.trainer, precision, callbacks=callbacks, logger=loggers or False)
     if cfg.get("checkpoint_io"):  # atomic checkpoint files
         trainer.strategy.checkpoint_io = instantiate(cfg.checkpoint_io)
 
@@ -61,6 +58,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("test_after_fit"):
         evaluate_after_fit(trainer, model, datamodule)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def trainer_precision(trainer_cfg: DictConfig) -> PrecisionChoice:
+    """``trainer.precision`` (``auto`` or explicit) resolved for ``trainer.accelerator``."""
+    try:
+        return resolve_precision(trainer_cfg.precision, trainer_cfg.accelerator)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def build_trainer(trainer_cfg: DictConfig, precision: PrecisionChoice | None = None, **kwargs) -> L.Trainer:
+    """Lightning's Trainer from the ``trainer`` config group, with ``precision: auto`` resolved."""
+    precision = precision or trainer_precision(trainer_cfg)
+    return instantiate(trainer_cfg, precision=precision.precision, **kwargs)
 
 
 def evaluate_after_fit(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule) -> None:

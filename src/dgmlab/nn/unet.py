@@ -70,7 +70,8 @@ class UNet(nn.Module):
     the finer level's width instead of keeping the coarser one (Ho et al.); at the largest
     resolution that conv then costs half as much. ``patch_size`` p > 1 folds each p x p patch
     into channels (pixel unshuffle) before the first conv and unfolds at the end, so the
-    network runs at 1/p of the image size.
+    network runs at 1/p of the image size. ``channels_last`` stores weights and activations
+    NHWC, the layout oneDNN's CPU convolutions prefer.
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class UNet(nn.Module):
         num_classes: int | None = None,
         narrow_upsample: bool = False,
         patch_size: int = 1,
+        channels_last: bool = False,
     ):
         super().__init__()
         if image_size % patch_size:
@@ -123,6 +125,8 @@ class UNet(nn.Module):
                 self.up.append(Upsample(ch, finer))
                 ch = finer
         self.head = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels * patch_size**2, 3, padding=1))
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
 
     @staticmethod
     def _block(in_ch, out_ch, emb_dim, dropout, attend):
@@ -135,6 +139,7 @@ class UNet(nn.Module):
             if labels is None:
                 labels = torch.full_like(t, self.num_classes)
             emb = emb + self.class_emb(labels)
+        x = x.contiguous(memory_format=self.memory_format)
         h = self.stem(F.pixel_unshuffle(x, self.patch_size) if self.patch_size > 1 else x)
         hs = [h]
         for layer in self.down:
