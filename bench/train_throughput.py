@@ -84,13 +84,14 @@ def lightning_seconds(precision: str, warmup: int, steps: int) -> float:
     return StepTimer.latest.seconds_per_step(warmup)
 
 
-def plain_step(cfg, precision: str, splits):
+def plain_step(cfg, precision: str, splits, compile_network: bool = False):
     """A function taking one optimiser step of a plain PyTorch loop with the LightningModule's own
     pieces: its network and loss, its optimiser, the gradient clipping of ``cfg.trainer``, a
     warm-up schedule, and ``dgmlab.nn.ema_update`` after every step, on shuffled batches of the
-    ``mnist_5k`` train tensor."""
+    ``mnist_5k`` train tensor (``compile_network``: the network through ``torch.compile``)."""
     torch.manual_seed(cfg.seed)
     model = instantiate(cfg.model)
+    net = torch.compile(model.net) if compile_network else model.net
     optimizer = model.optimizer_factory(model.parameters())
     warmup = max(1, cfg.model.get("warmup_steps", 1))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
@@ -101,7 +102,7 @@ def plain_step(cfg, precision: str, splits):
     def step():
         images, labels = next(data)
         with bench.autocast(precision):
-            loss = model.loss(model.net, to_pixel_range(images, model.pixel_range), labels)
+            loss = model.loss(net, to_pixel_range(images, model.pixel_range), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip:

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # Lightning warns that a plain DataLoader cannot resume mid-epoch; ResumableSampler (data/sampler.py) does.
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
-# Test hook (tests/test_resilience.py): seconds to pause half-way through writing a checkpoint, so a
+# Test hook (tests/test_resume.py): seconds to pause half-way through writing a checkpoint, so a
 # test can SIGKILL the process while a write is in progress.
 WRITE_PAUSE_ENV = "DGMLAB_TEST_CHECKPOINT_WRITE_PAUSE"
 # Hooks of other callbacks that run after an optimiser step or at the end of training.

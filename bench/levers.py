@@ -1,0 +1,94 @@
+"""What each speed lever of the default DDPM buys, side by side in one process (not a test).
+
+    python bench/levers.py [--steps 15] [--warmup 3] [--rounds 2] [--compile]
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python bench/levers.py     # as on an AVX2-only CPU
+
+Times one training step (forward, backward, clipping, optimiser, EMA: the plain loop of
+``train_throughput.py``) of the shipped default DDPM and of variants that each change one
+thing: the network of dgmlab 0.1, its upsampling convolutions, 2x2 patches, the channels-last
+layout, a non-foreach Adam, and bf16 autocast, each in fp32 and in the precision ``auto``
+picks. Variants run in turn, ``--rounds`` times, each keeping its best round; the last line
+gives every variant's step time over the default's (> 1: slower than the default).
+``--compile`` adds ``torch.compile`` of the network, with its compile time.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as bench  # noqa: E402
+from train_throughput import plain_step  # noqa: E402
+
+V01_NETWORK = ["model.network.base_channels=32", "model.network.narrow_upsample=false"]
+VARIANTS = {  # name: (config overrides, precision: None = the one measured)
+    "default": ([], None),
+    "v01_network": (V01_NETWORK, None),
+    "v01_network_narrow_upsample": (["model.network.base_channels=32"], None),
+    "patch_2x2_48ch": (["model.network.patch_size=2", "model.network.base_channels=48", "model.network.channel_mults=[1,2]"], None),
+    "channels_last": (["model.network.channels_last=true"], None),
+    "adam_not_foreach": (["model.optimizer.foreach=false"], None),
+    "bf16_autocast": ([], "bf16-mixed"),
+}
+
+
+def compiled_step(cfg, precision: str, splits):
+    """The default step with ``torch.compile`` on the network; returns (step, compile seconds)."""
+    step = plain_step(cfg, precision, splits, compile_network=True)
+    start = time.perf_counter()
+    step()  # the first call compiles forward and backward
+    return step, time.perf_counter() - start
+
+
+def measure(precision: str, args, splits) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for _ in range(args.rounds):
+        for name, (overrides, forced) in VARIANTS.items():
+            if forced and forced == precision:
+                continue  # the same as "default" in that precision
+            cfg = bench.compose("train", overrides)
+            step = plain_step(cfg, forced or precision, splits)
+            seconds = bench.seconds_per_call(step, args.warmup, args.steps)
+            best[name] = min(best.get(name, float("inf")), seconds)
+            print(f"  {bench.short(precision)} {name:30s} {seconds * 1000:8.1f} ms/step", flush=True)
+    if args.compile:
+        step, compile_seconds = compiled_step(bench.compose("train"), precision, splits)
+        best["torch_compile"] = bench.seconds_per_call(step, args.warmup, args.steps)
+        best["torch_compile_seconds_to_compile"] = compile_seconds
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--compile", action="store_true")
+    bench.add_json_arg(parser, "levers")
+    args = parser.parse_args()
+    cpu = bench.describe_cpu()
+    bench.print_cpu(cpu)
+    splits = bench.mnist_5k_splits()
+    results, rows, ratios = {}, [], {}
+    for precision in bench.precisions_to_measure("auto"):
+        times = results[precision] = measure(precision, args, splits)
+        suffix = "" if precision == bench.auto_precision().precision else f"_{bench.short(precision)}"
+        for name, seconds in times.items():
+            if name.endswith("_seconds_to_compile"):
+                rows.append([bench.short(precision), name, f"{seconds:.1f} s", ""])
+                continue
+            rows.append([bench.short(precision), name, f"{seconds * 1000:.1f}", f"{seconds / times['default']:.2f}"])
+            if name != "default":
+                ratios[f"{name}{suffix}"] = seconds / times["default"]
+    print()
+    print(bench.markdown_table(["precision", "variant", "ms/step", "time vs default"], rows))
+    bench.write_json(args.json, {"cpu": cpu, "args": vars(args) | {"json": str(args.json)}, "seconds_per_step": results})
+    print(bench.ratio_line(ratios))
+
+
+if __name__ == "__main__":
+    main()
