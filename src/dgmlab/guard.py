@@ -4,11 +4,12 @@ checkpoints atomically.
 ``RunGuard`` (a callback, ``guard:`` in conf/train.yaml) and ``AtomicCheckpointIO`` (the trainer's
 checkpoint writer, ``checkpoint_io:``) are installed by ``dgmlab.training.train``:
 
-- SIGTERM, SIGINT and SIGUSR1 (SLURM's pre-emption signal) ask Lightning to stop at the end of the
-  current optimiser step, through the flag its own SIGTERM handler sets (so its DDP broadcast of that
+- SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 (SLURM's warnings before pre-emption or the time limit)
+  ask Lightning to stop at the end of the current optimiser step, through the flag its own SIGTERM handler sets (so its DDP broadcast of that
   flag keeps all ranks in step). The guard then writes ``checkpoints/last.ckpt`` and the process exits
-  with 128 + the signal number. Work of other callbacks after a step or at the end of training
-  (sample grids, figures, FID) is skipped once a signal has arrived, and a signal that arrives in the
+  with 128 + the signal number; in a SLURM job, a warning signal (``requeue_signals``) also requeues
+  the job, which then resumes from that checkpoint (``slurm.py``). Work of other callbacks after a
+  step or at the end of training (sample grids, figures, FID) is skipped once a signal has arrived, and a signal that arrives in the
   middle of such work interrupts it at once: the optimiser step it follows is complete, so the state
   saved then is the same as that of a checkpoint written after the step. A second Ctrl-C aborts
   without saving.
@@ -36,6 +37,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from . import slurm
+
 log = logging.getLogger(__name__)
 # Lightning warns that a plain DataLoader cannot resume mid-epoch; ResumableSampler (data/sampler.py) does.
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
@@ -59,6 +62,12 @@ class DivergedError(RuntimeError):
     """The training loss became non-finite."""
 
 
+def signal_number(name: str, setting: str) -> int:
+    if not hasattr(signal, name):
+        raise ValueError(f"{setting}: {name!r} is not a signal of this platform")
+    return getattr(signal, name)
+
+
 def signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -68,20 +77,20 @@ def signal_name(signum: int) -> str:
 
 class RunGuard(L.Callback):
     """See the module docstring. ``signals``: names of the signals that stop a run with a checkpoint;
+    ``requeue_signals``: those of them after which a SLURM job requeues itself;
     ``stop_on_nonfinite_loss``: stop on a nan/inf loss."""
 
-    def __init__(self, signals: list[str] = ("SIGTERM", "SIGINT", "SIGUSR1"), stop_on_nonfinite_loss: bool = True):
-        self.signals = []
-        for name in signals:
-            if not hasattr(signal, name):
-                raise ValueError(f"guard.signals: {name!r} is not a signal of this platform")
-            self.signals.append(getattr(signal, name))
+    def __init__(self, signals: list[str] = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"),
+                 requeue_signals: list[str] = ("SIGUSR1", "SIGUSR2"), stop_on_nonfinite_loss: bool = True):
+        self.signals = [signal_number(name, "guard.signals") for name in signals]
+        self.requeue_signals = [signal_number(name, "guard.requeue_signals") for name in requeue_signals]
         self.stop_on_nonfinite_loss = stop_on_nonfinite_loss
         self.signum: int | None = None          # the first stop signal received
         self.saved_path: Path | None = None     # where the interrupted run's checkpoint went
         self._trainer: L.Trainer | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._in_interruptible_hook = 0
+        self._interrupted_hook: str | None = None  # the hook a signal interrupted
         self._batches_done = 0  # training batches of this run so far, across resumes
         self._loaded: dict[str, Any] | None = None
 
@@ -115,8 +124,10 @@ class RunGuard(L.Callback):
             log.warning("Received %s: stopping after the current step and saving checkpoints/last.ckpt",
                         signal_name(signum))
         previous = self._previous_handlers.get(signum)
-        if callable(previous) and signum != signal.SIGINT:
-            previous(signum, frame)  # Lightning's: SIGTERM sets its stop flag (DDP: tells the other ranks)
+        if callable(previous) and signum != signal.SIGINT and signum not in self.requeue_signals:
+            # Lightning's: SIGTERM sets its stop flag (DDP: tells the other ranks). Not for the SLURM
+            # warnings: Lightning's and submitit's handlers would requeue without our checkpoint.
+            previous(signum, frame)
         trainer = self._trainer
         if trainer is not None and hasattr(trainer, "_signal_connector"):
             # Lightning checks this flag after every step (and validation batch), and under DDP rank 0
@@ -134,10 +145,13 @@ class RunGuard(L.Callback):
     def _interruptible(self, hook):
         def run(*args, **kwargs):
             if self.signum is not None:
-                raise RunInterrupted(self.signum)  # a stop was asked: skip the work
+                return None  # a stop was asked: skip the work (Lightning stops after this step)
             self._in_interruptible_hook += 1
             try:
                 return hook(*args, **kwargs)
+            except RunInterrupted:
+                self._interrupted_hook = hook.__name__
+                raise
             finally:
                 self._in_interruptible_hook -= 1
         return run
@@ -147,6 +161,10 @@ class RunGuard(L.Callback):
             return
         if self.signum is None:  # SIGTERM caught by Lightning alone (another rank's broadcast)
             self.signum = exception.signum if isinstance(exception, RunInterrupted) else signal.SIGTERM
+        if self._interrupted_hook == "on_train_batch_end":
+            # The step is complete but its metrics were not logged yet: log them, as Lightning would have.
+            trainer._logger_connector.on_batch_end()
+            trainer._logger_connector.update_train_step_metrics()
         self.saved_path = self._save_last(trainer, synchronised=isinstance(exception, SIGTERMException))
 
     def _save_last(self, trainer, synchronised: bool) -> Path:
@@ -191,8 +209,8 @@ class RunGuard(L.Callback):
         callback = trainer.checkpoint_callback
         if callback is not None and getattr(callback, "save_last", False) and \
                 getattr(callback, "_last_global_step_saved", None) != trainer.global_step:
-            trainer.save_checkpoint(Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
-            callback._last_global_step_saved = trainer.global_step
+            # Through the callback, so that it knows last.ckpt is written (else it writes last-v1.ckpt).
+            callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": collect_rng_states(), "batches_done": self._batches_done}
@@ -339,6 +357,8 @@ def interrupted(trainer, guard: RunGuard | None, signum: int):
         saved = guard.saved_path if guard is not None and guard.saved_path else run_dir / "checkpoints" / "last.ckpt"
         log.warning("Interrupted by %s at step %d; %s holds the state to continue from: python train.py resume=%s",
                     signal_name(signum), trainer.global_step, saved, run_dir)
+        if guard is not None and signum in guard.requeue_signals:
+            slurm.requeue()  # in a SLURM batch job: back in the queue, to resume from last.ckpt
     raise RunInterrupted(signum) from None
 
 

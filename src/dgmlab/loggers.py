@@ -62,7 +62,8 @@ class CSVLogger(LightningCSVLogger):
 class WandbLogger(LightningWandbLogger):
     """Lightning's WandbLogger with a run id that belongs to the run directory: the id is stored in
     ``<save_dir>/wandb_run_id`` when the run starts, and a resumed run (same directory) continues
-    that W&B run. Under ``-m`` every job has its own directory, hence its own W&B run."""
+    that W&B run. Under ``-m`` every job has its own directory, hence its own W&B run. A run started
+    by ``wandb agent`` takes the id the agent gives it (``WANDB_RUN_ID``), so the sweep sees it."""
 
     def __init__(self, save_dir: str, id: str | None = None, resume: str | None = None, **kwargs: Any):
         if id is None:
@@ -72,11 +73,12 @@ class WandbLogger(LightningWandbLogger):
 
 
 def run_id(run_dir: Path) -> str:
-    """The W&B run id of ``run_dir``: read from its id file, or made and written there (rank 0)."""
+    """The W&B run id of ``run_dir``: read from its id file, or (``WANDB_RUN_ID`` or a new one) written there (rank 0)."""
     path = run_dir / WANDB_ID_FILE
     if path.is_file():
         return path.read_text().strip()
-    new_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id format
+    new_id = os.environ.get("WANDB_RUN_ID") or "".join(
+        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id format
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(new_id + "\n")

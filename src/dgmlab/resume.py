@@ -4,11 +4,13 @@ Before Hydra starts, :func:`resume_argv` turns ``resume=...`` into the run's own
 overrides (from ``RUN_DIR/.hydra/overrides.yaml``), followed by the new ones, plus
 ``hydra.run.dir=RUN_DIR``; so ``python train.py resume=RUN_DIR trainer.max_steps=4000`` is the old
 run's config with a longer budget. Inside the job, :func:`resume_checkpoint` picks
-``RUN_DIR/checkpoints/last.ckpt`` (or ``ckpt_path=``), checks that it can be read and that no
+``RUN_DIR/checkpoints/last.ckpt`` (or ``ckpt_path=``; or, in a SLURM job that was requeued, the
+``last.ckpt`` of its own run directory, which the job's command names again), checks that it can be read and that no
 setting that cannot change on resume (model, schedule, data set) differs from the run's own.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,10 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from . import slurm
 from .config import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Top-level config blocks that a resumed run must share with the checkpoint it continues ...
 FIXED_BLOCKS = ("model", "schedule", "dataset")
@@ -114,6 +119,9 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
         setting = "resume"
     elif cfg.get("ckpt_path"):
         path, setting = Path(cfg.ckpt_path), "ckpt_path"
+    elif slurm.restart_count() > 0 and (output_dir / "checkpoints" / "last.ckpt").is_file():
+        path, setting = output_dir / "checkpoints" / "last.ckpt", "resume"
+        log.warning("SLURM job %s was requeued (restart %d): resuming from %s", slurm.job_id(), slurm.restart_count(), path)
     else:
         return None
     checkpoint = read_checkpoint(path, setting=setting)

@@ -40,6 +40,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("eval"):  # eval=fid: FID/KID every eval.every_n_steps steps (conf/eval/)
         callbacks.append(instantiate(cfg.eval))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    last_validation = LastValidation()
+    callbacks.append(last_validation)
     guard = install_guard(cfg, callbacks)
     trainer = build_trainer(cfg.trainer, precision, callbacks=callbacks, logger=loggers or False)
     if cfg.get("checkpoint_io"):  # atomic checkpoint files
@@ -55,9 +57,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(model.run_config)  # the resolved config (W&B: the run's config)
 
     fit_guarded(trainer, model, datamodule, resume_from, guard)  # a signal: last.ckpt, then exit 128 + signal
+    if cfg.get("validate_at_end") and last_validation.step != trainer.global_step:
+        trainer.validate(model, datamodule=datamodule, verbose=False)  # the final val metrics (a sweep's metric)
     if cfg.get("test_after_fit"):
         evaluate_after_fit(trainer, model, datamodule)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+class LastValidation(L.Callback):
+    """Remembers the optimiser step of the last validation during fit."""
+
+    step = -1
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.step = trainer.global_step
 
 
 def trainer_precision(trainer_cfg: DictConfig) -> PrecisionChoice:

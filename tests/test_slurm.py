@@ -1,0 +1,128 @@
+"""SLURM jobs on a real single-node cluster (Debian's slurm-wlm + munge, started for this module).
+
+Two-task CPU DDP jobs through the Hydra launcher (hydra-submitit-launcher) and through
+slurm/train.sbatch; a job requeued with `scontrol requeue`, and one warned with USR1 (the signal
+before its time limit), resume from their checkpoints in the same run directory."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, TINY_DDPM
+from slurm_cluster import INSTALL_HINT, SlurmCluster, missing_programs
+
+pytestmark = pytest.mark.slurm
+
+RUN = [*TINY_DDPM, "trainer.precision=32-true", "dataset.batch_size=8", "trainer.limit_val_batches=1",
+       "trainer.log_every_n_steps=1", "callbacks.sample_grid.num_samples=2", "logger=csv"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    missing = missing_programs()
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: {INSTALL_HINT}")
+    if os.geteuid() != 0:
+        pytest.fail(f"not root: {INSTALL_HINT}")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    yield cluster
+    cluster.stop()
+
+
+def job_env(cluster: SlurmCluster, **extra: str) -> dict[str, str]:
+    """The environment a user submits from: this Python first on PATH, W&B offline."""
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    return cluster.env(PATH=path, WANDB_MODE="offline", **extra)
+
+
+def step_of(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+
+
+def wait_for_file(path: Path, cluster: SlurmCluster, job: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        state = cluster.job_state(job)
+        assert state in ("PENDING", "RUNNING", "CONFIGURING"), f"job {job} is {state} before {path} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.5)
+
+
+def start_now(cluster: SlurmCluster, job: str) -> None:
+    """A requeued job waits for a begin time SLURM sets a while ahead (some two minutes); the test lets
+    it start as soon as the node has cleaned up after its first start."""
+    deadline = time.monotonic() + 90
+    while cluster.job_state(job) != "PENDING" or cluster.node_state() != "idle":
+        assert time.monotonic() < deadline, f"job {job} did not go back to the queue ({cluster.job_state(job)})"
+        time.sleep(0.5)
+    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+
+
+def test_hydra_launcher_runs_a_two_task_ddp_job(cluster, tmp_path):
+    sweep_dir = tmp_path / "multirun"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=slurm", "trainer=ddp_cpu",
+         f"hydra.sweep.dir={sweep_dir}", "hydra.launcher.timeout_min=10", *RUN, "trainer.max_steps=12",
+         "trainer.val_check_interval=6", "callbacks.model_checkpoint.every_n_train_steps=6"],
+        cwd=REPO, env=job_env(cluster), capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    script = next(sweep_dir.glob(".submitit/*/*_submission.sh")).read_text()
+    assert "--ntasks-per-node=2" in script and "--signal=USR2@120" in script  # tasks_per_node from trainer.devices
+    rank_logs = sorted(sweep_dir.glob(".submitit/*/*_log.out"))
+    assert [("global_rank=0(2)" in p.read_text(), "global_rank=1(2)" in p.read_text()) for p in rank_logs] == \
+        [(True, False), (False, True)]  # two SLURM tasks, one per rank
+    train_log = (sweep_dir / "0" / "train.log").read_text()
+    assert "x 2 device(s)" in train_log and "16 images per optimiser step" in train_log  # 8 per device x 2 ranks
+    assert step_of(sweep_dir / "0" / "checkpoints" / "last.ckpt") == 12
+
+
+def test_sbatch_script_runs_a_two_task_ddp_job(cluster, tmp_path):
+    run_dir = tmp_path / "run"
+    job = cluster.sbatch("--ntasks-per-node=2", f"--output={tmp_path}/job.out", "slurm/train.sbatch", "trainer=ddp_cpu",
+                         *RUN, "trainer.max_steps=12", "trainer.val_check_interval=6",
+                         "callbacks.model_checkpoint.every_n_train_steps=6",
+                         cwd=REPO, env=job_env(cluster, DGMLAB_RUN_DIR=str(run_dir)))
+    assert cluster.wait(job, timeout=300) == "COMPLETED", (tmp_path / "job.out").read_text()[-3000:]
+    log = (run_dir / "train.log").read_text()
+    assert "x 2 device(s)" in log and "16 images per optimiser step" in log
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == 12
+    assert logged_steps(run_dir) == list(range(12))  # every step once, logged by rank 0 only
+
+
+@pytest.mark.parametrize("how", ["scontrol requeue", "USR1 before the time limit"])
+def test_a_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path, how):
+    run_dir = tmp_path / "run"
+    job = cluster.sbatch(f"--output={tmp_path}/job.out", "slurm/train.sbatch", *RUN, "trainer.max_steps=400",
+                         "trainer.val_check_interval=100", "callbacks.model_checkpoint.every_n_train_steps=20",
+                         "callbacks.sample_grid.every_n_steps=1000",
+                         cwd=REPO, env=job_env(cluster, DGMLAB_RUN_DIR=str(run_dir)))
+    wait_for_file(run_dir / "checkpoints" / "step_000020.ckpt", cluster, job)
+    if how == "scontrol requeue":  # SLURM stops the job with SIGTERM and puts it back in the queue
+        cluster.run("scontrol", "requeue", job)
+    else:  # the warning SLURM sends --signal=USR1@120 before the limit: the run saves and requeues itself
+        cluster.run("scancel", "--signal=USR1", job)
+    start_now(cluster, job)
+    state = cluster.wait(job, timeout=300)
+    assert state == "COMPLETED", f"{state}: {(tmp_path / 'job.out').read_text()[-3000:]}"
+
+    output = (tmp_path / "job.out").read_text()
+    assert cluster.job_field(job, "Restarts") == "1"
+    interrupted_at = int(output.split("Stopped by ")[1].split(" at step ")[1].split(":")[0])
+    assert 20 <= interrupted_at < 400
+    assert f"was requeued (restart 1): resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in output
+    if how != "scontrol requeue":
+        assert f"Requeued SLURM job {job}" in output
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == 400
+    assert logged_steps(run_dir) == list(range(400))  # continued where it stopped: no step twice, none missing
