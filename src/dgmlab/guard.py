@@ -355,8 +355,11 @@ def interrupted(trainer, guard: RunGuard | None, signum: int):
     if trainer.is_global_zero:
         run_dir = Path(trainer.default_root_dir).resolve()
         saved = guard.saved_path if guard is not None and guard.saved_path else run_dir / "checkpoints" / "last.ckpt"
-        log.warning("Interrupted by %s at step %d; %s holds the state to continue from: python train.py resume=%s",
-                    signal_name(signum), trainer.global_step, saved, run_dir)
+        how = f"python train.py resume={run_dir}"
+        if slurm.job_id():
+            how = f"SLURM job {slurm.job_id()} resumes from it if it is requeued; or {how}"
+        log.warning("Interrupted by %s at step %d; %s holds the state to continue from: %s",
+                    signal_name(signum), trainer.global_step, saved, how)
         if guard is not None and signum in guard.requeue_signals:
             slurm.requeue()  # in a SLURM batch job: back in the queue, to resume from last.ckpt
     raise RunInterrupted(signum) from None

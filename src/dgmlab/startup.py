@@ -21,6 +21,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(lightning|torch|hydra|omegaconf)(\.|$)")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    # A resumed run continues in its own directory, next to its earlier checkpoints, on purpose.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -239,9 +239,18 @@ def write_results(sweep: Sweep) -> Path:
 def print_table(sweep: Sweep) -> None:
     with open(sweep.directory / RESULTS, newline="") as f:
         rows = [row[:-1] for row in csv.reader(f)]  # without run_dir
+    rows = [[short(c) for c in row] for row in rows]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def short(cell: str) -> str:
+    """Numbers with a fractional part to 6 significant digits, for the printed table (the CSV keeps all)."""
+    try:
+        return f"{float(cell):.6g}" if "." in cell or "e" in cell else cell
+    except ValueError:
+        return cell
 
 
 def record(sweep: Sweep, trial: Trial) -> None:
