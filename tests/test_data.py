@@ -12,7 +12,8 @@ import torchvision
 from hydra.utils import instantiate
 
 from conftest import compose_train
-from dgmlab.data import DataConfigError, to_pixel_range, to_uint8
+from dgmlab.data import to_pixel_range, to_uint8
+from dgmlab.errors import ConfigError
 from dgmlab.data.sources import letter_t_image, mnist_5k
 
 
@@ -100,7 +101,7 @@ def test_torchvision_cifar10_format_is_read(tmp_path, monkeypatch):
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10"])
 def test_missing_torchvision_files_name_the_setting(dataset, tmp_path):
     cfg = compose_train([f"dataset={dataset}", f"dataset.source.root={tmp_path / 'nowhere'}"], tmp_path)
-    with pytest.raises(DataConfigError, match=r"dataset\.source\.root.*dataset\.source\.download=true"):
+    with pytest.raises(ConfigError, match=r"dataset\.source\.root.*dataset\.source\.download=true"):
         instantiate(cfg.dataset).setup()
 
 

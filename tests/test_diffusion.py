@@ -59,7 +59,7 @@ def test_bad_schedules_are_named(name, params, message):
 
 
 def test_zero_timesteps_is_named():
-    with pytest.raises(ValueError, match=r"schedule\.timesteps must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"schedule\.timesteps must be a positive integer, got 0"):
         make_schedule("linear", 0)
 
 

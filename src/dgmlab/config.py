@@ -3,17 +3,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A setting is wrong; the message names it and says how to fix it."""
-
-
-def _positive_int(cfg: DictConfig, key: str) -> None:
-    value = cfg
-    for part in key.split("."):
-        value = value.get(part) if value is not None else None
-    if value is None or isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+from .errors import ConfigError, choice, positive_int  # noqa: F401  (ConfigError: imported from here too)
 
 
 def validate_train_config(cfg: DictConfig) -> None:
@@ -22,7 +12,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     if missing:
         raise ConfigError(f"{missing[0]} is required: pass {missing[0]}=... on the command line")
     for key in ("dataset.batch_size", "dataset.image_size", "dataset.channels", "trainer.max_steps"):
-        _positive_int(cfg, key)
+        positive_int(OmegaConf.select(cfg, key), key)
     if cfg.dataset.num_workers < 0:
         raise ConfigError(f"dataset.num_workers must be >= 0, got {cfg.dataset.num_workers}")
     low, high = cfg.model.pixel_range

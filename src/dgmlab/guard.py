@@ -38,6 +38,7 @@ from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from . import slurm
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 # Lightning warns that a plain DataLoader cannot resume mid-epoch; ResumableSampler (data/sampler.py) does.
@@ -64,7 +65,7 @@ class DivergedError(RuntimeError):
 
 def signal_number(name: str, setting: str) -> int:
     if not hasattr(signal, name):
-        raise ValueError(f"{setting}: {name!r} is not a signal of this platform")
+        raise ConfigError(f"{setting}: {name!r} is not a signal of this platform")
     return getattr(signal, name)
 
 

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from .errors import ConfigError
 
 # Lightning's names for the precisions we resolve to or accept (and their short forms).
 CANONICAL = {"32": "32-true", "32-true": "32-true", "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed",
@@ -81,7 +82,7 @@ def resolve_precision(requested: str | int = "auto", accelerator: str = "auto", 
     """
     requested = str(requested)
     if requested not in CHOICES:
-        raise ValueError(f"{setting}={requested!r} is unknown; choose one of {list(CHOICES)}")
+        raise ConfigError(f"{setting}={requested!r} is unknown; choose one of {list(CHOICES)}")
     hardware = hardware or detect_hardware(accelerator)
     if requested != "auto":
         precision = CANONICAL[requested]

@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig
 
 from .checkpoint import load_model
-from .config import ConfigError
+from .errors import ConfigError, positive_int
 from .data import to_uint8
 from .images import save_grid, save_samples_npz
 from .precision import autocast, resolve_precision
@@ -24,10 +24,7 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_job_precision(requested, device: torch.device, setting: str = "precision") -> str:
     """``auto`` (or an explicit precision) for a job outside the Trainer, checked and announced."""
-    try:
-        choice = resolve_precision(requested, device.type, setting=setting)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    choice = resolve_precision(requested, device.type, setting=setting)
     print(choice, flush=True)
     return choice.precision
 
@@ -75,8 +72,7 @@ def sampler_options(cfg: DictConfig) -> dict:
 def sample(cfg: DictConfig) -> Path:
     """Load ``cfg.ckpt``, draw ``cfg.n`` samples with ``cfg.seed``, write grid.png and samples.npz."""
     for key in ("n", "batch_size"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]}")
+        positive_int(cfg[key], key)
     ckpt = Path(cfg.ckpt)
     device = resolve_device(cfg.device)
     precision = resolve_job_precision(cfg.precision, device)

@@ -76,10 +76,7 @@ class LastValidation(L.Callback):
 
 def trainer_precision(trainer_cfg: DictConfig) -> PrecisionChoice:
     """``trainer.precision`` (``auto`` or explicit) resolved for ``trainer.accelerator``."""
-    try:
-        return resolve_precision(trainer_cfg.precision, trainer_cfg.accelerator)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    return resolve_precision(trainer_cfg.precision, trainer_cfg.accelerator)
 
 
 def build_trainer(trainer_cfg: DictConfig, precision: PrecisionChoice | None = None, **kwargs) -> L.Trainer:

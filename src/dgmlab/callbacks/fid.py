@@ -22,7 +22,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError, positive_int
 from ..data import to_uint8
 from ..diffusion import SAMPLERS
 from ..precision import CHOICES as PRECISIONS, autocast, resolve_precision
@@ -48,8 +48,7 @@ class FIDCallback(L.Callback):
                  kid: dict, lenet: dict, dirpath: str | None, at_train_end: bool, precision: str = "auto"):
         """Every argument comes from ``eval.*`` (conf/eval/fid.yaml), where each is explained."""
         for key, value, low in (("every_n_steps", every_n_steps, 1), ("num_samples", num_samples, 2), ("batch_size", batch_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"eval.{key} must be an integer >= {low}, got {value!r}")
+            positive_int(value, f"eval.{key}", minimum=low)
         if split not in SPLITS:
             raise ConfigError(f"eval.split={split!r} is unknown; choose one of {list(SPLITS)}")
         if sampler is not None and sampler not in SAMPLERS:

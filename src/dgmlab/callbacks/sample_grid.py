@@ -8,6 +8,7 @@ import torch
 
 from ..data import to_uint8
 from ..images import save_grid
+from ..errors import ConfigError
 
 
 class SampleGrid(L.Callback):
@@ -20,7 +21,7 @@ class SampleGrid(L.Callback):
     def __init__(self, dirpath: str, every_n_steps: int, num_samples: int = 64, seed: int = 0,
                  sampler: str | None = None, steps: int | None = None):
         if every_n_steps < 1:
-            raise ValueError(f"callbacks.sample_grid.every_n_steps must be >= 1, got {every_n_steps}")
+            raise ConfigError(f"callbacks.sample_grid.every_n_steps must be >= 1, got {every_n_steps}")
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
         self.num_samples, self.seed = num_samples, seed
         self.sampler_options = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}

@@ -11,6 +11,7 @@ import torch
 
 from ..data import to_uint8
 from ..images import save_grid
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,10 @@ class VAEFigures(L.Callback):
                  images_per_row: int = 8, num_samples: int = 64, manifold_size: int = 20,
                  manifold_quantiles: tuple[float, float] = (0.05, 0.95), max_scatter_points: int = 5000, seed: int = 0):
         if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"callbacks.vae_figures.every_n_steps must be >= 1 or null, got {every_n_steps}")
+            raise ConfigError(f"callbacks.vae_figures.every_n_steps must be >= 1 or null, got {every_n_steps}")
         low, high = manifold_quantiles
         if not 0 < low < high < 1:
-            raise ValueError(f"callbacks.vae_figures.manifold_quantiles must satisfy 0 < low < high < 1, got {list(manifold_quantiles)}")
+            raise ConfigError(f"callbacks.vae_figures.manifold_quantiles must satisfy 0 < low < high < 1, got {list(manifold_quantiles)}")
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
         self.num_reconstructions, self.images_per_row, self.num_samples = num_reconstructions, images_per_row, num_samples
         self.manifold_size, self.manifold_quantiles = manifold_size, (low, high)

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from .errors import DataConfigError
+from ..errors import ConfigError
 from .sampler import ResumableSampler
 from .sources import Splits
 
@@ -61,7 +61,7 @@ class ImageDataModule(L.LightningDataModule):
     def _check_shape(self) -> None:
         got = tuple(self.splits.train.images.shape[1:])
         if got != self.image_shape:
-            raise DataConfigError(
+            raise ConfigError(
                 f"dataset={self.name}: images have shape {got} (C, H, W) but dataset.channels / "
                 f"dataset.image_size say {self.image_shape}; set them to match the data"
             )

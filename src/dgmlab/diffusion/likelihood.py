@@ -22,6 +22,7 @@ import torch
 from .process import q_posterior, q_sample
 from .samplers import Denoiser
 from .schedules import NoiseSchedule
+from ..errors import ConfigError
 
 HALF_BIN = 1.0 / 255.0  # 8-bit levels on [-1, 1] are 2/255 apart
 
@@ -78,7 +79,7 @@ def decoder_variance(schedule: NoiseSchedule) -> float:
     """sigma_1^2 of p_theta(x_0 | x_1). The posterior variance at the first step is 0, so, as in
     Ho et al.'s code ("fixedsmall", clipped log-variance), the next step's posterior variance is used."""
     if schedule.timesteps < 2:
-        raise ValueError("the variational bound needs schedule.timesteps >= 2")
+        raise ConfigError("the variational bound needs schedule.timesteps >= 2")
     return float(schedule.posterior_variance[1])
 
 

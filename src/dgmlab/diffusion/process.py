@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .schedules import NoiseSchedule
+from ..errors import ConfigError
 
 PREDICTIONS = ("eps", "x0", "v")
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
@@ -81,7 +82,7 @@ def x0_and_eps(schedule: NoiseSchedule, prediction: str, xt: torch.Tensor, t: to
         return output, eps_from_x0(schedule, xt, t, output)
     if prediction == "v":
         return x0_eps_from_v(schedule, xt, t, output)
-    raise ValueError(f"model.prediction={prediction!r} is unknown; choose one of {list(PREDICTIONS)}")
+    raise ConfigError(f"model.prediction={prediction!r} is unknown; choose one of {list(PREDICTIONS)}")
 
 
 def training_target(schedule: NoiseSchedule, prediction: str, x0, t, eps) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 
 from .process import eps_from_x0, q_posterior, x0_and_eps
 from .schedules import NoiseSchedule
+from ..errors import ConfigError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 OnStep = Callable[[int, torch.Tensor], None]
@@ -45,7 +46,7 @@ def timestep_sequence(timesteps: int, steps: int, spacing: str = "trailing") -> 
     leading: 0, T/k, 2T/k, ... reversed (DDIM's original); linspace: round(linspace(0, T-1, k)).
     """
     if not 1 <= steps <= timesteps:
-        raise ValueError(f"steps must lie in [1, schedule.timesteps={timesteps}], got {steps}")
+        raise ConfigError(f"steps must lie in [1, schedule.timesteps={timesteps}], got {steps}")
     if spacing == "trailing":
         ts = np.round(np.arange(timesteps, 0, -timesteps / steps)).astype(int) - 1
     elif spacing == "leading":
@@ -53,7 +54,7 @@ def timestep_sequence(timesteps: int, steps: int, spacing: str = "trailing") -> 
     elif spacing == "linspace":
         ts = np.round(np.linspace(0, timesteps - 1, steps)).astype(int)[::-1]
     else:
-        raise ValueError(f"spacing={spacing!r} is unknown; choose one of {list(SPACINGS)}")
+        raise ConfigError(f"spacing={spacing!r} is unknown; choose one of {list(SPACINGS)}")
     return sorted({int(t) for t in ts}, reverse=True)
 
 
@@ -73,9 +74,9 @@ def ddpm_sample(schedule, denoise: Denoiser, shape, *, generator=None, device="c
     true posterior's mean with the predicted x_0, and sigma_t^2 is the posterior variance
     ("small") or beta_t ("large"). Always T steps."""
     if variance not in ("small", "large"):
-        raise ValueError(f"variance={variance!r} is unknown; choose small or large")
+        raise ConfigError(f"variance={variance!r} is unknown; choose small or large")
     if steps not in (None, schedule.timesteps):
-        raise ValueError(f"sampler=ddpm takes all schedule.timesteps={schedule.timesteps} steps, got steps={steps}; use sampler=ddim for fewer")
+        raise ConfigError(f"sampler=ddpm takes all schedule.timesteps={schedule.timesteps} steps, got steps={steps}; use sampler=ddim for fewer")
     x = _noise(shape, generator, device)
     for i, step in enumerate(reversed(range(schedule.timesteps))):
         t = _full(step, shape[0], device)
@@ -147,7 +148,7 @@ SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpmpp_2m": dpmpp_2m_sampl
 def sample(schedule: NoiseSchedule, denoise: Denoiser, shape, sampler: str = "ddpm", **options) -> torch.Tensor:
     """Run the sampler ``sampler`` (a key of :data:`SAMPLERS`) with its ``options``."""
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler={sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+        raise ConfigError(f"sampler={sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
     return SAMPLERS[sampler](schedule, denoise, shape, **{k: v for k, v in options.items() if v is not None})
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from ..errors import ConfigError, choice, positive_int
 
 SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {}
 
@@ -91,7 +92,7 @@ def sigmoid_betas(timesteps: int, start: float = -3.0, end: float = 3.0, tau: fl
 def explicit_betas(timesteps: int, betas: list[float]) -> torch.Tensor:
     """Any schedule written out as its list of betas (variances), one per step."""
     if len(betas) != timesteps:
-        raise ValueError(f"schedule.betas has {len(betas)} values but schedule.timesteps={timesteps}; make them agree")
+        raise ConfigError(f"schedule.betas has {len(betas)} values but schedule.timesteps={timesteps}; make them agree")
     return torch.tensor(betas, dtype=torch.float64)
 
 
@@ -150,15 +151,13 @@ def make_schedule(name: str, timesteps: int, zero_terminal_snr: bool = False, **
     it with v- or x0-prediction). Raises ``ValueError`` naming the setting when the name is
     unknown, T < 1, a beta falls outside (0, 1), or alpha_bar does not decrease.
     """
-    if name not in SCHEDULES:
-        raise ValueError(f"schedule.name={name!r} is unknown; choose one of {sorted(SCHEDULES)}")
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
-        raise ValueError(f"schedule.timesteps must be an integer >= 1, got {timesteps!r}")
+    choice(name, "schedule.name", sorted(SCHEDULES))
+    positive_int(timesteps, "schedule.timesteps")
     try:
         betas = SCHEDULES[name](timesteps, **params)
     except TypeError:
         allowed = [p for p in inspect.signature(SCHEDULES[name]).parameters if p != "timesteps"]
-        raise ValueError(f"schedule {name!r} takes the parameters {allowed}, got {sorted(params)}") from None
+        raise ConfigError(f"schedule {name!r} takes the parameters {allowed}, got {sorted(params)}") from None
     check_betas(betas, f"schedule {name!r} with {params}")
     if zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
@@ -170,7 +169,7 @@ def check_betas(betas: torch.Tensor, what: str) -> None:
     bad = (betas <= 0) | (betas >= 1) | betas.isnan()
     if bad.any():
         t = int(bad.nonzero()[0])
-        raise ValueError(
+        raise ConfigError(
             f"{what} gives beta[{t}]={float(betas[t]):.4g}; every beta must lie in (0, 1) "
             "(so that alphas_cumprod decreases): check the schedule's parameters"
         )

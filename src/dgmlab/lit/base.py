@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+from ..errors import ConfigError
 
 CONFIG_KEY = "dgmlab_config"
 LR_DECAYS = ("constant", "cosine")
@@ -30,9 +31,9 @@ class GenerativeModule(L.LightningModule):
                  lr_decay: str = "constant", lr_final_fraction: float = 0.1):
         super().__init__()
         if lr_decay not in LR_DECAYS:
-            raise ValueError(f"model.lr_decay={lr_decay!r} is unknown; choose one of {list(LR_DECAYS)}")
+            raise ConfigError(f"model.lr_decay={lr_decay!r} is unknown; choose one of {list(LR_DECAYS)}")
         if not 0.0 <= lr_final_fraction <= 1.0:
-            raise ValueError(f"model.lr_final_fraction must lie in [0, 1], got {lr_final_fraction}")
+            raise ConfigError(f"model.lr_final_fraction must lie in [0, 1], got {lr_final_fraction}")
         self.optimizer_factory = optimizer
         self.pixel_range = tuple(pixel_range)
         self.warmup_steps, self.lr_decay, self.lr_final_fraction = warmup_steps, lr_decay, lr_final_fraction

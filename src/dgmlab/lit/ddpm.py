@@ -9,6 +9,7 @@ from torch import nn
 from ..diffusion import LOSS_WEIGHTINGS, PREDICTIONS, NoiseSchedule, diffusion_loss, make_denoiser, sample
 from ..nn import ema_decay, ema_update
 from .base import GenerativeModule
+from ..errors import ConfigError, choice
 
 
 class DDPM(GenerativeModule):
@@ -26,12 +27,12 @@ class DDPM(GenerativeModule):
                  label_dropout: float = 0.1, sampling: dict | None = None, name: str = "ddpm",
                  lr_decay: str = "constant", lr_final_fraction: float = 0.1):
         super().__init__(optimizer, pixel_range, warmup_steps, lr_decay, lr_final_fraction)
-        check_choice("model.prediction", prediction, PREDICTIONS)
-        check_choice("model.loss_weighting", loss_weighting, LOSS_WEIGHTINGS)
+        choice(prediction, "model.prediction", PREDICTIONS)
+        choice(loss_weighting, "model.loss_weighting", LOSS_WEIGHTINGS)
         if prediction == "eps" and schedule.alphas_cumprod[-1] == 0:
-            raise ValueError("schedule.zero_terminal_snr=true needs model.prediction=v or x0 (eps cannot give x0 at SNR 0)")
+            raise ConfigError("schedule.zero_terminal_snr=true needs model.prediction=v or x0 (eps cannot give x0 at SNR 0)")
         if class_conditional and not getattr(network, "num_classes", None):
-            raise ValueError("model.class_conditional=true needs model.network.num_classes (e.g. ${dataset.num_classes})")
+            raise ConfigError("model.class_conditional=true needs model.network.num_classes (e.g. ${dataset.num_classes})")
         self.net, self.ema = network, copy.deepcopy(network).requires_grad_(False)
         self.schedule, self.prediction = schedule, prediction
         self.loss_weighting, self.min_snr_gamma = loss_weighting, min_snr_gamma
@@ -97,7 +98,3 @@ class DDPM(GenerativeModule):
     def image_shape(self) -> tuple[int, int, int]:
         return (self.net.in_channels, self.net.image_size, self.net.image_size)
 
-
-def check_choice(setting: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{setting}={value!r} is unknown; choose one of {list(allowed)}")

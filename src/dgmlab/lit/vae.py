@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError, choice, positive_int
 from ..vae import (
     ELBO,
     LIKELIHOODS,
@@ -115,17 +115,15 @@ class VAE(GenerativeModule):
 def check_vae_settings(likelihood: str, beta: float, kl_warmup_steps: int, free_bits: float, iw_samples: int,
                        iw_chunk_size: int, pixel_range: tuple[float, float]) -> None:
     """Fail fast, naming the setting, before any network is used."""
-    if likelihood not in LIKELIHOODS:
-        raise ConfigError(f"model.likelihood={likelihood!r} is unknown; choose one of {sorted(LIKELIHOODS)}")
+    choice(likelihood, "model.likelihood", sorted(LIKELIHOODS))
     if beta < 0:
         raise ConfigError(f"model.beta must be >= 0, got {beta}")
     if kl_warmup_steps < 0:
         raise ConfigError(f"model.kl_warmup_steps must be >= 0 (0: no warm-up), got {kl_warmup_steps}")
     if free_bits < 0:
         raise ConfigError(f"model.free_bits must be >= 0 nats per latent dimension (0: off), got {free_bits}")
-    for key, value in (("model.iw_samples", iw_samples), ("model.iw_chunk_size", iw_chunk_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    positive_int(iw_samples, "model.iw_samples")
+    positive_int(iw_chunk_size, "model.iw_chunk_size")
     expected = LIKELIHOODS[likelihood].pixel_range
     if expected is not None and tuple(map(float, pixel_range)) != expected:
         raise ConfigError(

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .mlp import check_latent_dim
+from ..errors import ConfigError
 
 
 def downsampled_sizes(size: int, levels: int) -> list[int]:
@@ -29,7 +30,7 @@ class ConvEncoder(nn.Module):
         super().__init__()
         check_latent_dim(latent_dim)
         if len(channels) < 1:
-            raise ValueError("model.encoder.channels must list at least one width, e.g. [64, 128, 256]")
+            raise ConfigError("model.encoder.channels must list at least one width, e.g. [64, 128, 256]")
         in_channels, height, width = image_shape
         self.latent_dim = latent_dim
         layers = []

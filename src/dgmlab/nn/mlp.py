@@ -5,11 +5,11 @@ import math
 
 import torch
 from torch import nn
+from ..errors import positive_int
 
 
 def check_latent_dim(latent_dim: int) -> None:
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-        raise ValueError(f"model.encoder.latent_dim must be a positive integer, got {latent_dim!r}")
+    positive_int(latent_dim, "model.encoder.latent_dim")
 
 
 class MLPEncoder(nn.Module):

@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 import torch.nn.functional as F
+from ..errors import ConfigError
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -90,7 +91,7 @@ class UNet(nn.Module):
     ):
         super().__init__()
         if image_size % patch_size:
-            raise ValueError(f"model.network.patch_size={patch_size} must divide the image size {image_size}")
+            raise ConfigError(f"model.network.patch_size={patch_size} must divide the image size {image_size}")
         self.image_size, self.in_channels, self.base_channels = image_size, in_channels, base_channels
         self.patch_size = patch_size
         emb_dim = 4 * base_channels

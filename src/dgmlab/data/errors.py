@@ -1,2 +1,0 @@
-class DataConfigError(ValueError):
-    """A data set setting is wrong; the message names the setting and the fix."""
