@@ -314,16 +314,18 @@ def _timed(fn) -> float:
 def sample_uint8(model, num_samples: int, seed: int, precision: str, batch_size: int = 256,
                  **options) -> tuple[torch.Tensor, float]:
     """``num_samples`` images (uint8 NCHW) from a DDPM LightningModule with sampler ``options``
-    (sampler, steps, ...) and the seconds that took, the way ``sample.py`` draws them: one
-    generator seeded ``seed``, batches of ``batch_size``, under ``precision``'s autocast."""
+    (sampler, steps, ...) and the seconds that took, the way ``sample.py`` draws them: image i
+    from its own seed (seed, i), batches of ``batch_size``, under ``precision``'s autocast."""
     from dgmlab.data import to_uint8
+    from dgmlab.seeding import ImageNoise
 
-    generator, chunks = torch.Generator().manual_seed(seed), []
+    chunks = []
     start = time.perf_counter()
     with torch.no_grad(), autocast(precision):
         for first in range(0, num_samples, batch_size):
             size = min(batch_size, num_samples - first)
-            chunks.append(to_uint8(model.sample_images(size, generator=generator, **options), model.pixel_range))
+            noise = ImageNoise(seed, range(first, first + size))
+            chunks.append(to_uint8(model.sample_images(size, generator=noise, **options), model.pixel_range))
     return torch.cat(chunks), time.perf_counter() - start
 
 

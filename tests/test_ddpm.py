@@ -21,7 +21,7 @@ def _model(tmp_path, *overrides):
         (["schedule.zero_terminal_snr=true"], r"zero_terminal_snr=true needs model\.prediction=v or x0"),
         (["model.network.num_classes=null", "model.class_conditional=true"], r"needs model\.network\.num_classes"),
         (["schedule.beta_end=2.0"], r"every beta must lie in \(0, 1\)"),
-        (["schedule.timesteps=0"], r"schedule\.timesteps must be an integer >= 1, got 0"),
+        (["schedule.timesteps=0"], r"schedule\.timesteps must be a positive integer, got 0"),
     ],
 )
 def test_bad_settings_fail_with_the_setting_named(overrides, message, tmp_path):

@@ -16,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from PIL import Image
 from torchvision.transforms.functional import gaussian_blur
 
 from conftest import CONF, TINY_DDPM, compose_train, run_script
@@ -26,6 +27,7 @@ from dgmlab.diffusion.likelihood import (
     decoder_variance, denoising_kl, discretized_gaussian_log_likelihood, gaussian_kl, prior_kl, variational_bound,
 )
 from dgmlab.evaluate import evaluate_nll, evaluate_samples
+from dgmlab.images import save_grid
 from dgmlab.metrics import (
     GaussianStatistics, KIDSettings, build_feature_net, frechet_distance, kernel_inception_distance,
     load_or_compute_reference, score_features,
@@ -246,6 +248,34 @@ def test_callback_gives_the_same_scores_on_one_and_two_ddp_processes(lenet, cach
     assert (one["sampler"], one["sampling_steps"], one["features"]) == ("ddim", 4, lenet.identity)
     assert two["fid"] == pytest.approx(one["fid"], rel=1e-5)
     assert two["kid_mean"] == pytest.approx(one["kid_mean"], rel=1e-4, abs=1e-7)
+
+
+# --- per-image seeds: sample.py + dgmlab.evaluate give the callback's FID again ---------------------
+def test_sample_py_and_evaluate_reproduce_the_callbacks_fid_and_grid(lenet, cache_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    sampling = ["sampler=ddim", "steps=4"]
+    result = run_script(
+        "train.py", *TINY_DDPM, "trainer.max_steps=2", "trainer.precision=32-true", "dataset.batch_size=8", "logger=csv",
+        "callbacks.sample_grid.num_samples=6", *(f"callbacks.sample_grid.{s}" for s in sampling),
+        "eval=fid", "eval.every_n_steps=2", "eval.num_samples=40", "eval.batch_size=16", "eval.precision=32",
+        *(f"eval.{s}" for s in sampling), "eval.kid.subsets=5", f"eval.cache_dir={cache_dir}", *FAST_LENET_ARGS,
+        f"hydra.run.dir={run_dir}", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = [json.loads(line) for line in (run_dir / "eval" / "fid.jsonl").read_text().splitlines()]
+    # Another batch size than the callback's 16: image i of seed 0 is the same image.
+    out = tmp_path / "samples"
+    result = run_script("sample.py", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "n=40", "seed=0", "batch_size=7",
+                        "precision=32-true", *sampling, f"out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = evaluate_samples(compose_evaluate([f"samples={out / 'samples.npz'}", "dataset=mnist_5k", "features=lenet",
+                                                f"eval.cache_dir={cache_dir}", "eval.kid.subsets=5", *FAST_LENET_ARGS]))
+    assert scores["features"] == record["features"] == lenet.identity
+    assert scores["fid"] == pytest.approx(record["fid"], rel=1e-4)
+    # The sample grid of that step holds sample.py's first six images.
+    images = torch.from_numpy(np.load(out / "samples.npz")["samples"]).permute(0, 3, 1, 2)
+    expected = np.asarray(Image.open(save_grid(images[:6], tmp_path / "expected.png")))
+    grid = np.asarray(Image.open(run_dir / "samples" / "step_000002.png"))
+    assert np.abs(grid.astype(int) - expected.astype(int)).max() <= 1  # fp32 kernels differ by batch size; a level at most
 
 
 # --- the DDPM's variational bound --------------------------------------------------------------------

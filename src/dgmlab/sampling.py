@@ -10,10 +10,10 @@ from omegaconf import DictConfig
 from .checkpoint import load_model
 from .errors import ConfigError, positive_int
 from .data import to_uint8
+from .diffusion import SamplingOptions
 from .images import save_grid, save_samples_npz
 from .precision import autocast, resolve_precision
-
-SAMPLER_OPTIONS = ("sampler", "steps", "eta", "variance", "spacing", "guidance")
+from .seeding import ImageNoise
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,25 +48,35 @@ class TrajectoryRecorder:
 
 @torch.no_grad()
 def generate(model, num_samples: int, seed: int, batch_size: int, device: torch.device, precision: str = "32-true",
-             labels: torch.Tensor | None = None, recorder: TrajectoryRecorder | None = None, **options) -> torch.Tensor:
-    """``num_samples`` images as uint8 NCHW; the same seed gives the same images."""
-    generator = torch.Generator().manual_seed(seed)
+             labels: torch.Tensor | None = None, recorder: TrajectoryRecorder | None = None,
+             options: SamplingOptions | None = None) -> torch.Tensor:
+    """``num_samples`` images as uint8 NCHW. Image i comes from its own seed (``seeding.image_seed(seed, i)``),
+    so it is the same image at any ``batch_size`` and in the sample grid or the FID callback."""
     model = model.to(device)
     extra = {"on_step": recorder} if recorder else {}
+    if options is not None:
+        extra["options"] = options
     chunks = []
     with autocast(device, precision):
         for start in range(0, num_samples, batch_size):
             size = min(batch_size, num_samples - start)
             if labels is not None:
                 extra["labels"] = labels[start : start + size]
-            chunks.append(to_uint8(model.sample_images(size, generator=generator, **extra, **options), model.pixel_range).cpu())
+            noise = ImageNoise(seed, range(start, start + size))
+            chunks.append(to_uint8(model.sample_images(size, generator=noise, **extra), model.pixel_range).cpu())
             extra.pop("on_step", None)  # the trajectory follows the first batch only
     return torch.cat(chunks)
 
 
-def sampler_options(cfg: DictConfig) -> dict:
-    """The sampler settings given on the command line (null ones keep the model's defaults)."""
-    return {k: cfg[k] for k in SAMPLER_OPTIONS if cfg.get(k) is not None}
+def sampler_options(cfg: DictConfig, model) -> SamplingOptions | None:
+    """The model's sampling settings with those given on the command line (null keeps the model's),
+    checked against its schedule; None for a model that has no sampler (the VAE)."""
+    given = {k: cfg[k] for k in SamplingOptions.names() if cfg.get(k) is not None}
+    if not hasattr(model, "sampling"):
+        if given:
+            raise ConfigError(f"{sorted(given)} apply to diffusion models; {type(model).__name__} takes none")
+        return None
+    return model.sampling.override(**given).resolve(model.schedule.timesteps)
 
 
 def sample(cfg: DictConfig) -> Path:
@@ -77,10 +87,8 @@ def sample(cfg: DictConfig) -> Path:
     device = resolve_device(cfg.device)
     precision = resolve_job_precision(cfg.precision, device)
     model, _ = load_model(ckpt)
-    options = sampler_options(cfg)
-    if options and not hasattr(model, "sampling"):
-        raise ConfigError(f"{sorted(options)} apply to diffusion models; {type(model).__name__} takes none")
-    name = options.get("sampler", getattr(model, "sampling", {}).get("sampler", "model"))
+    options = sampler_options(cfg, model)
+    name = options.sampler if options is not None else "model"
     out = Path(cfg.out) if cfg.out else ckpt.parent.parent / "samples" / f"{ckpt.stem}_{name}_seed{cfg.seed}"
     if (out / "samples.npz").exists() and not cfg.overwrite:
         raise ConfigError(f"out={str(out)!r} already holds samples.npz; choose another out= or pass overwrite=true")
@@ -89,7 +97,7 @@ def sample(cfg: DictConfig) -> Path:
 
     start = time.perf_counter()
     images = generate(model, cfg.n, cfg.seed, cfg.batch_size, device, precision,
-                      labels=labels, recorder=recorder, **options)
+                      labels=labels, recorder=recorder, options=options)
     seconds = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
 """FID and KID during training: ``python train.py eval=fid eval.every_n_steps=500 ...``.
 
 Every ``every_n_steps`` optimiser steps (and when training ends), the model draws
-``num_samples`` images with the configured sampler. The images are drawn in batches of
-``batch_size``, batch b from its own seed (seed, b), and under DDP rank r draws batches
-r, r + W, r + 2W, ...; the features are all-gathered and put back in batch order, so the
-images, and hence the scores, are the same on 1 or many devices. Real statistics come from
+``num_samples`` images with the configured sampler. Image i comes from its own seed (seed, i)
+(``dgmlab.seeding``), so it is the image ``sample.py seed=S`` draws; the images are drawn in
+batches of ``batch_size``, under DDP rank r draws batches r, r + W, r + 2W, ..., and the features
+are all-gathered and put back in image order, so the scores are the same on 1 or many devices and
+``sample.py`` + ``python -m dgmlab.evaluate`` give them again from files. Real statistics come from
 the cache (:mod:`dgmlab.metrics.reference`). Logged: ``val/fid``, ``val/kid_mean``,
 ``val/kid_std``, ``val/fid_num_samples``, ``val/fid_sampling_steps`` and the FID again under a
 name that carries the settings (``val/fid_<features>_<sampler><steps>_n<N>``); every score is
@@ -19,13 +20,12 @@ import time
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 
 from ..errors import ConfigError, positive_int
 from ..data import to_uint8
-from ..diffusion import SAMPLERS
 from ..precision import CHOICES as PRECISIONS, autocast, resolve_precision
+from ..seeding import ImageNoise
 from ..metrics import (
     FeatureNet, KIDSettings, ReferenceFeatures, build_feature_net, check_feature_settings, load_or_compute_reference,
     score_features,
@@ -33,11 +33,6 @@ from ..metrics import (
 
 log = logging.getLogger(__name__)
 SPLITS = ("val", "train")
-
-
-def batch_seed(seed: int, batch_index: int) -> int:
-    """An independent seed for each (seed, batch) pair."""
-    return int(np.random.SeedSequence([seed, batch_index]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class FIDCallback(L.Callback):
@@ -51,14 +46,13 @@ class FIDCallback(L.Callback):
             positive_int(value, f"eval.{key}", minimum=low)
         if split not in SPLITS:
             raise ConfigError(f"eval.split={split!r} is unknown; choose one of {list(SPLITS)}")
-        if sampler is not None and sampler not in SAMPLERS:
-            raise ConfigError(f"eval.sampler={sampler!r} is unknown; choose one of {sorted(SAMPLERS)} (or null: the model's own)")
         check_feature_settings(features, inception_weights)  # e.g. missing Inception weights: before any training
         if str(precision) not in PRECISIONS:
             raise ConfigError(f"eval.precision={precision!r} is unknown; choose one of {list(PRECISIONS)}")
         self.requested_precision, self.precision = precision, None
         self.every_n_steps, self.num_samples, self.batch_size, self.seed = every_n_steps, num_samples, batch_size, seed
-        self.features, self.split, self.sampler, self.steps = features, split, sampler, steps
+        self.features, self.split, self.overrides = features, split, {"sampler": sampler, "steps": steps}
+        self.options = None  # the model's sampling options with eval.sampler/eval.steps, set up with the model
         self.inception_weights, self.cache_dir, self.lenet = inception_weights, cache_dir, dict(lenet)
         self.kid = KIDSettings(**kid)
         self.dirpath, self.at_train_end = (Path(dirpath) if dirpath else None), at_train_end
@@ -99,16 +93,11 @@ class FIDCallback(L.Callback):
 
     def _check_sampler(self, pl_module) -> None:
         if not hasattr(pl_module, "sampling"):
-            if self.sampler is not None or self.steps is not None:
+            if any(v is not None for v in self.overrides.values()):
                 log.info("eval: %s has no sampler settings; eval.sampler and eval.steps are ignored", type(pl_module).__name__)
             return
-        timesteps = pl_module.schedule.timesteps
-        sampler = self.sampler or pl_module.sampling.get("sampler", "ddpm")
-        if sampler == "ddpm" and self.steps not in (None, timesteps):
-            raise ConfigError(f"eval.sampler=ddpm takes all schedule.timesteps={timesteps} steps, got eval.steps={self.steps}; "
-                              f"use eval.sampler=ddim for fewer")
-        if self.steps is not None and not 1 <= self.steps <= timesteps:
-            raise ConfigError(f"eval.steps must lie in [1, schedule.timesteps={timesteps}], got {self.steps}")
+        options = pl_module.sampling.override(prefix="eval.", **self.overrides)
+        self.options = options.resolve(pl_module.schedule.timesteps, prefix="eval.")
 
     # --- when to evaluate ------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -137,27 +126,13 @@ class FIDCallback(L.Callback):
         return record
 
     def settings(self, pl_module) -> dict:
-        sampler, steps = self.sampler_and_steps(pl_module)
+        sampler, steps = (self.options.sampler, self.options.steps) if self.options is not None else ("model", None)
         return {"features": self.feature_net.identity, "sampler": sampler, "sampling_steps": steps, "seed": self.seed,
                 "dataset": self.dataset_name, "split": self.split}
 
-    def sampler_and_steps(self, pl_module) -> tuple[str, int | None]:
-        if not hasattr(pl_module, "sampling"):
-            return "model", None
-        sampler = self.sampler or pl_module.sampling.get("sampler", "ddpm")
-        steps = self.steps or pl_module.sampling.get("steps")
-        if sampler == "ddpm" or steps is None:
-            steps = pl_module.schedule.timesteps if sampler == "ddpm" else {"ddim": 50, "dpmpp_2m": 20}[sampler]
-        return sampler, steps
-
-    def _sampler_options(self, pl_module) -> dict:
-        if not hasattr(pl_module, "sampling"):
-            return {}
-        return {k: v for k, v in (("sampler", self.sampler), ("steps", self.steps)) if v is not None}
-
     @torch.no_grad()
     def sample_features(self, trainer, pl_module) -> torch.Tensor:
-        """Features of all ``num_samples`` images, in batch order, identical on every rank."""
+        """Features of all ``num_samples`` images, in image order, identical on every rank."""
         batches = [(b, start, min(self.batch_size, self.num_samples - start))
                    for b, start in enumerate(range(0, self.num_samples, self.batch_size))]
         rank, world = trainer.global_rank, trainer.world_size
@@ -167,10 +142,11 @@ class FIDCallback(L.Callback):
         self.feature_net.to(pl_module.device)
         features, indices = [], []
         try:
+            options = {"options": self.options} if self.options is not None else {}
             for b, start, size in mine:
-                generator = torch.Generator().manual_seed(batch_seed(self.seed, b))
+                noise = ImageNoise(self.seed, range(start, start + size))
                 with autocast(pl_module.device, self.precision):
-                    images = pl_module.sample_images(size, generator=generator, **self._sampler_options(pl_module))
+                    images = pl_module.sample_images(size, generator=noise, **options)
                 features.append(self.feature_net(to_uint8(images, pl_module.pixel_range)))
                 indices.append(torch.arange(start, start + size))
         finally:

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..seeding import randn
 from .process import eps_from_x0, q_posterior, x0_and_eps
 from .schedules import NoiseSchedule
 from ..errors import ConfigError
@@ -23,6 +24,7 @@ from ..errors import ConfigError
 Denoiser = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 OnStep = Callable[[int, torch.Tensor], None]
 SPACINGS = ("trailing", "leading", "linspace")
+VARIANCES = ("small", "large")
 
 
 def make_denoiser(schedule: NoiseSchedule, net: Callable, prediction: str = "eps", clip: bool = True) -> Denoiser:
@@ -59,8 +61,9 @@ def timestep_sequence(timesteps: int, steps: int, spacing: str = "trailing") -> 
 
 
 def _noise(shape, generator, device):
-    # Drawn on the CPU so that a seed gives the same images on every device.
-    return torch.randn(shape, generator=generator).to(device)
+    # A torch.Generator, or per-image generators (dgmlab.seeding.ImageNoise); drawn on the CPU so
+    # that a seed gives the same images on every device.
+    return randn(shape, generator, device)
 
 
 def _full(step: int, n: int, device) -> torch.Tensor:
@@ -72,11 +75,7 @@ def ddpm_sample(schedule, denoise: Denoiser, shape, *, generator=None, device="c
                 variance: str = "small", steps: int | None = None, **_) -> torch.Tensor:
     """Ancestral sampling: x_{t-1} ~ N(mu~(x_t, x0_hat), sigma_t^2) for t = T..1, where mu~ is the
     true posterior's mean with the predicted x_0, and sigma_t^2 is the posterior variance
-    ("small") or beta_t ("large"). Always T steps."""
-    if variance not in ("small", "large"):
-        raise ConfigError(f"variance={variance!r} is unknown; choose small or large")
-    if steps not in (None, schedule.timesteps):
-        raise ConfigError(f"sampler=ddpm takes all schedule.timesteps={schedule.timesteps} steps, got steps={steps}; use sampler=ddim for fewer")
+    ("small") or beta_t ("large"). Always T steps (the settings are checked by SamplingOptions)."""
     x = _noise(shape, generator, device)
     for i, step in enumerate(reversed(range(schedule.timesteps))):
         t = _full(step, shape[0], device)
@@ -91,7 +90,7 @@ def ddpm_sample(schedule, denoise: Denoiser, shape, *, generator=None, device="c
 
 
 @torch.no_grad()
-def ddim_sample(schedule, denoise: Denoiser, shape, *, steps: int = 50, eta: float = 0.0, spacing: str = "trailing",
+def ddim_sample(schedule, denoise: Denoiser, shape, *, steps: int, eta: float = 0.0, spacing: str = "trailing",
                 generator=None, device="cpu", on_step: OnStep | None = None, **_) -> torch.Tensor:
     """DDIM: x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z, with
     sigma = eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s); eta = 0 is deterministic
@@ -112,7 +111,7 @@ def ddim_sample(schedule, denoise: Denoiser, shape, *, steps: int = 50, eta: flo
 
 
 @torch.no_grad()
-def dpmpp_2m_sample(schedule, denoise: Denoiser, shape, *, steps: int = 20, spacing: str = "trailing",
+def dpmpp_2m_sample(schedule, denoise: Denoiser, shape, *, steps: int, spacing: str = "trailing",
                     generator=None, device="cpu", on_step: OnStep | None = None, **_) -> torch.Tensor:
     """DPM-Solver++(2M) for the probability-flow ODE, in lambda = log(alpha/sigma):
 
@@ -143,13 +142,6 @@ def dpmpp_2m_sample(schedule, denoise: Denoiser, shape, *, steps: int = 20, spac
 
 
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpmpp_2m": dpmpp_2m_sample}
-
-
-def sample(schedule: NoiseSchedule, denoise: Denoiser, shape, sampler: str = "ddpm", **options) -> torch.Tensor:
-    """Run the sampler ``sampler`` (a key of :data:`SAMPLERS`) with its ``options``."""
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"sampler={sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
-    return SAMPLERS[sampler](schedule, denoise, shape, **{k: v for k, v in options.items() if v is not None})
 
 
 def ancestral_sample(schedule, eps_model, shape, generator=None, device="cpu", clip_denoised=True) -> torch.Tensor:

@@ -6,7 +6,10 @@ import copy
 import torch
 from torch import nn
 
-from ..diffusion import LOSS_WEIGHTINGS, PREDICTIONS, NoiseSchedule, diffusion_loss, make_denoiser, sample
+from ..diffusion import (
+    LOSS_WEIGHTINGS, PREDICTIONS, NoiseSchedule, SamplingOptions, diffusion_loss, make_denoiser, sample,
+)
+from ..seeding import image_indices
 from ..nn import ema_decay, ema_update
 from .base import GenerativeModule
 from ..errors import ConfigError, choice
@@ -38,7 +41,8 @@ class DDPM(GenerativeModule):
         self.loss_weighting, self.min_snr_gamma = loss_weighting, min_snr_gamma
         self.class_conditional, self.label_dropout = class_conditional, label_dropout
         self.ema_max_decay = ema_decay
-        self.sampling = dict(sampling or {"sampler": "ddpm"})
+        self.sampling = SamplingOptions.from_settings(sampling)  # the defaults of sample grids, sample.py, FID
+        self.sampling.resolve(schedule.timesteps, prefix="model.sampling.")  # checked now, not at the first grid
 
     def loss(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
         labels = self._training_labels(labels, generator)
@@ -82,17 +86,18 @@ class DDPM(GenerativeModule):
         return net
 
     @torch.no_grad()
-    def sample_images(self, num_samples, generator=None, labels=None, on_step=None, **overrides):
-        """Sample with ``self.sampling`` updated by ``overrides`` (sampler, steps, eta, guidance, ...).
-        Class-conditional models draw labels 0..K-1 in turn unless ``labels`` are given."""
-        options = {**self.sampling, **{k: v for k, v in overrides.items() if v is not None}}
-        guidance = float(options.pop("guidance", 1.0))
+    def sample_images(self, num_samples, generator=None, labels=None, on_step=None,
+                      options: SamplingOptions | None = None, **overrides):
+        """Sample with ``options`` (default: ``self.sampling``) changed by ``overrides`` (sampler, steps,
+        eta, guidance, ...). ``generator``: a torch.Generator or per-image generators (ImageNoise).
+        Class-conditional models draw image i with label i mod K unless ``labels`` are given."""
+        options = (options or self.sampling).override(**overrides).resolve(self.schedule.timesteps)
         if self.class_conditional and labels is None:
-            labels = torch.arange(num_samples) % self.net.num_classes
+            labels = image_indices(generator, num_samples) % self.net.num_classes
         labels = labels.to(self.device) if labels is not None else None
-        denoise = make_denoiser(self.schedule, self.guided_network(labels, guidance), self.prediction)
-        return sample(self.schedule, denoise, (num_samples, *self.image_shape), generator=generator,
-                      device=self.device, on_step=on_step, **options)
+        denoise = make_denoiser(self.schedule, self.guided_network(labels, options.guidance), self.prediction)
+        return sample(self.schedule, denoise, (num_samples, *self.image_shape), options, generator=generator,
+                      device=self.device, on_step=on_step)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -17,6 +17,7 @@ from ..vae import (
     linear_warmup,
     reparameterize,
 )
+from ..seeding import randn
 from .base import GenerativeModule
 
 
@@ -67,7 +68,7 @@ class VAE(GenerativeModule):
     @torch.no_grad()
     def sample_images(self, num_samples, generator=None):
         """Decode z ~ N(0, I) and show each pixel's mean."""
-        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(self.device)
+        z = randn((num_samples, self.latent_dim), generator, self.device)  # generator: one, or per image
         return self.decode_mean(z)
 
     @property

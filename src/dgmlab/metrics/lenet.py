@@ -25,7 +25,7 @@ from torch import nn
 
 from ..config import ConfigError
 from .digests import data_digest, file_sha256
-from .feature_nets import FeatureNet
+from .feature_net import FeatureNet
 
 ARCHITECTURE_VERSION = 2  # bump when LeNet changes, so old cached weights are not reused
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .distances import GaussianStatistics
-from .feature_nets import FeatureNet
+from .feature_net import FeatureNet
 from .digests import data_digest
 
 
