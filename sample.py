@@ -1,4 +1,5 @@
 """Sample from a checkpoint: python sample.py ckpt=PATH n=N seed=S out=DIR"""
+
 import hydra
 from omegaconf import DictConfig
 

@@ -1,6 +1,7 @@
 """Train a generative model: python train.py [model=ddpm|vae] [schedule=...] [dataset=...] ...
 
 Continue a run: python train.py resume=RUN_DIR (or resume=last) [key=value ...]."""
+
 import sys
 from pathlib import Path
 

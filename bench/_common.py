@@ -5,6 +5,7 @@ The peers (``pip install -e ".[bench]"``): diffusers' ``UNet2DModel`` and lucidr
 ``denoising_diffusion_pytorch.Unet``. Each is built with the stage multipliers of our network
 and the width whose parameter count comes closest to ours (within 10%, else a warning).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,14 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-MATCH_TOLERANCE = 0.10   # the issue's "parameter count matched within 10%"
+MATCH_TOLERANCE = 0.10  # the issue's "parameter count matched within 10%"
 
 
 # --- config and precision --------------------------------------------------------------------------
 def compose(config_name: str = "train", overrides: list[str] = (), output_dir: Path | None = None):
     """The config ``train.py`` (or sample.py, evaluate) would see, with hydra:* paths made plain."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from omegaconf import open_dict
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -62,7 +64,7 @@ def autocast(precision: str):
 
 
 def short(precision: str) -> str:
-    """"32-true" -> "fp32", "bf16-mixed" -> "bf16": the suffix of the ratio names."""
+    """ "32-true" -> "fp32", "bf16-mixed" -> "bf16": the suffix of the ratio names."""
     return {"32-true": "fp32", "bf16-mixed": "bf16", "16-mixed": "fp16"}.get(precision, precision)
 
 
@@ -90,8 +92,11 @@ def describe_cpu() -> dict:
 
 def print_cpu(cpu: dict) -> None:
     caps = ", ".join(f"{k}={cpu[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if cpu[k]) or "none set"
-    print(f"CPU: {cpu['cpu']} | torch {cpu['torch']} kernels: {cpu['capability']} | {cpu['threads']} threads | "
-          f"ISA caps: {caps} | auto -> {cpu['auto_precision']}\n", flush=True)
+    print(
+        f"CPU: {cpu['cpu']} | torch {cpu['torch']} kernels: {cpu['capability']} | {cpu['threads']} threads | "
+        f"ISA caps: {caps} | auto -> {cpu['auto_precision']}\n",
+        flush=True,
+    )
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -110,7 +115,7 @@ def batches(*tensors: torch.Tensor, batch_size: int, seed: int = 0) -> Iterator[
     while True:
         order = torch.randperm(len(tensors[0]), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield tuple(t[order[start:start + batch_size]] for t in tensors)
+            yield tuple(t[order[start : start + batch_size]] for t in tensors)
 
 
 def pad_to(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -124,7 +129,7 @@ def pad_to(images: torch.Tensor, size: int) -> torch.Tensor:
 def crop_to(images: torch.Tensor, size: int) -> torch.Tensor:
     """The centre ``size`` x ``size`` of square images (undoes :func:`pad_to`)."""
     start = (images.shape[-1] - size) // 2
-    return images[..., start:start + size, start:start + size]
+    return images[..., start : start + size, start : start + size]
 
 
 # --- our network and the peers' at the same size ------------------------------------------------------
@@ -159,7 +164,9 @@ def network_shape(cfg) -> Shape:
     for _ in net.channel_mults[1:]:
         sizes.append((sizes[-1] + 1) // 2)
     attention = tuple(i for i, s in enumerate(sizes) if s in net.attention_resolutions)
-    return Shape(int(net.image_size), int(net.in_channels), tuple(net.channel_mults), int(net.num_res_blocks), attention)
+    return Shape(
+        int(net.image_size), int(net.in_channels), tuple(net.channel_mults), int(net.num_res_blocks), attention
+    )
 
 
 def padded_size(image_size: int, levels: int) -> int:
@@ -184,8 +191,9 @@ class Peer:
         return abs(self.params / ours - 1) <= MATCH_TOLERANCE
 
 
-def closest_width(build: Callable[[int], nn.Module], widths, target: int,
-                  preferred: Callable[[int], bool] = lambda width: True) -> tuple[int, nn.Module]:
+def closest_width(
+    build: Callable[[int], nn.Module], widths, target: int, preferred: Callable[[int], bool] = lambda width: True
+) -> tuple[int, nn.Module]:
     """The width in ``widths`` whose network's parameter count is closest to ``target``, among the
     ``preferred`` widths if one of them is within 10%. Counts grow with width, so the search stops
     once they pass twice the target."""
@@ -208,8 +216,11 @@ def diffusers_config(shape: Shape, width: int) -> dict:
     groups = max(g for g in range(1, 33) if all(c % g == 0 for c in channels) and (width >= 4 * g or g == 1))
     levels = range(len(shape.mults))
     return dict(
-        sample_size=padded_size(shape.image_size, len(shape.mults)), in_channels=shape.channels,
-        out_channels=shape.channels, block_out_channels=channels, layers_per_block=shape.num_res_blocks,
+        sample_size=padded_size(shape.image_size, len(shape.mults)),
+        in_channels=shape.channels,
+        out_channels=shape.channels,
+        block_out_channels=channels,
+        layers_per_block=shape.num_res_blocks,
         norm_num_groups=groups,
         down_block_types=tuple("AttnDownBlock2D" if i in shape.attention_levels else "DownBlock2D" for i in levels),
         up_block_types=tuple("AttnUpBlock2D" if i in shape.attention_levels else "UpBlock2D" for i in reversed(levels)),
@@ -219,8 +230,12 @@ def diffusers_config(shape: Shape, width: int) -> dict:
 def matched_diffusers(shape: Shape, target: int) -> Peer:
     from diffusers import UNet2DModel
 
-    width, net = closest_width(lambda w: UNet2DModel(**diffusers_config(shape, w)), range(4, 513), target,
-                               preferred=lambda w: diffusers_config(shape, w)["norm_num_groups"] >= min(8, w // 4))
+    width, net = closest_width(
+        lambda w: UNet2DModel(**diffusers_config(shape, w)),
+        range(4, 513),
+        target,
+        preferred=lambda w: diffusers_config(shape, w)["norm_num_groups"] >= min(8, w // 4),
+    )
     config = diffusers_config(shape, width)
     return Peer("diffusers UNet2DModel", net, count_params(net), width, config["sample_size"], config)
 
@@ -244,7 +259,7 @@ def lucidrains_diffusion(unet: nn.Module, image_size: int, **options) -> nn.Modu
     ``options`` say otherwise (e.g. ``sampling_timesteps=100`` for its DDIM)."""
     import denoising_diffusion_pytorch.denoising_diffusion_pytorch as module
 
-    if not isinstance(module.tqdm, partial):   # its sampling loops draw a progress bar per step: off
+    if not isinstance(module.tqdm, partial):  # its sampling loops draw a progress bar per step: off
         module.tqdm = partial(module.tqdm, disable=True)
     return module.GaussianDiffusion(unet, image_size=image_size, **options)
 
@@ -277,12 +292,27 @@ def peer_table(ours: int, peers: list[Peer], image_size: int) -> str:
     """A Markdown table: each peer's settings and parameter count against ours, and whether it is matched."""
     rows = []
     for p in peers:
-        note = f"; zero-padded to {p.image_size}x{p.image_size}" if p.image_size != image_size else f"; {image_size}x{image_size}, no padding"
-        settings = ", ".join(f"{k}={v}" for k, v in p.config.items() if k not in ("in_channels", "out_channels", "channels"))
-        rows.append([p.name, f"{p.params:,}", f"{p.params / ours - 1:+.1%}", "yes" if p.matched(ours) else "NO (>10%)",
-                     settings + note])
-    return markdown_table(["network", "parameters", "vs ours", "matched", "settings"], [["ours (dgmlab UNet)", f"{ours:,}", "",
-                                                                                       "", ""], *rows])
+        note = (
+            f"; zero-padded to {p.image_size}x{p.image_size}"
+            if p.image_size != image_size
+            else f"; {image_size}x{image_size}, no padding"
+        )
+        settings = ", ".join(
+            f"{k}={v}" for k, v in p.config.items() if k not in ("in_channels", "out_channels", "channels")
+        )
+        rows.append(
+            [
+                p.name,
+                f"{p.params:,}",
+                f"{p.params / ours - 1:+.1%}",
+                "yes" if p.matched(ours) else "NO (>10%)",
+                settings + note,
+            ]
+        )
+    return markdown_table(
+        ["network", "parameters", "vs ours", "matched", "settings"],
+        [["ours (dgmlab UNet)", f"{ours:,}", "", "", ""], *rows],
+    )
 
 
 # --- timing -------------------------------------------------------------------------------------------
@@ -311,8 +341,9 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def sample_uint8(model, num_samples: int, seed: int, precision: str, batch_size: int = 256,
-                 **options) -> tuple[torch.Tensor, float]:
+def sample_uint8(
+    model, num_samples: int, seed: int, precision: str, batch_size: int = 256, **options
+) -> tuple[torch.Tensor, float]:
     """``num_samples`` images (uint8 NCHW) from a DDPM LightningModule with sampler ``options``
     (sampler, steps, ...) and the seconds that took, the way ``sample.py`` draws them: image i
     from its own seed (seed, i), batches of ``batch_size``, under ``precision``'s autocast."""
@@ -331,8 +362,12 @@ def sample_uint8(model, num_samples: int, seed: int, precision: str, batch_size:
 
 # --- output -------------------------------------------------------------------------------------------
 def add_json_arg(parser: argparse.ArgumentParser, name: str) -> None:
-    parser.add_argument("--json", type=Path, default=REPO / "bench_out" / f"{name}.json",
-                        help=f"where to write the results (default bench_out/{name}.json)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=REPO / "bench_out" / f"{name}.json",
+        help=f"where to write the results (default bench_out/{name}.json)",
+    )
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

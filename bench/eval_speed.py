@@ -9,6 +9,7 @@ table with the load average before each row. The last line: ``ddim_50_vs_ddpm`` 
 faster DDIM-50 samples than the T-step ancestral sampler) and ``scoring_share`` (features + FID +
 KID as a fraction of the DDIM-50 sampling time).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as bench  # noqa: E402
 from dgmlab.checkpoint import load_model  # noqa: E402
 from dgmlab.metrics import KIDSettings, build_feature_net, load_or_compute_reference, score_features  # noqa: E402
+
+import _common as bench  # noqa: E402
 
 RUNS = [("ddpm", None), ("ddim", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10)]
 
@@ -34,9 +36,17 @@ def score(images, cfg, cache_dir: str) -> tuple[float, float, float]:
     datamodule.setup()
     settings = bench.compose("evaluate").eval
     start = time.perf_counter()
-    net = build_feature_net("lenet", splits=datamodule.splits, dataset_name=datamodule.name, cache_dir=cache_dir,
-                            lenet=OmegaConf.to_container(settings.lenet), log=lambda *_: None)
-    reference = load_or_compute_reference(datamodule.splits.val, datamodule.name, "val", net, cache_dir, log=lambda *_: None)
+    net = build_feature_net(
+        "lenet",
+        splits=datamodule.splits,
+        dataset_name=datamodule.name,
+        cache_dir=cache_dir,
+        lenet=OmegaConf.to_container(settings.lenet),
+        log=lambda *_: None,
+    )
+    reference = load_or_compute_reference(
+        datamodule.splits.val, datamodule.name, "val", net, cache_dir, log=lambda *_: None
+    )
     setup = time.perf_counter() - start
     start = time.perf_counter()
     scores = score_features(net(images).numpy(), reference, KIDSettings(**OmegaConf.to_container(settings.kid)))
@@ -60,21 +70,43 @@ def main() -> None:
     for sampler, steps in RUNS:
         steps = steps or model.schedule.timesteps
         load = os.getloadavg()[0]
-        images, seconds[f"{sampler}_{steps}"] = bench.sample_uint8(model, args.n, args.seed, precision, args.n,
-                                                                  sampler=sampler, steps=None if sampler == "ddpm" else steps)
-        rows.append([sampler, steps, f"{seconds[f'{sampler}_{steps}']:.1f}",
-                     f"{seconds[f'{sampler}_{steps}'] / args.n * 1000:.0f}", f"{load:.1f}"])
+        images, seconds[f"{sampler}_{steps}"] = bench.sample_uint8(
+            model, args.n, args.seed, precision, args.n, sampler=sampler, steps=None if sampler == "ddpm" else steps
+        )
+        rows.append(
+            [
+                sampler,
+                steps,
+                f"{seconds[f'{sampler}_{steps}']:.1f}",
+                f"{seconds[f'{sampler}_{steps}'] / args.n * 1000:.0f}",
+                f"{load:.1f}",
+            ]
+        )
         print(f"  {sampler} {steps}: {seconds[f'{sampler}_{steps}']:.1f} s", flush=True)
     setup, scoring, fid = score(images, cfg, args.cache_dir)
 
     print(f"\n{args.n} samples per setting, {bench.short(precision)}:\n")
     print(bench.markdown_table(["sampler", "steps", "seconds", "ms per image", "load avg"], rows))
-    print(f"\nlenet + cached val statistics: {setup:.2f} s to load; features + FID + KID of {args.n} samples: "
-          f"{scoring:.2f} s (FID {fid:.2f} at n={args.n}, biased high for small n)")
-    ratios = {"ddim_50_vs_ddpm": seconds[f"ddpm_{model.schedule.timesteps}"] / seconds["ddim_50"],
-              "scoring_share": scoring / seconds["ddim_50"]}
-    bench.write_json(args.json, {"ckpt": str(args.ckpt), "precision": precision, "n": args.n, "sampling_seconds": seconds,
-                                 "lenet_setup_seconds": setup, "scoring_seconds": scoring, "ratios": ratios})
+    print(
+        f"\nlenet + cached val statistics: {setup:.2f} s to load; features + FID + KID of {args.n} samples: "
+        f"{scoring:.2f} s (FID {fid:.2f} at n={args.n}, biased high for small n)"
+    )
+    ratios = {
+        "ddim_50_vs_ddpm": seconds[f"ddpm_{model.schedule.timesteps}"] / seconds["ddim_50"],
+        "scoring_share": scoring / seconds["ddim_50"],
+    }
+    bench.write_json(
+        args.json,
+        {
+            "ckpt": str(args.ckpt),
+            "precision": precision,
+            "n": args.n,
+            "sampling_seconds": seconds,
+            "lenet_setup_seconds": setup,
+            "scoring_seconds": scoring,
+            "ratios": ratios,
+        },
+    )
     print(bench.ratio_line(ratios))
 
 

@@ -11,6 +11,7 @@ picks. Variants run in turn, ``--rounds`` times, each keeping its best round; th
 gives every variant's step time over the default's (> 1: slower than the default).
 ``--compile`` adds ``torch.compile`` of the network, with its compile time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,18 +19,20 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as bench  # noqa: E402
 from train_throughput import plain_step  # noqa: E402
+
+import _common as bench  # noqa: E402
 
 V01_NETWORK = ["model.network.base_channels=32", "model.network.narrow_upsample=false"]
 VARIANTS = {  # name: (config overrides, precision: None = the one measured)
     "default": ([], None),
     "v01_network": (V01_NETWORK, None),
     "v01_network_narrow_upsample": (["model.network.base_channels=32"], None),
-    "patch_2x2_48ch": (["model.network.patch_size=2", "model.network.base_channels=48", "model.network.channel_mults=[1,2]"], None),
+    "patch_2x2_48ch": (
+        ["model.network.patch_size=2", "model.network.base_channels=48", "model.network.channel_mults=[1,2]"],
+        None,
+    ),
     "channels_last": (["model.network.channels_last=true"], None),
     "adam_not_foreach": (["model.optimizer.foreach=false"], None),
     "bf16_autocast": ([], "bf16-mixed"),
@@ -86,7 +89,9 @@ def main() -> None:
                 ratios[f"{name}{suffix}"] = seconds / times["default"]
     print()
     print(bench.markdown_table(["precision", "variant", "ms/step", "time vs default"], rows))
-    bench.write_json(args.json, {"cpu": cpu, "args": vars(args) | {"json": str(args.json)}, "seconds_per_step": results})
+    bench.write_json(
+        args.json, {"cpu": cpu, "args": vars(args) | {"json": str(args.json)}, "seconds_per_step": results}
+    )
     print(bench.ratio_line(ratios))
 
 

@@ -23,6 +23,7 @@ With ``--ckpt``: the wall time of every sampler setting of one checkpoint for ``
 with a grid per setting in ``--out``, and ``ddim_100_vs_ddpm`` (speed-up of DDIM-100 over
 the T-step ancestral sampler) as the ratio line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,11 @@ def diffusers(peer: bench.Peer, family: str, steps: int, batch: int, precision: 
     """One run of diffusers' scheduler ``family`` driving the matched ``UNet2DModel``."""
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-    make = {"ancestral": DDPMScheduler, "ddim": DDIMScheduler,
-            "dpmpp": partial(DPMSolverMultistepScheduler, algorithm_type="dpmsolver++", solver_order=2)}[family]
+    make = {
+        "ancestral": DDPMScheduler,
+        "ddim": DDIMScheduler,
+        "dpmpp": partial(DPMSolverMultistepScheduler, algorithm_type="dpmsolver++", solver_order=2),
+    }[family]
     scheduler, net = make(num_train_timesteps=1000), peer.net.eval()
     shape = (batch, net.config.in_channels, peer.image_size, peer.image_size)
 
@@ -67,6 +71,7 @@ def diffusers(peer: bench.Peer, family: str, steps: int, batch: int, precision: 
                 eps = net(scheduler.scale_model_input(x, t), t).sample
                 x = scheduler.step(eps, t, x).prev_sample
         return x
+
     return run
 
 
@@ -85,6 +90,7 @@ def lucidrains(peer: bench.Peer, family: str, steps: int, batch: int, precision:
     def run():
         with bench.autocast(precision):
             return loop(shape)
+
     return run
 
 
@@ -95,7 +101,10 @@ def compare_peers(args) -> None:
     cfg = bench.compose("train")
     ours_params = bench.count_params(bench.instantiate_network(cfg))
     shape = bench.network_shape(cfg)
-    peers = {"diffusers": bench.matched_diffusers(shape, ours_params), "lucidrains": bench.matched_lucidrains(shape, ours_params)}
+    peers = {
+        "diffusers": bench.matched_diffusers(shape, ours_params),
+        "lucidrains": bench.matched_lucidrains(shape, ours_params),
+    }
     print(bench.peer_table(ours_params, list(peers.values()), shape.image_size), "\n", flush=True)
 
     runs = {}
@@ -113,15 +122,37 @@ def compare_peers(args) -> None:
             print(f"  round {round_index + 1}: {key[0]:9s} {key[1]:10s} {seconds:6.2f} s", flush=True)
 
     rate = {key: args.batch * args.steps / seconds for key, seconds in best.items()}
-    rows = [[family, who, args.steps, f"{best[(family, who)]:.2f}", f"{rate[(family, who)]:.0f}",
-             f"{rate[(family, 'ours')] / rate[(family, who)]:.2f}"] for family, who in runs]
-    ratios = {f"{family}_vs_{who}": rate[(family, "ours")] / rate[(family, who)] for family, who in runs if who != "ours"}
-    print(f"\nSampling {args.steps} steps of a batch of {args.batch}, {bench.short(precision)}, best of {args.rounds} rounds "
-          f"(lucidrains has no DPM-Solver):\n")
+    rows = [
+        [
+            family,
+            who,
+            args.steps,
+            f"{best[(family, who)]:.2f}",
+            f"{rate[(family, who)]:.0f}",
+            f"{rate[(family, 'ours')] / rate[(family, who)]:.2f}",
+        ]
+        for family, who in runs
+    ]
+    ratios = {
+        f"{family}_vs_{who}": rate[(family, "ours")] / rate[(family, who)] for family, who in runs if who != "ours"
+    }
+    print(
+        f"\nSampling {args.steps} steps of a batch of {args.batch}, {bench.short(precision)}, best of {args.rounds} rounds "
+        f"(lucidrains has no DPM-Solver):\n"
+    )
     print(bench.markdown_table(["sampler", "implementation", "steps", "seconds", "image-steps/s", "ours / this"], rows))
-    bench.write_json(args.json, {"cpu": cpu, "args": vars(args), "precision": precision, "params_ours": ours_params,
-                                 "peers": {k: {"params": p.params, "config": p.config} for k, p in peers.items()},
-                                 "seconds": {f"{f}/{w}": s for (f, w), s in best.items()}, "ratios": ratios})
+    bench.write_json(
+        args.json,
+        {
+            "cpu": cpu,
+            "args": vars(args),
+            "precision": precision,
+            "params_ours": ours_params,
+            "peers": {k: {"params": p.params, "config": p.config} for k, p in peers.items()},
+            "seconds": {f"{f}/{w}": s for (f, w), s in best.items()},
+            "ratios": ratios,
+        },
+    )
     print(bench.ratio_line(ratios))
 
 
@@ -136,22 +167,35 @@ def time_checkpoint(args) -> None:
     rows, seconds = [], {}
     for sampler, steps in CHECKPOINT_RUNS:
         steps = steps or model.schedule.timesteps
-        images, seconds[(sampler, steps)] = bench.sample_uint8(model, args.n, args.seed, precision, args.n, sampler=sampler,
-                                                              steps=None if sampler == "ddpm" else steps)
+        images, seconds[(sampler, steps)] = bench.sample_uint8(
+            model, args.n, args.seed, precision, args.n, sampler=sampler, steps=None if sampler == "ddpm" else steps
+        )
         save_grid(images, args.out / f"{sampler}_{steps}.png")
-        rows.append([sampler, steps, f"{seconds[(sampler, steps)]:.1f}", f"{args.n * steps / seconds[(sampler, steps)]:.0f}"])
+        rows.append(
+            [sampler, steps, f"{seconds[(sampler, steps)]:.1f}", f"{args.n * steps / seconds[(sampler, steps)]:.0f}"]
+        )
         print(f"  {sampler} {steps}: {seconds[(sampler, steps)]:.1f} s", flush=True)
     print(f"\n{args.ckpt}: {args.n} samples, {bench.short(precision)}, grids in {args.out}\n")
     print(bench.markdown_table(["sampler", "steps", "seconds", "image-steps/s"], rows))
     ratios = {"ddim_100_vs_ddpm": seconds[("ddpm", model.schedule.timesteps)] / seconds[("ddim", 100)]}
-    bench.write_json(args.json, {"ckpt": str(args.ckpt), "precision": precision, "n": args.n,
-                                 "seconds": {f"{s}/{k}": v for (s, k), v in seconds.items()}, "ratios": ratios})
+    bench.write_json(
+        args.json,
+        {
+            "ckpt": str(args.ckpt),
+            "precision": precision,
+            "n": args.n,
+            "seconds": {f"{s}/{k}": v for (s, k), v in seconds.items()},
+            "ratios": ratios,
+        },
+    )
     print(bench.ratio_line(ratios))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", type=Path, help="time every sampler of this checkpoint instead of comparing with the peers")
+    parser.add_argument(
+        "--ckpt", type=Path, help="time every sampler of this checkpoint instead of comparing with the peers"
+    )
     parser.add_argument("--steps", type=int, default=20, help="sampling steps timed per run (peer comparison)")
     parser.add_argument("--batch", type=int, default=64, help="images per batch (peer comparison)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of every sampler in turn; each keeps its best")

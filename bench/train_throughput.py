@@ -25,6 +25,7 @@ if that is fp32). The last line holds the ratios for auto's pick, and ``*_fp32``
 ``lightning_vs_plain`` = plain time / Lightning time (> 1: Lightning faster); ``vs_diffusers``,
 ``vs_lucidrains`` = our Lightning images/s / theirs; ``fraction_of_peak``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,11 @@ from omegaconf import open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as bench  # noqa: E402
 from dgmlab.data import to_pixel_range  # noqa: E402
 from dgmlab.nn import ema_decay, ema_update  # noqa: E402
 from dgmlab.training import train  # noqa: E402
+
+import _common as bench  # noqa: E402
 
 LOOPS = ("lightning", "plain", "diffusers", "lucidrains")
 
@@ -65,7 +67,7 @@ class StepTimer(L.Callback):
         self.stamps.append(time.perf_counter())
 
     def seconds_per_step(self, warmup: int) -> float:
-        timed = self.stamps[max(warmup, 1) - 1:]
+        timed = self.stamps[max(warmup, 1) - 1 :]
         return (timed[-1] - timed[0]) / (len(timed) - 1)
 
 
@@ -74,10 +76,18 @@ def lightning_seconds(precision: str, warmup: int, steps: int) -> float:
     with tempfile.TemporaryDirectory() as run_dir:
         # The loop as train.py runs it, with its per-step hooks (CSV logging, progress bar, LR
         # monitor); the periodic extra work (validation, checkpoints, sample grids) is left out.
-        cfg = bench.compose("train", [
-            "~callbacks.model_checkpoint", "~callbacks.sample_grid", f"trainer.precision={precision}",
-            f"trainer.max_steps={warmup + steps}", "trainer.limit_val_batches=0", "++trainer.enable_checkpointing=false",
-        ], output_dir=Path(run_dir))
+        cfg = bench.compose(
+            "train",
+            [
+                "~callbacks.model_checkpoint",
+                "~callbacks.sample_grid",
+                f"trainer.precision={precision}",
+                f"trainer.max_steps={warmup + steps}",
+                "trainer.limit_val_batches=0",
+                "++trainer.enable_checkpointing=false",
+            ],
+            output_dir=Path(run_dir),
+        )
         with open_dict(cfg):
             cfg.callbacks.step_timer = {"_target_": f"{__name__}.StepTimer"}
         train(cfg)
@@ -110,6 +120,7 @@ def plain_step(cfg, precision: str, splits, compile_network: bool = False):
         optimizer.step()
         schedule.step()
         ema_update(model.ema, model.net, ema_decay(next(counter), model.ema_max_decay))
+
     return step
 
 
@@ -125,7 +136,9 @@ class DiffusersStep:
 
         self.unet, self.size, self.precision = peer.net, peer.image_size, precision
         self.scheduler = DDPMScheduler(num_train_timesteps=1000)
-        self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
+        self.optimizer = torch.optim.AdamW(
+            self.unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8
+        )
         self.lr = get_scheduler("cosine", optimizer=self.optimizer, num_warmup_steps=500, num_training_steps=100_000)
         self.ema = EMAModel(self.unet.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
 
@@ -174,12 +187,21 @@ def measure(cfg, peers: dict, precision: str, args, splits) -> dict[str, float]:
                 seconds = lightning_seconds(precision, args.warmup, args.steps)
             else:
                 torch.manual_seed(round_index)
-                step = (plain_step(cfg, precision, splits) if name == "plain"
-                        else peer_step(name, peers[name], precision, splits, cfg.dataset.batch_size))
-                seconds = (bench.seconds_per_call(step, args.warmup, args.steps) if name == "plain"
-                           else bench.seconds_per_call(step, min(args.warmup, 3), args.peer_steps))
+                step = (
+                    plain_step(cfg, precision, splits)
+                    if name == "plain"
+                    else peer_step(name, peers[name], precision, splits, cfg.dataset.batch_size)
+                )
+                seconds = (
+                    bench.seconds_per_call(step, args.warmup, args.steps)
+                    if name == "plain"
+                    else bench.seconds_per_call(step, min(args.warmup, 3), args.peer_steps)
+                )
             best[name] = min(seconds, best.get(name, float("inf")))
-            print(f"  {bench.short(precision)} round {round_index + 1}: {name:10s} {seconds * 1000:8.1f} ms/step", flush=True)
+            print(
+                f"  {bench.short(precision)} round {round_index + 1}: {name:10s} {seconds * 1000:8.1f} ms/step",
+                flush=True,
+            )
     return best
 
 
@@ -210,27 +232,66 @@ def main() -> None:
         seconds = measure(cfg, peers, precision, args, splits)
         flops = training_flops(cfg, precision)
         achieved = flops / seconds["lightning"]
-        results[precision] = {"seconds_per_step": seconds, "flops_per_step": flops, "flops_per_second": achieved,
-                              "matmul_peak": peaks[precision], "fraction_of_peak": achieved / peaks[precision]}
+        results[precision] = {
+            "seconds_per_step": seconds,
+            "flops_per_step": flops,
+            "flops_per_second": achieved,
+            "matmul_peak": peaks[precision],
+            "fraction_of_peak": achieved / peaks[precision],
+        }
         for name in LOOPS:
-            rows.append([bench.short(precision), name, f"{seconds[name] * 1000:.1f}", f"{batch / seconds[name]:.0f}",
-                         f"{seconds[name] / seconds['lightning']:.2f}"])
+            rows.append(
+                [
+                    bench.short(precision),
+                    name,
+                    f"{seconds[name] * 1000:.1f}",
+                    f"{batch / seconds[name]:.0f}",
+                    f"{seconds[name] / seconds['lightning']:.2f}",
+                ]
+            )
         suffix = "" if precision == precisions[-1] else f"_{bench.short(precision)}"
-        ratios.update({f"lightning_vs_plain{suffix}": seconds["plain"] / seconds["lightning"],
-                       f"vs_diffusers{suffix}": seconds["diffusers"] / seconds["lightning"],
-                       f"vs_lucidrains{suffix}": seconds["lucidrains"] / seconds["lightning"],
-                       f"fraction_of_peak{suffix}": achieved / peaks[precision]})
+        ratios.update(
+            {
+                f"lightning_vs_plain{suffix}": seconds["plain"] / seconds["lightning"],
+                f"vs_diffusers{suffix}": seconds["diffusers"] / seconds["lightning"],
+                f"vs_lucidrains{suffix}": seconds["lucidrains"] / seconds["lightning"],
+                f"fraction_of_peak{suffix}": achieved / peaks[precision],
+            }
+        )
 
-    print(f"\nTraining step, batch {batch}, best of {args.rounds} rounds of {args.steps} steps ({args.peer_steps} for the "
-          f"peers) after {args.warmup} warm-up steps ({min(args.warmup, 3)} for the peers):\n")
+    print(
+        f"\nTraining step, batch {batch}, best of {args.rounds} rounds of {args.steps} steps ({args.peer_steps} for the "
+        f"peers) after {args.warmup} warm-up steps ({min(args.warmup, 3)} for the peers):\n"
+    )
     print(bench.markdown_table(["precision", "loop", "ms/step", "images/s", "time vs lightning"], rows))
-    print("\n" + bench.markdown_table(
-        ["precision", "model GFLOP/step", "GFLOP/s (lightning)", "matmul peak GFLOP/s", "fraction of peak"],
-        [[bench.short(p), f"{r['flops_per_step'] / 1e9:.2f}", f"{r['flops_per_second'] / 1e9:.1f}",
-          f"{r['matmul_peak'] / 1e9:.1f}", f"{r['fraction_of_peak']:.1%}"] for p, r in results.items()]))
-    bench.write_json(args.json, {"cpu": cpu, "args": vars(args), "batch_size": batch, "params_ours": ours,
-                                 "peers": {k: {"params": p.params, "config": p.config} for k, p in peers.items()},
-                                 "results": results, "ratios": ratios})
+    print(
+        "\n"
+        + bench.markdown_table(
+            ["precision", "model GFLOP/step", "GFLOP/s (lightning)", "matmul peak GFLOP/s", "fraction of peak"],
+            [
+                [
+                    bench.short(p),
+                    f"{r['flops_per_step'] / 1e9:.2f}",
+                    f"{r['flops_per_second'] / 1e9:.1f}",
+                    f"{r['matmul_peak'] / 1e9:.1f}",
+                    f"{r['fraction_of_peak']:.1%}",
+                ]
+                for p, r in results.items()
+            ],
+        )
+    )
+    bench.write_json(
+        args.json,
+        {
+            "cpu": cpu,
+            "args": vars(args),
+            "batch_size": batch,
+            "params_ours": ours,
+            "peers": {k: {"params": p.params, "config": p.config} for k, p in peers.items()},
+            "results": results,
+            "ratios": ratios,
+        },
+    )
     print(bench.ratio_line(ratios))
 
 

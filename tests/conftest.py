@@ -1,4 +1,5 @@
 """Shared helpers: compose the shipped Hydra configs, run the real entry points."""
+
 from __future__ import annotations
 
 import os
@@ -28,15 +29,23 @@ def run_script(script: str, *args: str, cwd: Path = REPO, timeout: int = 600) ->
     """Run ``python <script> args...`` in a fresh process, as a user would."""
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, str(REPO / script), *args], cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, str(REPO / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 # A DDPM small enough to train and sample in seconds on a CPU.
 TINY_DDPM = [
-    "model=ddpm", "schedule.timesteps=20", "model.network.base_channels=8",
-    "model.network.channel_mults=[1,2]", "model.network.attention_resolutions=[14]", "model.warmup_steps=5",
+    "model=ddpm",
+    "schedule.timesteps=20",
+    "model.network.base_channels=8",
+    "model.network.channel_mults=[1,2]",
+    "model.network.attention_resolutions=[14]",
+    "model.warmup_steps=5",
     "model.network.patch_size=1",  # full resolution: at 8 channels, 2x2 patches learn too slowly for a 60-step test
 ]
 
@@ -46,8 +55,13 @@ def fast_run_args(tmp_path):
     """Overrides for a short real training run writing into ``tmp_path / 'run'``."""
     run_dir = tmp_path / "run"
     return run_dir, [
-        f"hydra.run.dir={run_dir}", "trainer.max_steps=30", "trainer.val_check_interval=15",
-        "trainer.limit_val_batches=2", "trainer.log_every_n_steps=5",
-        "callbacks.model_checkpoint.every_n_train_steps=15", "callbacks.sample_grid.every_n_steps=15",
-        "callbacks.sample_grid.num_samples=4", "dataset.batch_size=16",
+        f"hydra.run.dir={run_dir}",
+        "trainer.max_steps=30",
+        "trainer.val_check_interval=15",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=5",
+        "callbacks.model_checkpoint.every_n_train_steps=15",
+        "callbacks.sample_grid.every_n_steps=15",
+        "callbacks.sample_grid.num_samples=4",
+        "dataset.batch_size=16",
     ]

@@ -4,6 +4,7 @@
 (if it is not running), slurmctld and slurmd, and waits for the node to be idle; ``stop()`` shuts
 them down. Commands see the cluster through ``SLURM_CONF``, which ``env()`` sets.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,10 @@ import time
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol")
-INSTALL_HINT = ("the SLURM tests need Debian's slurm-wlm and munge, run as root: "
-                "apt-get install -y slurm-wlm munge (.ci/run does this)")
+INSTALL_HINT = (
+    "the SLURM tests need Debian's slurm-wlm and munge, run as root: "
+    "apt-get install -y slurm-wlm munge (.ci/run does this)"
+)
 
 SLURM_CONF = """\
 ClusterName=dgmlab-test
@@ -73,7 +76,9 @@ class SlurmCluster:
         (self.root / "slurmd").mkdir(parents=True, exist_ok=True)
         (self.root / "state").mkdir(parents=True, exist_ok=True)
         memory_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.9)
-        self.conf.write_text(SLURM_CONF.format(host=self.host, root=self.root, cpus=os.cpu_count() or 1, memory_mb=memory_mb))
+        self.conf.write_text(
+            SLURM_CONF.format(host=self.host, root=self.root, cpus=os.cpu_count() or 1, memory_mb=memory_mb)
+        )
         self._start_munge()
         subprocess.run(["slurmctld", "-f", str(self.conf), "-i"], env=self.env(), check=True, timeout=60)
         subprocess.run(["slurmd", "-f", str(self.conf)], env=self.env(), check=True, timeout=60)
@@ -102,7 +107,9 @@ class SlurmCluster:
             if state.startswith("idle"):
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"the SLURM node did not become idle (state {state!r}); see {self.root}/slurmctld.log and slurmd.log")
+        raise RuntimeError(
+            f"the SLURM node did not become idle (state {state!r}); see {self.root}/slurmctld.log and slurmd.log"
+        )
 
     def stop(self) -> None:
         self.run("scontrol", "shutdown", check=False)
@@ -113,8 +120,9 @@ class SlurmCluster:
 
     # --- jobs ------------------------------------------------------------------------------------
     def sbatch(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
-        result = subprocess.run(["sbatch", "--parsable", *args], env=env or self.env(), cwd=cwd,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["sbatch", "--parsable", *args], env=env or self.env(), cwd=cwd, capture_output=True, text=True, timeout=60
+        )
         if result.returncode != 0:
             raise RuntimeError(f"sbatch failed: {result.stderr}")
         return result.stdout.strip().split(";")[0]
@@ -133,8 +141,12 @@ class SlurmCluster:
                 return field.split("=", 1)[1]
         return None
 
-    def wait(self, job_id: str, timeout: float = 300, until=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
-                                                             "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")) -> str:
+    def wait(
+        self,
+        job_id: str,
+        timeout: float = 300,
+        until=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"),
+    ) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = self.job_state(job_id)

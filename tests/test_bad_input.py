@@ -1,11 +1,13 @@
 """Bad settings fail before training starts, with a message naming the setting."""
+
 from __future__ import annotations
 
 import pytest
 
-from conftest import compose_train, run_script
 from dgmlab.config import ConfigError
 from dgmlab.training import train
+
+from conftest import compose_train, run_script
 
 
 @pytest.mark.parametrize(
@@ -13,7 +15,10 @@ from dgmlab.training import train
     [
         (["model=nosuchmodel"], r"Could not find 'model/nosuchmodel'"),
         (["dataset.batch_size=-1"], r"dataset\.batch_size must be a positive integer, got -1"),
-        (["dataset=image_folder", "dataset.source.root=/no/such/folder"], r"dataset\.source\.root='/no/such/folder' is not a folder"),
+        (
+            ["dataset=image_folder", "dataset.source.root=/no/such/folder"],
+            r"dataset\.source\.root='/no/such/folder' is not a folder",
+        ),
     ],
 )
 def test_train_py_rejects_bad_overrides_before_training(overrides, message, tmp_path):

@@ -1,4 +1,5 @@
 """Every shipped config group option composes, and the objects it names can be built."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,8 +8,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import CONF, compose_train
 from dgmlab.training import build_trainer
+
+from conftest import CONF, compose_train
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 SCHEDULES = sorted(p.stem for p in (CONF / "schedule").glob("*.yaml"))

@@ -1,4 +1,5 @@
 """The DataModule and every data set source, read from real files in their own formats."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +12,11 @@ import torch
 import torchvision
 from hydra.utils import instantiate
 
-from conftest import compose_train
 from dgmlab.data import to_pixel_range, to_uint8
-from dgmlab.errors import ConfigError
 from dgmlab.data.sources import letter_t_image, mnist_5k
+from dgmlab.errors import ConfigError
+
+from conftest import compose_train
 
 
 def test_mnist_5k_split_is_stratified_and_fixed_by_seed():
@@ -27,6 +29,22 @@ def test_mnist_5k_split_is_stratified_and_fixed_by_seed():
     # Real digits: dark background, bright strokes.
     assert a.train.images.dtype == torch.uint8 and a.train.images.max() > 200
     assert a.train.images.float().mean() < 60
+
+
+def test_the_val_split_is_class_fair_at_every_prefix(tmp_path):
+    """Any limit_val_batches (or nll.max_images) sees every class in proportion, in a fixed order."""
+    datamodule = instantiate(compose_train([], tmp_path).dataset)
+    datamodule.setup()
+    val = datamodule.splits.val
+    for n in (10, 64, 100, 128, 256, 333, 500):
+        counts = torch.bincount(val.labels[:n], minlength=10)
+        assert counts.max() - counts.min() <= 1, (n, counts.tolist())
+    again = instantiate(compose_train([], tmp_path).dataset)
+    again.setup()
+    assert torch.equal(again.splits.val.images, val.images)  # the same order every time
+    stratified = mnist_5k().val  # the same images as the stratified split, only reordered
+    assert sorted(map(bytes, val.images.flatten(1).numpy())) == sorted(map(bytes, stratified.images.flatten(1).numpy()))
+    assert compose_train([], tmp_path).trainer.limit_val_batches == 1.0  # validation sees the whole split
 
 
 @pytest.mark.parametrize("pixel_range", [(-1.0, 1.0), (0.0, 1.0)])

@@ -1,4 +1,5 @@
 """The DDPM LightningModule: settings, EMA, conditioning, and a real short training run."""
+
 from __future__ import annotations
 
 import lightning as L
@@ -37,18 +38,37 @@ def test_every_schedule_config_builds_a_ddpm(schedule, tmp_path):
 
 
 def test_a_few_hundred_steps_lower_the_loss_and_ema_follows(tmp_path):
-    cfg = compose_train([*TINY_DDPM, "trainer.max_steps=200", "trainer.limit_val_batches=4", "dataset.batch_size=32",
-                         "trainer.precision=32-true"], tmp_path)
+    cfg = compose_train(
+        [
+            *TINY_DDPM,
+            "trainer.max_steps=200",
+            "trainer.limit_val_batches=4",
+            "dataset.batch_size=32",
+            "trainer.precision=32-true",
+        ],
+        tmp_path,
+    )
     L.seed_everything(0)
     datamodule, model = instantiate(cfg.dataset), instantiate(cfg.model)
-    trainer = L.Trainer(max_steps=200, limit_val_batches=4, val_check_interval=200, check_val_every_n_epoch=None,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=200,
+        limit_val_batches=4,
+        val_check_interval=200,
+        check_val_every_n_epoch=None,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
     before = trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/loss"]
     trainer.fit(model, datamodule=datamodule)
     after = trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/loss"]
     assert after < 0.5 * before
     # The EMA moved away from the initial weights but not onto the raw ones.
-    ema, net = torch.nn.utils.parameters_to_vector(model.ema.parameters()), torch.nn.utils.parameters_to_vector(model.net.parameters())
+    ema, net = (
+        torch.nn.utils.parameters_to_vector(model.ema.parameters()),
+        torch.nn.utils.parameters_to_vector(model.net.parameters()),
+    )
     assert not torch.equal(ema, net)
     state = model.state_dict()
     assert any(k.startswith("ema.") for k in state) and any(k.startswith("net.") for k in state)
@@ -68,8 +88,17 @@ def test_each_prediction_trains_and_samples(prediction, tmp_path):
 def test_classifier_free_guidance_uses_the_labels(tmp_path):
     model = _model(tmp_path, "model.class_conditional=true", "model.label_dropout=0.5")
     torch.nn.init.normal_(model.ema.class_emb.weight, std=3.0)  # make labels matter for an untrained net
-    run = lambda labels, g: model.sample_images(2, generator=torch.Generator().manual_seed(0), labels=labels,  # noqa: E731
-                                                sampler="ddim", steps=4, guidance=g)
+
+    def run(labels, g):
+        return model.sample_images(
+            2,
+            generator=torch.Generator().manual_seed(0),
+            labels=labels,
+            sampler="ddim",
+            steps=4,
+            guidance=g,
+        )
+
     three, seven = torch.tensor([3, 3]), torch.tensor([7, 7])
     assert not torch.allclose(run(three, 1.0), run(seven, 1.0))
     assert not torch.allclose(run(three, 3.0), run(three, 1.0))

@@ -1,4 +1,5 @@
 """The lecture's pictures: each demo command writes a PNG."""
+
 from __future__ import annotations
 
 from PIL import Image

@@ -1,4 +1,5 @@
 """The diffusion math on tensors: schedules, closed-form forward process, true posterior."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,20 @@ import pytest
 import torch
 
 from dgmlab.diffusion import (
-    ancestral_sample, eps_from_x0, loss_weight, make_denoiser, make_schedule, q_posterior, q_sample, q_step, sample,
-    timestep_sequence, v_target, x0_and_eps, x0_eps_from_v, x0_from_eps,
+    ancestral_sample,
+    eps_from_x0,
+    loss_weight,
+    make_denoiser,
+    make_schedule,
+    q_posterior,
+    q_sample,
+    q_step,
+    sample,
+    timestep_sequence,
+    v_target,
+    x0_and_eps,
+    x0_eps_from_v,
+    x0_from_eps,
 )
 
 
@@ -22,7 +35,7 @@ def test_linear_schedule_is_the_papers():
 def test_cosine_schedule_follows_its_formula():
     T, s_ = 1000, 0.008
     sched = make_schedule("cosine", T)
-    f = lambda t: math.cos((t / T + s_) / (1 + s_) * math.pi / 2) ** 2  # noqa: E731
+    f = lambda t: math.cos((t / T + s_) / (1 + s_) * math.pi / 2) ** 2
     for t in (0, 250, 500, 900):
         assert sched.alphas_cumprod[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-6)
     assert sched.betas.max().item() == pytest.approx(0.999)
@@ -45,7 +58,11 @@ def test_posterior_coefficients_grow_towards_x0():
 @pytest.mark.parametrize(
     "name,params,message",
     [
-        ("nope", {}, r"schedule\.name='nope' is unknown; choose one of \['cosine', 'explicit', 'lecture', 'linear', 'quadratic', 'sigmoid'\]"),
+        (
+            "nope",
+            {},
+            r"schedule\.name='nope' is unknown; choose one of \['cosine', 'explicit', 'lecture', 'linear', 'quadratic', 'sigmoid'\]",
+        ),
         ("linear", {"beta_max": 0.1}, r"schedule 'linear' takes the parameters \['beta_start', 'beta_end'\]"),
         ("explicit", {"betas": [0.1, 0.2]}, r"schedule\.betas has 2 values but schedule\.timesteps=100"),
         ("lecture", {"std_end": 1.0}, r"beta\[99\]=1; every beta must lie in \(0, 1\)"),
@@ -117,8 +134,8 @@ def test_quadratic_sigmoid_and_explicit_follow_their_formulas():
     q = make_schedule("quadratic", 1000)
     assert q.betas[500].item() == pytest.approx((1e-2 + (math.sqrt(0.02) - 1e-2) * 500 / 999) ** 2)
     sig = make_schedule("sigmoid", 1000)
-    expit = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
-    gamma = lambda u: (expit(3) - expit(6 * u - 3)) / (expit(3) - expit(-3))  # noqa: E731
+    expit = lambda v: 1 / (1 + math.exp(-v))
+    gamma = lambda u: (expit(3) - expit(6 * u - 3)) / (expit(3) - expit(-3))
     for t in (0, 499, 800):
         assert sig.alphas_cumprod[t].item() == pytest.approx(gamma((t + 1) / 1000), rel=1e-6)
     ex = make_schedule("explicit", 3, betas=[0.1, 0.2, 0.5])
@@ -179,13 +196,25 @@ def _gaussian_data_denoiser(s, mu, std):
 
 @pytest.mark.parametrize(
     "sampler,options",
-    [("ddpm", {}), ("ddpm", {"variance": "large"}), ("ddim", {"steps": 200}), ("ddim", {"steps": 200, "eta": 1.0}),
-     ("dpmpp_2m", {"steps": 50})],
+    [
+        ("ddpm", {}),
+        ("ddpm", {"variance": "large"}),
+        ("ddim", {"steps": 200}),
+        ("ddim", {"steps": 200, "eta": 1.0}),
+        ("dpmpp_2m", {"steps": 50}),
+    ],
 )
 def test_samplers_with_the_exact_denoiser_recover_the_data_distribution(sampler, options):
     s = make_schedule("linear", 1000)
     mu, std = torch.tensor([0.5, -0.3]), torch.tensor([0.2, 0.4])
-    out = sample(s, _gaussian_data_denoiser(s, mu, std), (4000, 2), sampler, generator=torch.Generator().manual_seed(0), **options)
+    out = sample(
+        s,
+        _gaussian_data_denoiser(s, mu, std),
+        (4000, 2),
+        sampler,
+        generator=torch.Generator().manual_seed(0),
+        **options,
+    )
     assert torch.allclose(out.mean(0), mu, atol=0.03), out.mean(0)
     assert torch.allclose(out.std(0), std, rtol=0.08 if options.get("variance") != "large" else 0.25), out.std(0)
 
@@ -194,14 +223,24 @@ def test_ddim_error_shrinks_with_more_steps():
     s = make_schedule("linear", 1000)
     mu, std = torch.tensor([0.5]), torch.tensor([0.2])
     denoise = _gaussian_data_denoiser(s, mu, std)
-    error = lambda steps: (sample(s, denoise, (4000, 1), "ddim", steps=steps, generator=torch.Generator().manual_seed(0)).std() - 0.2).abs()  # noqa: E731
+
+    def error(steps):
+        return (
+            sample(s, denoise, (4000, 1), "ddim", steps=steps, generator=torch.Generator().manual_seed(0)).std() - 0.2
+        ).abs()
+
     assert error(10) > error(50) > error(200)
 
 
 def test_ddim_with_eta_zero_is_deterministic_for_a_seed():
     s = make_schedule("cosine", 1000)
     denoise = make_denoiser(s, lambda x, t: 0.1 * x, "eps")
-    run = lambda seed: sample(s, denoise, (3, 1, 4, 4), "ddim", steps=10, eta=0.0, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+
+    def run(seed):
+        return sample(
+            s, denoise, (3, 1, 4, 4), "ddim", steps=10, eta=0.0, generator=torch.Generator().manual_seed(seed)
+        )
+
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
 

@@ -1,5 +1,6 @@
 """Evaluation: FID/KID against reference computations, feature networks, caches, the training
 callback on 1 and 2 processes, the evaluate command, and the DDPM's variational bound."""
+
 from __future__ import annotations
 
 import json
@@ -19,21 +20,33 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms.functional import gaussian_blur
 
-from conftest import CONF, TINY_DDPM, compose_train, run_script
 from dgmlab.config import ConfigError
-from dgmlab.data.sources import mnist_5k
+from dgmlab.data import to_pixel_range
+from dgmlab.data.sources import in_class_interleaved_order, mnist_5k
 from dgmlab.diffusion import eps_from_x0, make_schedule
 from dgmlab.diffusion.likelihood import (
-    decoder_variance, denoising_kl, discretized_gaussian_log_likelihood, gaussian_kl, prior_kl, variational_bound,
+    decoder_variance,
+    denoising_kl,
+    discretized_gaussian_log_likelihood,
+    gaussian_kl,
+    prior_kl,
+    variational_bound,
 )
-from dgmlab.evaluate import evaluate_nll, evaluate_samples
+from dgmlab.evaluate import evaluate_nll, evaluate_samples, evaluate_val
 from dgmlab.images import save_grid
 from dgmlab.metrics import (
-    GaussianStatistics, KIDSettings, build_feature_net, frechet_distance, kernel_inception_distance,
-    load_or_compute_reference, score_features,
+    GaussianStatistics,
+    KIDSettings,
+    build_feature_net,
+    frechet_distance,
+    kernel_inception_distance,
+    load_or_compute_reference,
+    score_features,
 )
 from dgmlab.metrics.lenet import LeNetSettings, load_or_train_lenet, train_lenet
 from dgmlab.metrics.nll import ddpm_nll
+
+from conftest import CONF, TINY_DDPM, compose_train, run_script
 
 # A LeNet that trains in seconds; every test (and the train.py runs) shares it through the cache.
 FAST_LENET = {"train_steps": 300, "batch_size": 64, "lr": 2.0e-3, "hidden": 128, "seed": 0}
@@ -104,7 +117,9 @@ def test_lenet_classifies_the_val_split_and_trains_reproducibly(lenet, splits):
     assert lenet.details["val_accuracy"] > 0.9
     assert lenet(splits.val.images[:5]).shape == (5, FAST_LENET["hidden"])
     short = LeNetSettings(**{**FAST_LENET, "train_steps": 15})
-    (net_a, acc_a), (net_b, acc_b) = (train_lenet(splits.train, splits.val, short, log=lambda *_: None) for _ in range(2))
+    (net_a, acc_a), (net_b, acc_b) = (
+        train_lenet(splits.train, splits.val, short, log=lambda *_: None) for _ in range(2)
+    )
     assert acc_a == acc_b
     assert all(torch.equal(p, q) for p, q in zip(net_a.state_dict().values(), net_b.state_dict().values()))
 
@@ -112,9 +127,14 @@ def test_lenet_classifies_the_val_split_and_trains_reproducibly(lenet, splits):
 def test_fid_is_small_between_real_splits_large_for_noise_and_grows_with_blur(lenet, splits, cache_dir):
     reference = load_or_compute_reference(splits.train, "mnist_5k", "train", lenet, cache_dir, log=lambda *_: None)
     real = fid_of(splits.val.images, reference, lenet)
-    noise = fid_of(torch.randint(0, 256, splits.val.images.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8),
-                   reference, lenet)
-    blurred = [fid_of(gaussian_blur(splits.val.images, kernel_size=9, sigma=s), reference, lenet) for s in (0.6, 1.0, 1.5)]
+    noise = fid_of(
+        torch.randint(0, 256, splits.val.images.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8),
+        reference,
+        lenet,
+    )
+    blurred = [
+        fid_of(gaussian_blur(splits.val.images, kernel_size=9, sigma=s), reference, lenet) for s in (0.6, 1.0, 1.5)
+    ]
     assert real < 0.05 * noise
     assert real < blurred[0] < blurred[1] < blurred[2]
 
@@ -173,11 +193,15 @@ def test_inception_features_from_a_weights_file(random_inception_weights, splits
 
 def test_missing_inception_weights_fail_before_training(tmp_path):
     missing = tmp_path / "nowhere" / "weights.pth"
-    cfg = compose_train([*TINY_DDPM, "eval=fid", "eval.features=inception", f"eval.inception_weights={missing}"],
-                        output_dir=tmp_path / "run")
+    cfg = compose_train(
+        [*TINY_DDPM, "eval=fid", "eval.features=inception", f"eval.inception_weights={missing}"],
+        output_dir=tmp_path / "run",
+    )
     from dgmlab.training import train
 
-    with pytest.raises(Exception, match=r"(?s)eval\.inception_weights=.*nowhere.*curl -L -o .*github.com/toshas/torch-fidelity"):
+    with pytest.raises(
+        Exception, match=r"(?s)eval\.inception_weights=.*nowhere.*curl -L -o .*github.com/toshas/torch-fidelity"
+    ):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -187,29 +211,43 @@ def test_evaluate_scores_a_samples_file_and_keeps_existing_results(lenet, splits
     samples = tmp_path / "run" / "samples.npz"
     samples.parent.mkdir()
     np.savez(samples, samples=splits.val.images[:200].permute(0, 2, 3, 1).numpy())
-    args = [f"samples={samples}", "dataset=mnist_5k", "features=lenet", "split=train", f"eval.cache_dir={cache_dir}",
-            "eval.kid.subsets=10", *FAST_LENET_ARGS]
+    args = [
+        f"samples={samples}",
+        "dataset=mnist_5k",
+        "features=lenet",
+        "split=train",
+        f"eval.cache_dir={cache_dir}",
+        "eval.kid.subsets=10",
+        *FAST_LENET_ARGS,
+    ]
     result = evaluate_samples(compose_evaluate(args))
     written = json.loads((tmp_path / "run" / "metrics_lenet.json").read_text())
     assert written == json.loads(json.dumps(result))
-    assert written["num_samples"] == 200 and written["num_reference"] == len(splits.train) and written["split"] == "train"
+    assert (
+        written["num_samples"] == 200 and written["num_reference"] == len(splits.train) and written["split"] == "train"
+    )
     assert written["features"] == lenet.identity and written["dataset"] == "mnist_5k"
     # The same images through the library give the same FID.
     reference = load_or_compute_reference(splits.train, "mnist_5k", "train", lenet, cache_dir, log=lambda *_: None)
     assert written["fid"] == pytest.approx(fid_of(splits.val.images[:200], reference, lenet), rel=1e-6)
     with pytest.raises(ConfigError, match="overwrite=true"):
         evaluate_samples(compose_evaluate(args))
-    assert evaluate_samples(compose_evaluate([*args, "overwrite=true"]))["fid"] == pytest.approx(written["fid"], rel=1e-12)
+    assert evaluate_samples(compose_evaluate([*args, "overwrite=true"]))["fid"] == pytest.approx(
+        written["fid"], rel=1e-12
+    )
 
 
-@pytest.mark.parametrize("problem, match", [
-    ("missing", r"samples=.*no such file"),
-    ("corrupt", r"not a readable \.npz"),
-    ("wrong_key", r"no array 'samples'"),
-    ("wrong_shape", r"\(32, 32, 3\) \(H, W, C\) but dataset=mnist_5k has \(28, 28, 1\)"),
-    ("unknown_features", r"features='vgg' is unknown; choose one of \['inception', 'lenet'\]"),
-    ("no_inception_weights", r"(?s)eval\.inception_weights=.*curl -L -o"),
-])
+@pytest.mark.parametrize(
+    "problem, match",
+    [
+        ("missing", r"samples=.*no such file"),
+        ("corrupt", r"not a readable \.npz"),
+        ("wrong_key", r"no array 'samples'"),
+        ("wrong_shape", r"\(32, 32, 3\) \(H, W, C\) but dataset=mnist_5k has \(28, 28, 1\)"),
+        ("unknown_features", r"features='vgg' is unknown; choose one of \['inception', 'lenet'\]"),
+        ("no_inception_weights", r"(?s)eval\.inception_weights=.*curl -L -o"),
+    ],
+)
 def test_evaluate_rejects_bad_input_before_any_work(problem, match, tmp_path, monkeypatch):
     samples = tmp_path / "samples.npz"
     if problem == "corrupt":
@@ -220,9 +258,13 @@ def test_evaluate_rejects_bad_input_before_any_work(problem, match, tmp_path, mo
         np.savez(samples, samples=np.zeros((4, 32, 32, 3), np.uint8))
     elif problem != "missing":
         np.savez(samples, samples=np.zeros((4, 28, 28, 1), np.uint8))
-    extra = {"unknown_features": ["features=vgg"],
-             "no_inception_weights": ["features=inception", f"eval.inception_weights={tmp_path / 'none.pth'}"]}.get(problem, [])
-    monkeypatch.setattr("dgmlab.evaluate.build_feature_net", lambda *a, **k: pytest.fail("work started before the check"))
+    extra = {
+        "unknown_features": ["features=vgg"],
+        "no_inception_weights": ["features=inception", f"eval.inception_weights={tmp_path / 'none.pth'}"],
+    }.get(problem, [])
+    monkeypatch.setattr(
+        "dgmlab.evaluate.build_feature_net", lambda *a, **k: pytest.fail("work started before the check")
+    )
     with pytest.raises(ConfigError, match=match):
         evaluate_samples(compose_evaluate([f"samples={samples}", f"eval.cache_dir={tmp_path}", *extra]))
 
@@ -230,10 +272,25 @@ def test_evaluate_rejects_bad_input_before_any_work(problem, match, tmp_path, mo
 # --- the callback: the same FID on 1 and 2 processes --------------------------------------------------
 def test_callback_gives_the_same_scores_on_one_and_two_ddp_processes(lenet, cache_dir, tmp_path):
     # lr = 0 keeps both runs' weights identical (same seed), so only the process count differs.
-    common = [*TINY_DDPM, "model.optimizer.lr=0", "trainer.max_steps=2", "trainer.precision=32-true", "dataset.batch_size=8",
-              "logger=csv", "~callbacks.sample_grid", "~callbacks.model_checkpoint", "eval=fid", "eval.every_n_steps=2",
-              "eval.num_samples=40", "eval.batch_size=16", "eval.sampler=ddim", "eval.steps=4", "eval.kid.subsets=5",
-              f"eval.cache_dir={cache_dir}", *FAST_LENET_ARGS]
+    common = [
+        *TINY_DDPM,
+        "model.optimizer.lr=0",
+        "trainer.max_steps=2",
+        "trainer.precision=32-true",
+        "dataset.batch_size=8",
+        "logger=csv",
+        "~callbacks.sample_grid",
+        "~callbacks.model_checkpoint",
+        "eval=fid",
+        "eval.every_n_steps=2",
+        "eval.num_samples=40",
+        "eval.batch_size=16",
+        "eval.sampler=ddim",
+        "eval.steps=4",
+        "eval.kid.subsets=5",
+        f"eval.cache_dir={cache_dir}",
+        *FAST_LENET_ARGS,
+    ]
     records = {}
     for name, trainer in (("one", "trainer=cpu"), ("two", "trainer=ddp_cpu")):
         run_dir = tmp_path / name
@@ -255,27 +312,62 @@ def test_sample_py_and_evaluate_reproduce_the_callbacks_fid_and_grid(lenet, cach
     run_dir = tmp_path / "run"
     sampling = ["sampler=ddim", "steps=4"]
     result = run_script(
-        "train.py", *TINY_DDPM, "trainer.max_steps=2", "trainer.precision=32-true", "dataset.batch_size=8", "logger=csv",
-        "callbacks.sample_grid.num_samples=6", *(f"callbacks.sample_grid.{s}" for s in sampling),
-        "eval=fid", "eval.every_n_steps=2", "eval.num_samples=40", "eval.batch_size=16", "eval.precision=32",
-        *(f"eval.{s}" for s in sampling), "eval.kid.subsets=5", f"eval.cache_dir={cache_dir}", *FAST_LENET_ARGS,
-        f"hydra.run.dir={run_dir}", timeout=300)
+        "train.py",
+        *TINY_DDPM,
+        "trainer.max_steps=2",
+        "trainer.precision=32-true",
+        "dataset.batch_size=8",
+        "logger=csv",
+        "callbacks.sample_grid.num_samples=6",
+        *(f"callbacks.sample_grid.{s}" for s in sampling),
+        "eval=fid",
+        "eval.every_n_steps=2",
+        "eval.num_samples=40",
+        "eval.batch_size=16",
+        "eval.precision=32",
+        *(f"eval.{s}" for s in sampling),
+        "eval.kid.subsets=5",
+        f"eval.cache_dir={cache_dir}",
+        *FAST_LENET_ARGS,
+        f"hydra.run.dir={run_dir}",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = [json.loads(line) for line in (run_dir / "eval" / "fid.jsonl").read_text().splitlines()]
     # Another batch size than the callback's 16: image i of seed 0 is the same image.
     out = tmp_path / "samples"
-    result = run_script("sample.py", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "n=40", "seed=0", "batch_size=7",
-                        "precision=32-true", *sampling, f"out={out}")
+    result = run_script(
+        "sample.py",
+        f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
+        "n=40",
+        "seed=0",
+        "batch_size=7",
+        "precision=32-true",
+        *sampling,
+        f"out={out}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    scores = evaluate_samples(compose_evaluate([f"samples={out / 'samples.npz'}", "dataset=mnist_5k", "features=lenet",
-                                                f"eval.cache_dir={cache_dir}", "eval.kid.subsets=5", *FAST_LENET_ARGS]))
+    scores = evaluate_samples(
+        compose_evaluate(
+            [
+                f"samples={out / 'samples.npz'}",
+                "dataset=mnist_5k",
+                "features=lenet",
+                f"eval.cache_dir={cache_dir}",
+                "eval.kid.subsets=5",
+                *FAST_LENET_ARGS,
+            ]
+        )
+    )
     assert scores["features"] == record["features"] == lenet.identity
     assert scores["fid"] == pytest.approx(record["fid"], rel=1e-4)
     # The sample grid of that step holds sample.py's first six images.
     images = torch.from_numpy(np.load(out / "samples.npz")["samples"]).permute(0, 3, 1, 2)
     expected = np.asarray(Image.open(save_grid(images[:6], tmp_path / "expected.png")))
     grid = np.asarray(Image.open(run_dir / "samples" / "step_000002.png"))
-    assert np.abs(grid.astype(int) - expected.astype(int)).max() <= 1  # fp32 kernels differ by batch size; a level at most
+    assert (
+        np.abs(grid.astype(int) - expected.astype(int)).max() <= 1
+    )  # fp32 kernels differ by batch size; a level at most
 
 
 # --- the DDPM's variational bound --------------------------------------------------------------------
@@ -298,7 +390,12 @@ def test_discretized_gaussian_is_a_distribution_over_the_256_levels(mean, scale)
 
 def test_gaussian_kl_and_prior_term_match_torch_distributions():
     normal = torch.distributions.Normal
-    m1, m2, v1, v2 = torch.randn(5).double(), torch.randn(5).double(), torch.rand(5).double() + 0.1, torch.rand(5).double() + 0.1
+    m1, m2, v1, v2 = (
+        torch.randn(5).double(),
+        torch.randn(5).double(),
+        torch.rand(5).double() + 0.1,
+        torch.rand(5).double() + 0.1,
+    )
     expected = torch.distributions.kl_divergence(normal(m1, v1.sqrt()), normal(m2, v2.sqrt()))
     torch.testing.assert_close(gaussian_kl(m1, v1, m2, v2), expected)
     schedule = make_schedule("linear", 50)
@@ -311,7 +408,7 @@ def test_gaussian_kl_and_prior_term_match_torch_distributions():
 
 def test_bound_of_a_perfect_denoiser_is_prior_plus_the_decoder_bin():
     schedule = make_schedule("linear", 30)
-    x0 = (torch.randint(0, 256, (4, 1, 5, 5), generator=torch.Generator().manual_seed(0)).float() * 2 / 255 - 1)
+    x0 = torch.randint(0, 256, (4, 1, 5, 5), generator=torch.Generator().manual_seed(0)).float() * 2 / 255 - 1
     x0[0, 0, 0, :2] = torch.tensor([-1.0, 1.0])  # the two open edge bins
 
     def perfect(xt, t):  # knows x_0
@@ -333,7 +430,9 @@ def test_bound_of_a_perfect_denoiser_is_prior_plus_the_decoder_bin():
     coef1 = float(schedule.posterior_mean_coef1[7])
     expected = ((coef1 * 0.1 * x0.double()) ** 2 / (2 * float(schedule.posterior_variance[7]))).flatten(1).sum(1)
     # (the schedule's coefficients reach the posterior mean as float32)
-    torch.testing.assert_close(denoising_kl(schedule, x0, x0 * 0.9, torch.randn_like(x0), t), expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        denoising_kl(schedule, x0, x0 * 0.9, torch.randn_like(x0), t), expected, rtol=1e-5, atol=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -349,8 +448,16 @@ def tiny_models(tmp_path_factory):
         model.run_config = OmegaConf.to_container(cfg, resolve=True)
         untrained = instantiate(cfg.model)
         untrained.load_state_dict(model.state_dict())
-        trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False, limit_val_batches=0,
-                            enable_progress_bar=False, enable_model_summary=False, precision="32-true")
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_steps=steps,
+            logger=False,
+            enable_checkpointing=False,
+            limit_val_batches=0,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            precision="32-true",
+        )
         trainer.fit(model, datamodule=datamodule)
         path = folder / name / "checkpoints" / "last.ckpt"
         trainer.save_checkpoint(path)
@@ -358,8 +465,11 @@ def tiny_models(tmp_path_factory):
 
     # L_simple: min-SNR weighting (the default) gives the low-noise steps, where most of the bound
     # lies, little weight, so 250 steps of it need not lower the likelihood bound.
-    ddpm, ddpm_untrained, ddpm_path = build([*TINY_DDPM, "schedule.timesteps=50", "model.network.attention_resolutions=[]",
-                                             "model.loss_weighting=uniform"], 250, "ddpm")
+    ddpm, ddpm_untrained, ddpm_path = build(
+        [*TINY_DDPM, "schedule.timesteps=50", "model.network.attention_resolutions=[]", "model.loss_weighting=uniform"],
+        250,
+        "ddpm",
+    )
     vae, _, vae_path = build(["model=vae", "model.encoder.latent_dim=8"], 100, "vae")
     return {"ddpm": ddpm, "ddpm_untrained": ddpm_untrained, "ddpm_ckpt": ddpm_path, "vae_ckpt": vae_path}
 
@@ -371,25 +481,58 @@ def test_trained_ddpm_has_fewer_bits_per_dim_than_untrained(tiny_models, splits)
     assert 0 < trained.bits_per_dim < untrained.bits_per_dim - 1.0
     assert trained.comparable and trained.num_images == 32
     parts = trained.terms_bits_per_dim
-    assert parts["decoder_L0"] + parts["denoising_sum"] + parts["prior_LT"] == pytest.approx(trained.bits_per_dim, rel=1e-9)
+    assert parts["decoder_L0"] + parts["denoising_sum"] + parts["prior_LT"] == pytest.approx(
+        trained.bits_per_dim, rel=1e-9
+    )
 
 
 def test_nll_command_prints_one_table_for_a_ddpm_and_a_vae(tiny_models, tmp_path):
     ckpts = f"ckpt=[{tiny_models['ddpm_ckpt']},{tiny_models['vae_ckpt']}]"
-    command = [sys.executable, "-m", "dgmlab.evaluate", "nll", ckpts, "nll.max_images=8", "nll.iw_samples=20", "device=cpu",
-               "nll.precision=32"]  # the library call below is fp32; auto would pick bf16 on a bf16 CPU
+    command = [
+        sys.executable,
+        "-m",
+        "dgmlab.evaluate",
+        "nll",
+        ckpts,
+        "nll.max_images=8",
+        "nll.iw_samples=20",
+        "device=cpu",
+        "nll.precision=32",
+    ]  # the library call below is fp32; auto would pick bf16 on a bf16 CPU
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| train | ddpm | variational bound, all T=50 terms | mnist_5k val, 8 images |" in result.stdout
     assert "| vae | importance-weighted, K=20 (BernoulliLikelihood) | mnist_5k val, 8 images |" in result.stdout
     rows = {}
     for model in ("ddpm", "vae"):
-        rows[model] = json.loads((tiny_models[f"{model}_ckpt"].parent.parent / "eval" / "nll_val_last.json").read_text())
+        rows[model] = json.loads(
+            (tiny_models[f"{model}_ckpt"].parent.parent / "eval" / "nll_val_last.json").read_text()
+        )
         assert rows[model]["num_images"] == 8 and f"{rows[model]['bits_per_dim']:.4f}" in result.stdout
     assert rows["ddpm"]["comparable"] and not rows["vae"]["comparable"]  # the VAE's Bernoulli is no 8-bit likelihood
     # The same images through the library give the table's number.
-    direct = ddpm_nll(tiny_models["ddpm"], mnist_5k().val.images[:8], batch_size=64)
+    direct = ddpm_nll(tiny_models["ddpm"], in_class_interleaved_order(mnist_5k().val).images[:8], batch_size=64)
     assert rows["ddpm"]["bits_per_dim"] == pytest.approx(direct.bits_per_dim, rel=1e-5)
     # Results on disk are kept unless overwrite=true, and that is checked before any model is loaded.
     with pytest.raises(ConfigError, match="overwrite=true"):
         evaluate_nll(compose_evaluate(["task=nll", ckpts, "nll.max_images=8", "device=cpu"]))
+
+
+def test_val_command_scores_each_checkpoint_over_the_whole_val_split(tiny_models):
+    ckpts = f"ckpt=[{tiny_models['ddpm_ckpt']},{tiny_models['vae_ckpt']}]"
+    ddpm_row, vae_row = evaluate_val(compose_evaluate(["task=val", ckpts, "device=cpu", "val.precision=32"]))
+    assert vae_row["val/elbo"] < 0 and "val/loss" not in vae_row
+    # The DDPM's val/loss is its validation step averaged over all 500 val images (its run's batches of 16).
+    model, size = tiny_models["ddpm"], 16
+    val = in_class_interleaved_order(mnist_5k().val)
+    losses = []
+    with torch.no_grad():
+        for batch_idx, start in enumerate(range(0, len(val), size)):
+            x = to_pixel_range(val.images[start : start + size], model.pixel_range)
+            generator = torch.Generator().manual_seed(batch_idx)
+            losses.append(
+                (model.loss(model.ema, x, val.labels[start : start + size], generator=generator).item(), len(x))
+            )
+    expected = sum(loss * n for loss, n in losses) / len(val)
+    assert ddpm_row["val/loss"] == pytest.approx(expected, rel=1e-5)
+    assert ddpm_row["step"] == 250

@@ -1,4 +1,5 @@
 """The U-Net's shape options: any width a user can type, patches, narrow upsampling."""
+
 from __future__ import annotations
 
 import pytest

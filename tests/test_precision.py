@@ -1,4 +1,5 @@
 """precision: auto — each branch forced through a Hardware description, then the real jobs."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,9 @@ import warnings
 
 import pytest
 
-from conftest import TINY_DDPM, run_script
 from dgmlab.precision import Hardware, cpu_hardware, onednn_allows_bf16, resolve_precision
+
+from conftest import TINY_DDPM, run_script
 
 AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
@@ -20,13 +22,16 @@ GPU_FP16 = Hardware("cuda", "Tesla V100", native_bf16=False, native_fp16=True)
 APPLE = Hardware("mps", "Apple MPS", native_bf16=False)
 
 
-@pytest.mark.parametrize("hardware, expected, reason", [
-    (CPU_BF16, "bf16-mixed", "CPU has native bf16: AVX512 with AVX512-BF16/AMX"),
-    (CPU_AVX2, "32-true", "CPU has no native bf16: AVX2"),
-    (GPU_BF16, "bf16-mixed", "GPU has native bf16: NVIDIA H100"),
-    (GPU_FP16, "16-mixed", "GPU has no bf16 but fast fp16: Tesla V100"),
-    (APPLE, "32-true", "MPS has no native bf16"),
-])
+@pytest.mark.parametrize(
+    "hardware, expected, reason",
+    [
+        (CPU_BF16, "bf16-mixed", "CPU has native bf16: AVX512 with AVX512-BF16/AMX"),
+        (CPU_AVX2, "32-true", "CPU has no native bf16: AVX2"),
+        (GPU_BF16, "bf16-mixed", "GPU has native bf16: NVIDIA H100"),
+        (GPU_FP16, "16-mixed", "GPU has no bf16 but fast fp16: Tesla V100"),
+        (APPLE, "32-true", "MPS has no native bf16"),
+    ],
+)
 def test_auto_follows_the_hardware(hardware, expected, reason):
     choice = resolve_precision("auto", hardware=hardware)
     assert choice.precision == expected
@@ -54,8 +59,18 @@ def test_unknown_precision_names_the_setting():
         resolve_precision("fp8", hardware=CPU_AVX2, setting="sample.precision")
 
 
-@pytest.mark.parametrize("isa, allowed", [("", True), ("ALL", True), ("AVX2", False), ("avx512_core", False),
-                                          ("AVX512_CORE_BF16", True), ("AVX512_CORE_AMX", True), ("AVX2_VNNI", False)])
+@pytest.mark.parametrize(
+    "isa, allowed",
+    [
+        ("", True),
+        ("ALL", True),
+        ("AVX2", False),
+        ("avx512_core", False),
+        ("AVX512_CORE_BF16", True),
+        ("AVX512_CORE_AMX", True),
+        ("AVX2_VNNI", False),
+    ],
+)
 def test_onednn_isa_limit(isa, allowed):
     assert onednn_allows_bf16(isa) is allowed
 
@@ -74,8 +89,15 @@ def test_train_logs_the_choice_and_no_library_noise(tmp_path):
     env_before = dict(os.environ)
     os.environ.update(AVX2_ONLY)
     try:
-        result = run_script("train.py", *TINY_DDPM, "trainer.max_steps=2", "trainer.val_check_interval=2",
-                            "callbacks.sample_grid.num_samples=2", "dataset.batch_size=8", f"hydra.run.dir={run_dir}")
+        result = run_script(
+            "train.py",
+            *TINY_DDPM,
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "callbacks.sample_grid.num_samples=2",
+            "dataset.batch_size=8",
+            f"hydra.run.dir={run_dir}",
+        )
     finally:
         os.environ.clear()
         os.environ.update(env_before)

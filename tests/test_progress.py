@@ -1,4 +1,5 @@
 """The training bar counts optimiser steps of the whole run, on a real terminal and off it."""
+
 from __future__ import annotations
 
 import fcntl
@@ -11,8 +12,14 @@ import termios
 
 from conftest import REPO, TINY_DDPM
 
-ARGS = [*TINY_DDPM, "trainer.max_steps=40", "trainer.val_check_interval=20", "dataset.batch_size=8",
-        "callbacks.sample_grid.num_samples=2", "trainer.limit_val_batches=1"]
+ARGS = [
+    *TINY_DDPM,
+    "trainer.max_steps=40",
+    "trainer.val_check_interval=20",
+    "dataset.batch_size=8",
+    "callbacks.sample_grid.num_samples=2",
+    "trainer.limit_val_batches=1",
+]
 
 
 def run_on_terminal(args: list[str], columns: int = 160) -> str:
@@ -20,8 +27,14 @@ def run_on_terminal(args: list[str], columns: int = 160) -> str:
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     env = {**os.environ, "COLUMNS": str(columns), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
-                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
     os.close(follower)
     chunks = []
     while True:

@@ -1,6 +1,7 @@
 """Runs that survive (issue 9): exact resume, signals, atomic checkpoint writes, divergence, bad files.
 
 Every run is the tiny DDPM in fp32 through the real train.py / sample.py."""
+
 from __future__ import annotations
 
 import csv
@@ -17,13 +18,26 @@ import torch
 
 from conftest import REPO, TINY_DDPM, run_script
 
-FP32 = [*TINY_DDPM, "trainer.precision=32-true", "model.lr_decay=constant", "dataset.batch_size=8",
-        "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "callbacks.sample_grid.num_samples=2"]
+FP32 = [
+    *TINY_DDPM,
+    "trainer.precision=32-true",
+    "model.lr_decay=constant",
+    "dataset.batch_size=8",
+    "trainer.limit_val_batches=1",
+    "trainer.log_every_n_steps=1",
+    "callbacks.sample_grid.num_samples=2",
+]
 
 
 def train_args(run_dir: Path, max_steps: int, every: int = 4) -> list[str]:
-    return [*FP32, f"hydra.run.dir={run_dir}", f"trainer.max_steps={max_steps}", f"trainer.val_check_interval={every}",
-            f"callbacks.model_checkpoint.every_n_train_steps={every}", f"callbacks.sample_grid.every_n_steps={every}"]
+    return [
+        *FP32,
+        f"hydra.run.dir={run_dir}",
+        f"trainer.max_steps={max_steps}",
+        f"trainer.val_check_interval={every}",
+        f"callbacks.model_checkpoint.every_n_train_steps={every}",
+        f"callbacks.sample_grid.every_n_steps={every}",
+    ]
 
 
 def load(path: Path) -> dict:
@@ -40,9 +54,14 @@ def max_difference(a: dict, b: dict, prefix: str) -> float:
 
 
 def popen_train(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})},
+    )
 
 
 def wait_for(condition, timeout: float, process: subprocess.Popen) -> None:
@@ -90,7 +109,7 @@ def test_resume_equals_an_uninterrupted_run(interrupted_and_resumed):
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 12
     # metrics.csv was appended to: the same rows (every step once) as the uninterrupted run's.
     rows_a, rows_b = metrics(whole), metrics(parts)
-    assert rows_b[:len(first_half)] == first_half
+    assert rows_b[: len(first_half)] == first_half
     steps = [int(r["step"]) for r in rows_b if r.get("train/loss")]
     assert steps == list(range(12))
     for ra, rb in zip(rows_a, rows_b, strict=True):
@@ -140,8 +159,12 @@ def test_sigterm_during_training_saves_last_ckpt_and_exits_nonzero(tmp_path):
 def test_sigterm_during_the_final_sample_grid(tmp_path):
     run_dir = tmp_path / "run"
     # A slow final grid: 4000 samples with 20-step ancestral sampling.
-    process = popen_train(*train_args(run_dir, 4, every=4), "callbacks.sample_grid.every_n_steps=100000",
-                          "callbacks.sample_grid.num_samples=4000", "callbacks.sample_grid.sampler=ddpm")
+    process = popen_train(
+        *train_args(run_dir, 4, every=4),
+        "callbacks.sample_grid.every_n_steps=100000",
+        "callbacks.sample_grid.num_samples=4000",
+        "callbacks.sample_grid.sampler=ddpm",
+    )
     last = run_dir / "checkpoints" / "last.ckpt"
     wait_for(lambda: global_step(last) == 4, 120, process)
     time.sleep(1.0)  # inside the grid now
@@ -159,8 +182,11 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_last_ckpt(tmp_path
     """The test hook DGMLAB_TEST_CHECKPOINT_WRITE_PAUSE makes every checkpoint write pause half-way
     through its temporary file; we SIGKILL the process during the second write of last.ckpt."""
     run_dir = tmp_path / "run"
-    process = popen_train(*train_args(run_dir, 100000, every=2), "callbacks.sample_grid.every_n_steps=100000",
-                          env={"DGMLAB_TEST_CHECKPOINT_WRITE_PAUSE": "3"})
+    process = popen_train(
+        *train_args(run_dir, 100000, every=2),
+        "callbacks.sample_grid.every_n_steps=100000",
+        env={"DGMLAB_TEST_CHECKPOINT_WRITE_PAUSE": "3"},
+    )
     checkpoints = run_dir / "checkpoints"
     wait_for(lambda: (checkpoints / "last.ckpt").is_file() and any(checkpoints.glob(".last.ckpt.tmp-*")), 120, process)
     process.kill()
@@ -174,8 +200,13 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_last_ckpt(tmp_path
 
 def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_script("train.py", *train_args(run_dir, 20, every=1), "model.optimizer.lr=1e6", "model.warmup_steps=0",
-                        "callbacks.sample_grid.every_n_steps=100")
+    result = run_script(
+        "train.py",
+        *train_args(run_dir, 20, every=1),
+        "model.optimizer.lr=1e6",
+        "model.warmup_steps=0",
+        "callbacks.sample_grid.every_n_steps=100",
+    )
     out = result.stderr + result.stdout
     assert result.returncode != 0
     assert "Training diverged" in out and "model.optimizer.lr=1e+06" in out
@@ -192,10 +223,17 @@ def test_a_truncated_checkpoint_gets_a_clear_error(interrupted_and_resumed, tmp_
     shutil.copytree(parts, run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
-    for result in (run_script("sample.py", f"ckpt={last}", "n=2", f"out={tmp_path / 'out'}", cwd=tmp_path),
-                   run_script("train.py", f"resume={run_dir}", "trainer.max_steps=14"),
-                   subprocess.run([sys.executable, "-m", "dgmlab.evaluate", "nll", f"ckpt={last}"], cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=300)):
+    for result in (
+        run_script("sample.py", f"ckpt={last}", "n=2", f"out={tmp_path / 'out'}", cwd=tmp_path),
+        run_script("train.py", f"resume={run_dir}", "trainer.max_steps=14"),
+        subprocess.run(
+            [sys.executable, "-m", "dgmlab.evaluate", "nll", f"ckpt={last}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ),
+    ):
         out = result.stderr + result.stdout
         assert result.returncode != 0
         assert "is not a readable checkpoint" in out and str(last) in out, out[-2000:]

@@ -1,16 +1,18 @@
 """Per-image seeds: image i of seed s is the same image at any batch size, for every sampler and
 for the VAE (the sample grid and the FID callback: tests/test_eval.py)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import TINY_DDPM, compose_train
 from dgmlab.diffusion import SamplingOptions
 from dgmlab.errors import ConfigError
 from dgmlab.sampling import generate
 from dgmlab.seeding import ImageNoise, image_seed
+
+from conftest import TINY_DDPM, compose_train
 
 CPU = torch.device("cpu")
 
@@ -32,12 +34,17 @@ def close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return (a.int() - b.int()).abs().max().item() <= 1
 
 
-@pytest.mark.parametrize("options", [SamplingOptions("ddpm"), SamplingOptions("ddim", steps=5, eta=0.7),
-                                     SamplingOptions("dpmpp_2m", steps=4)], ids=["ddpm", "ddim_eta", "dpmpp_2m"])
+@pytest.mark.parametrize(
+    "options",
+    [SamplingOptions("ddpm"), SamplingOptions("ddim", steps=5, eta=0.7), SamplingOptions("dpmpp_2m", steps=4)],
+    ids=["ddpm", "ddim_eta", "dpmpp_2m"],
+)
 def test_image_i_of_a_seed_does_not_depend_on_the_batch(ddpm, options):
     whole = generate(ddpm, 5, seed=3, batch_size=5, device=CPU, options=options)
     assert close(generate(ddpm, 5, seed=3, batch_size=2, device=CPU, options=options), whole)
-    assert close(generate(ddpm, 7, seed=3, batch_size=3, device=CPU, options=options)[:5], whole)  # more images: same first five
+    assert close(
+        generate(ddpm, 7, seed=3, batch_size=3, device=CPU, options=options)[:5], whole
+    )  # more images: same first five
     other = generate(ddpm, 5, seed=4, batch_size=5, device=CPU, options=options)
     assert (other.int() - whole.int()).abs().float().mean() > 10  # another seed, other images
 
@@ -57,13 +64,16 @@ def test_image_noise_streams_are_per_image_and_per_seed():
         ImageNoise(0, [0, 1]).randn((3, 2))
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"sampler": "ddpm", "steps": 5}, r"sampler=ddpm takes all schedule\.timesteps=20 steps"),
-    ({"sampler": "ddim", "steps": 21}, r"steps must lie in \[1, schedule\.timesteps=20\]"),
-    ({"sampler": "euler"}, r"sampler='euler' is unknown"),
-    ({"sampler": "ddim", "spacing": "even"}, r"spacing='even' is unknown"),
-    ({"sampler": "ddim", "eta": -1.0}, r"eta must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"sampler": "ddpm", "steps": 5}, r"sampler=ddpm takes all schedule\.timesteps=20 steps"),
+        ({"sampler": "ddim", "steps": 21}, r"steps must lie in \[1, schedule\.timesteps=20\]"),
+        ({"sampler": "euler"}, r"sampler='euler' is unknown"),
+        ({"sampler": "ddim", "spacing": "even"}, r"spacing='even' is unknown"),
+        ({"sampler": "ddim", "eta": -1.0}, r"eta must be >= 0"),
+    ],
+)
 def test_sampling_options_are_checked_in_one_place_naming_the_setting(settings, message):
     with pytest.raises(ConfigError, match=r"eval\." + message):
         SamplingOptions().override(**settings).resolve(20, prefix="eval.")

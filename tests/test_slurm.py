@@ -3,6 +3,7 @@
 Two-task CPU DDP jobs through the Hydra launcher (hydra-submitit-launcher) and through
 slurm/train.sbatch; a job requeued with `scontrol requeue`, and one warned with USR1 (the signal
 before its time limit), resume from their checkpoints in the same run directory."""
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,15 @@ from slurm_cluster import INSTALL_HINT, SlurmCluster, missing_programs
 
 pytestmark = pytest.mark.slurm
 
-RUN = [*TINY_DDPM, "trainer.precision=32-true", "dataset.batch_size=8", "trainer.limit_val_batches=1",
-       "trainer.log_every_n_steps=1", "callbacks.sample_grid.num_samples=2", "logger=csv"]
+RUN = [
+    *TINY_DDPM,
+    "trainer.precision=32-true",
+    "dataset.batch_size=8",
+    "trainer.limit_val_batches=1",
+    "trainer.log_every_n_steps=1",
+    "callbacks.sample_grid.num_samples=2",
+    "logger=csv",
+]
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +81,33 @@ def start_now(cluster: SlurmCluster, job: str) -> None:
 def test_hydra_launcher_runs_a_two_task_ddp_job(cluster, tmp_path):
     sweep_dir = tmp_path / "multirun"
     result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=slurm", "trainer=ddp_cpu",
-         f"hydra.sweep.dir={sweep_dir}", "hydra.launcher.timeout_min=10", *RUN, "trainer.max_steps=12",
-         "trainer.val_check_interval=6", "callbacks.model_checkpoint.every_n_train_steps=6"],
-        cwd=REPO, env=job_env(cluster), capture_output=True, text=True, timeout=400)
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "-m",
+            "hydra/launcher=slurm",
+            "trainer=ddp_cpu",
+            f"hydra.sweep.dir={sweep_dir}",
+            "hydra.launcher.timeout_min=10",
+            *RUN,
+            "trainer.max_steps=12",
+            "trainer.val_check_interval=6",
+            "callbacks.model_checkpoint.every_n_train_steps=6",
+        ],
+        cwd=REPO,
+        env=job_env(cluster),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     script = next(sweep_dir.glob(".submitit/*/*_submission.sh")).read_text()
     assert "--ntasks-per-node=2" in script and "--signal=USR2@120" in script  # tasks_per_node from trainer.devices
     rank_logs = sorted(sweep_dir.glob(".submitit/*/*_log.out"))
-    assert [("global_rank=0(2)" in p.read_text(), "global_rank=1(2)" in p.read_text()) for p in rank_logs] == \
-        [(True, False), (False, True)]  # two SLURM tasks, one per rank
+    assert [("global_rank=0(2)" in p.read_text(), "global_rank=1(2)" in p.read_text()) for p in rank_logs] == [
+        (True, False),
+        (False, True),
+    ]  # two SLURM tasks, one per rank
     train_log = (sweep_dir / "0" / "train.log").read_text()
     assert "x 2 device(s)" in train_log and "16 images per optimiser step" in train_log  # 8 per device x 2 ranks
     assert step_of(sweep_dir / "0" / "checkpoints" / "last.ckpt") == 12
@@ -90,10 +115,18 @@ def test_hydra_launcher_runs_a_two_task_ddp_job(cluster, tmp_path):
 
 def test_sbatch_script_runs_a_two_task_ddp_job(cluster, tmp_path):
     run_dir = tmp_path / "run"
-    job = cluster.sbatch("--ntasks-per-node=2", f"--output={tmp_path}/job.out", "slurm/train.sbatch", "trainer=ddp_cpu",
-                         *RUN, "trainer.max_steps=12", "trainer.val_check_interval=6",
-                         "callbacks.model_checkpoint.every_n_train_steps=6",
-                         cwd=REPO, env=job_env(cluster, DGMLAB_RUN_DIR=str(run_dir)))
+    job = cluster.sbatch(
+        "--ntasks-per-node=2",
+        f"--output={tmp_path}/job.out",
+        "slurm/train.sbatch",
+        "trainer=ddp_cpu",
+        *RUN,
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=6",
+        "callbacks.model_checkpoint.every_n_train_steps=6",
+        cwd=REPO,
+        env=job_env(cluster, DGMLAB_RUN_DIR=str(run_dir)),
+    )
     assert cluster.wait(job, timeout=300) == "COMPLETED", (tmp_path / "job.out").read_text()[-3000:]
     log = (run_dir / "train.log").read_text()
     assert "x 2 device(s)" in log and "16 images per optimiser step" in log
@@ -104,10 +137,17 @@ def test_sbatch_script_runs_a_two_task_ddp_job(cluster, tmp_path):
 @pytest.mark.parametrize("how", ["scontrol requeue", "USR1 before the time limit"])
 def test_a_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path, how):
     run_dir = tmp_path / "run"
-    job = cluster.sbatch(f"--output={tmp_path}/job.out", "slurm/train.sbatch", *RUN, "trainer.max_steps=400",
-                         "trainer.val_check_interval=100", "callbacks.model_checkpoint.every_n_train_steps=20",
-                         "callbacks.sample_grid.every_n_steps=1000",
-                         cwd=REPO, env=job_env(cluster, DGMLAB_RUN_DIR=str(run_dir)))
+    job = cluster.sbatch(
+        f"--output={tmp_path}/job.out",
+        "slurm/train.sbatch",
+        *RUN,
+        "trainer.max_steps=400",
+        "trainer.val_check_interval=100",
+        "callbacks.model_checkpoint.every_n_train_steps=20",
+        "callbacks.sample_grid.every_n_steps=1000",
+        cwd=REPO,
+        env=job_env(cluster, DGMLAB_RUN_DIR=str(run_dir)),
+    )
     wait_for_file(run_dir / "checkpoints" / "step_000020.ckpt", cluster, job)
     if how == "scontrol requeue":  # SLURM stops the job with SIGTERM and puts it back in the queue
         cluster.run("scontrol", "requeue", job)

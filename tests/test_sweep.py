@@ -1,5 +1,6 @@
 """Sweeps: the shipped sweep files against W&B's own engine (PyPI `sweeps`, with numpy 2) and Hydra,
 and `python -m dgmlab.sweep` end to end: real train.py runs, W&B offline, metrics fed back."""
+
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
 from dgmlab.config import ConfigError
 from dgmlab.sweep import Trial, dry_run, load_sweep_file, open_sweep, propose, read_metric
+
+from conftest import REPO
 
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
 
@@ -22,22 +24,31 @@ def test_the_engine_runs_on_numpy_2():
     import sweeps  # installed without its numpy<2 pin (.ci/run)
 
     assert int(np.__version__.split(".")[0]) >= 2
-    config = {"method": "bayes", "metric": {"name": "m", "goal": "minimize"},
-              "parameters": {"x": {"min": 0.0, "max": 1.0}}}
-    runs = [sweeps.SweepRun(config={"x": {"value": x}}, state="finished", summary_metrics={"m": (x - 0.3) ** 2})
-            for x in (0.1, 0.5, 0.9)]
+    config = {
+        "method": "bayes",
+        "metric": {"name": "m", "goal": "minimize"},
+        "parameters": {"x": {"min": 0.0, "max": 1.0}},
+    }
+    runs = [
+        sweeps.SweepRun(config={"x": {"value": x}}, state="finished", summary_metrics={"m": (x - 0.3) ** 2})
+        for x in (0.1, 0.5, 0.9)
+    ]
     assert 0.0 <= sweeps.next_run(config, runs, validate=True).config["x"]["value"] <= 1.0
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
 def test_every_sweep_file_validates_and_every_proposed_run_composes(path):
     config = load_sweep_file(path)  # the engine's schema
-    assert config["command"][:3] == ["${env}", "${interpreter}", "${program}"] and "${args_no_hyphens}" in config["command"]
+    assert (
+        config["command"][:3] == ["${env}", "${interpreter}", "${program}"]
+        and "${args_no_hyphens}" in config["command"]
+    )
     sweep = open_sweep(path, REPO / "outputs" / "test-sweep-unused", [])
     count = 6 if config["method"] == "bayes" else 100
     commands = dry_run(sweep, count)  # each proposal composed by Hydra, as train.py would
-    assert len(commands) == (6 if config["method"] == "bayes" else
-                             np.prod([len(p["values"]) for p in config["parameters"].values()]))
+    assert len(commands) == (
+        6 if config["method"] == "bayes" else np.prod([len(p["values"]) for p in config["parameters"].values()])
+    )
     for command in commands:
         assert command[1] == sys.executable  # the agent's own Python
     if config["method"] == "grid":  # every grid point once
@@ -56,11 +67,14 @@ def test_a_run_that_does_not_compose_is_refused_before_training(tmp_path):
         dry_run(sweep, 8)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda c: c.update(method="grdi"), "not a valid W&B sweep"),
-    (lambda c: c.pop("metric"), "no metric.name"),
-    (lambda c: c.update(command=["${env}", "${interpreter}", "${program}", "${args_json_file}"]), "args_json_file"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.update(method="grdi"), "not a valid W&B sweep"),
+        (lambda c: c.pop("metric"), "no metric.name"),
+        (lambda c: c.update(command=["${env}", "${interpreter}", "${program}", "${args_json_file}"]), "args_json_file"),
+    ],
+)
 def test_bad_sweep_files_get_a_clear_error(tmp_path, edit, message):
     config = yaml.safe_load((REPO / "sweeps" / "vae_beta_grid.yaml").read_text())
     edit(config)
@@ -78,10 +92,25 @@ def local_sweep(tmp_path_factory):
     than trainer.val_check_interval, so only the final validation logs val/elbo)."""
     directory = tmp_path_factory.mktemp("sweep") / "vae"
     result = subprocess.run(
-        [sys.executable, "-m", "dgmlab.sweep", "sweeps/vae_beta_bayes.yaml", "--count", "2", "--dir", str(directory),
-         "trainer.max_steps=30", "trainer.val_check_interval=500", "dataset.batch_size=32",
-         "callbacks.sample_grid.num_samples=4"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "dgmlab.sweep",
+            "sweeps/vae_beta_bayes.yaml",
+            "--count",
+            "2",
+            "--dir",
+            str(directory),
+            "trainer.max_steps=30",
+            "trainer.val_check_interval=500",
+            "dataset.batch_size=32",
+            "callbacks.sample_grid.num_samples=4",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return directory, result.stdout
 
@@ -116,8 +145,10 @@ def test_the_bayesian_third_proposal_follows_the_first_two_results(tmp_path):
     a, b = {"model.beta": 2.3, "model.kl_warmup_steps": 1045}, {"model.beta": 0.5, "model.kl_warmup_steps": 300}
 
     def distance(p, q):  # in the search space's own scales: log beta over [0.1, 10], warm-up over [0, 2000]
-        return (abs(np.log(p["model.beta"] / q["model.beta"])) / np.log(100)
-                + abs(p["model.kl_warmup_steps"] - q["model.kl_warmup_steps"]) / 2000)
+        return (
+            abs(np.log(p["model.beta"] / q["model.beta"])) / np.log(100)
+            + abs(p["model.kl_warmup_steps"] - q["model.kl_warmup_steps"]) / 2000
+        )
 
     for seed in range(3):
         thirds = []
@@ -148,8 +179,11 @@ def test_read_metric_takes_the_last_logged_value(tmp_path):
 
 def test_failed_runs_are_recorded_and_ranked_last(tmp_path):
     sweep = open_sweep(REPO / "sweeps" / "vae_beta_grid.yaml", tmp_path, [])
-    sweep.trials = [Trial("a", {"model.beta": 1.0}, "failed", None), Trial("b", {"model.beta": 2.0}, "finished", -90.0),
-                    Trial("c", {"model.beta": 0.5}, "finished", -80.0)]
+    sweep.trials = [
+        Trial("a", {"model.beta": 1.0}, "failed", None),
+        Trial("b", {"model.beta": 2.0}, "finished", -90.0),
+        Trial("c", {"model.beta": 0.5}, "finished", -80.0),
+    ]
     from dgmlab.sweep import ranked
 
     assert [t.name for t in ranked(sweep)] == ["c", "b", "a"]

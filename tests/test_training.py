@@ -1,4 +1,5 @@
 """Real training runs through train.py, then sample.py on the checkpoint they wrote."""
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,15 @@ MODEL_ARGS = {"vae": ["model=vae"], "ddpm": TINY_DDPM}
 @pytest.fixture(scope="module")
 def tiny_ddpm_checkpoint(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
-    result = run_script("train.py", *TINY_DDPM, "trainer.max_steps=5", "trainer.val_check_interval=5",
-                        "callbacks.sample_grid.num_samples=2", "dataset.batch_size=8", f"hydra.run.dir={run_dir}")
+    result = run_script(
+        "train.py",
+        *TINY_DDPM,
+        "trainer.max_steps=5",
+        "trainer.val_check_interval=5",
+        "callbacks.sample_grid.num_samples=2",
+        "dataset.batch_size=8",
+        f"hydra.run.dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir / "checkpoints" / "last.ckpt"
 
@@ -36,7 +44,11 @@ def test_train_then_sample(model, fast_run_args, tmp_path):
     # The run directory holds the resolved config, checkpoints, sample grids and CSV metrics.
     config_text = (run_dir / "config.yaml").read_text()
     assert "${" not in config_text and f"name: {model}" in config_text
-    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"last.ckpt", "step_000015.ckpt", "step_000030.ckpt"}
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {
+        "last.ckpt",
+        "step_000015.ckpt",
+        "step_000030.ckpt",
+    }
     grids = sorted(p.name for p in (run_dir / "samples").glob("*.png"))
     assert grids == ["step_000015.png", "step_000030.png"]
     with Image.open(run_dir / "samples" / "step_000030.png") as im:
@@ -51,7 +63,14 @@ def test_train_then_sample(model, fast_run_args, tmp_path):
     outs = []
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         out = tmp_path / name
-        result = run_script("sample.py", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "n=6", f"seed={seed}", f"out={out}", cwd=tmp_path)
+        result = run_script(
+            "sample.py",
+            f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
+            "n=6",
+            f"seed={seed}",
+            f"out={out}",
+            cwd=tmp_path,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert (out / "grid.png").is_file()
         outs.append(np.load(out / "samples.npz")["samples"])
@@ -60,7 +79,9 @@ def test_train_then_sample(model, fast_run_args, tmp_path):
     assert not np.array_equal(outs[0], outs[2])
 
     # Samples already on disk are kept unless overwrite=true.
-    again = run_script("sample.py", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "n=2", f"out={tmp_path / 'a'}", cwd=tmp_path)
+    again = run_script(
+        "sample.py", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "n=2", f"out={tmp_path / 'a'}", cwd=tmp_path
+    )
     assert again.returncode != 0 and "already holds samples.npz" in again.stderr + again.stdout
     assert np.array_equal(np.load(tmp_path / "a" / "samples.npz")["samples"], outs[0])
 
@@ -68,7 +89,14 @@ def test_train_then_sample(model, fast_run_args, tmp_path):
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp_2m"])
 def test_sample_py_runs_each_sampler_with_a_trajectory(sampler, tiny_ddpm_checkpoint, tmp_path):
     out = tmp_path / sampler
-    args = [f"ckpt={tiny_ddpm_checkpoint}", "n=3", f"sampler={sampler}", "trajectory=2", "trajectory_frames=5", f"out={out}"]
+    args = [
+        f"ckpt={tiny_ddpm_checkpoint}",
+        "n=3",
+        f"sampler={sampler}",
+        "trajectory=2",
+        "trajectory_frames=5",
+        f"out={out}",
+    ]
     if sampler != "ddpm":
         args += ["steps=6", "eta=0.5"]
     result = run_script("sample.py", *args, cwd=tmp_path)
@@ -87,8 +115,9 @@ def test_ddpm_loss_falls_and_resume_continues(fast_run_args):
     losses = [float(r["train/loss"]) for r in _read_metrics(run_dir) if r.get("train/loss")]
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
 
-    resumed = run_script("train.py", *TINY_DDPM, *args, "trainer.max_steps=75",
-                         f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+    resumed = run_script(
+        "train.py", *TINY_DDPM, *args, "trainer.max_steps=75", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 75
 
@@ -102,8 +131,14 @@ def test_cfg_job_prints_the_composed_config():
 def test_multirun_over_a_group(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = run_script(
-        "train.py", "-m", "schedule=linear,cosine", *TINY_DDPM[1:], "trainer.max_steps=3",
-        "trainer.val_check_interval=3", "callbacks.sample_grid.num_samples=2", "dataset.batch_size=8",
+        "train.py",
+        "-m",
+        "schedule=linear,cosine",
+        *TINY_DDPM[1:],
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "callbacks.sample_grid.num_samples=2",
+        "dataset.batch_size=8",
         f"hydra.sweep.dir={sweep_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -116,9 +151,16 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     """Real DDP: two processes over gloo, launched by Lightning from train.py."""
     run_dir = tmp_path / "run"
     result = run_script(
-        "train.py", *TINY_DDPM, "trainer=ddp_cpu", "trainer.max_steps=6", "trainer.val_check_interval=3",
-        "callbacks.sample_grid.every_n_steps=3", "callbacks.sample_grid.num_samples=2",
-        "callbacks.model_checkpoint.every_n_train_steps=3", "dataset.batch_size=8", f"hydra.run.dir={run_dir}",
+        "train.py",
+        *TINY_DDPM,
+        "trainer=ddp_cpu",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+        "callbacks.sample_grid.every_n_steps=3",
+        "callbacks.sample_grid.num_samples=2",
+        "callbacks.model_checkpoint.every_n_train_steps=3",
+        "dataset.batch_size=8",
+        f"hydra.run.dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "train_ddp_process_1.log").is_file()  # the second rank ran

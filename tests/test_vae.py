@@ -1,5 +1,6 @@
 """The VAE: KL, likelihoods, the ELBO and its importance-weighted bound, the KL weight, training,
 the figures, and bad settings."""
+
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,6 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from conftest import TINY_DDPM, compose_train, run_script
 from dgmlab.data import to_pixel_range
 from dgmlab.nn import ConvDecoder, ConvEncoder
 from dgmlab.training import train
@@ -32,6 +32,8 @@ from dgmlab.vae import (
     reparameterize,
 )
 
+from conftest import TINY_DDPM, compose_train, run_script
+
 Normal = torch.distributions.Normal
 
 
@@ -51,7 +53,10 @@ def test_the_lectures_kl_example():
 
 def test_closed_form_kl_matches_a_monte_carlo_estimate():
     g = torch.Generator().manual_seed(0)
-    mu, logvar = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    mu, logvar = (
+        torch.randn(4, 3, generator=g, dtype=torch.float64),
+        torch.randn(4, 3, generator=g, dtype=torch.float64),
+    )
     z = reparameterize(mu, logvar, torch.randn(400_000, 4, 3, generator=g, dtype=torch.float64))
     q, prior = Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)
     monte_carlo = (q.log_prob(z) - prior.log_prob(z)).sum(-1).mean(0)
@@ -110,7 +115,11 @@ class LinearGaussianModel:
 
     def __init__(self, pixels=4, latent=2, noise_std=0.5):
         g = torch.Generator().manual_seed(1)
-        self.W, self.b, self.noise_std = torch.randn(pixels, latent, generator=g), torch.randn(pixels, generator=g), noise_std
+        self.W, self.b, self.noise_std = (
+            torch.randn(pixels, latent, generator=g),
+            torch.randn(pixels, generator=g),
+            noise_std,
+        )
         precision = torch.eye(latent) + self.W.T @ self.W / noise_std**2
         self.posterior_cov = torch.linalg.inv(precision)
         self.likelihood = GaussianLikelihood()
@@ -144,8 +153,10 @@ def test_importance_weighted_bound_beats_the_elbo_and_tightens_with_k():
     exact = model.exact_log_px(x).mean()
 
     def bound(k, chunk_size=1 << 16, repeats=20):  # averaged over repeats: the spread shrinks as K grows
-        draws = [importance_weighted_log_likelihood(x, model.encode, model.decode, model.likelihood, k, chunk_size, g).mean()
-                 for _ in range(repeats)]
+        draws = [
+            importance_weighted_log_likelihood(x, model.encode, model.decode, model.likelihood, k, chunk_size, g).mean()
+            for _ in range(repeats)
+        ]
         return float(torch.stack(draws).mean())
 
     elbo = float(torch.stack([model.elbo(x, g).mean() for _ in range(2000)]).mean())
@@ -191,11 +202,25 @@ def one_thread(monkeypatch):
 
 
 def test_a_short_training_run_raises_the_val_elbo(tmp_path, one_thread):
-    cfg = compose_train(["model=vae", "trainer.precision=32-true", "trainer.max_steps=300",
-                         "trainer.val_check_interval=300", "trainer.limit_val_batches=4"], tmp_path)
+    cfg = compose_train(
+        [
+            "model=vae",
+            "trainer.precision=32-true",
+            "trainer.max_steps=300",
+            "trainer.val_check_interval=300",
+            "trainer.limit_val_batches=4",
+        ],
+        tmp_path,
+    )
     datamodule, model = instantiate(cfg.dataset), instantiate(cfg.model)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
-                          enable_progress_bar=False, enable_model_summary=False)
+    trainer = instantiate(
+        cfg.trainer,
+        logger=False,
+        callbacks=[],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     before = trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/elbo"]
     trainer.fit(model, datamodule=datamodule)
     after = trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/elbo"]
@@ -210,9 +235,15 @@ def _tile(grid: np.ndarray, row: int, col: int, size: int = 28) -> np.ndarray:
 def test_lecture_vae_writes_its_figures_and_test_metrics(tmp_path, one_thread):
     run_dir = tmp_path / "run"
     result = run_script(
-        "train.py", "experiment=lecture_vae", f"hydra.run.dir={run_dir}", "trainer.max_steps=200",
-        "trainer.val_check_interval=100", "model.iw_samples=64", "model.kl_warmup_steps=100",
-        "callbacks.model_checkpoint.every_n_train_steps=200", "callbacks.sample_grid.every_n_steps=200",
+        "train.py",
+        "experiment=lecture_vae",
+        f"hydra.run.dir={run_dir}",
+        "trainer.max_steps=200",
+        "trainer.val_check_interval=100",
+        "model.iw_samples=64",
+        "model.kl_warmup_steps=100",
+        "callbacks.model_checkpoint.every_n_train_steps=200",
+        "callbacks.sample_grid.every_n_steps=200",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = run_dir / "figures"
@@ -242,9 +273,18 @@ def test_lecture_vae_writes_its_figures_and_test_metrics(tmp_path, one_thread):
 
 
 def test_test_after_fit_skips_a_model_without_a_test_step(tmp_path, one_thread):
-    cfg = compose_train([*TINY_DDPM, "test_after_fit=true", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                         "trainer.limit_val_batches=1", "callbacks.sample_grid.num_samples=2", "dataset.batch_size=4"],
-                        tmp_path / "run")
+    cfg = compose_train(
+        [
+            *TINY_DDPM,
+            "test_after_fit=true",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "trainer.limit_val_batches=1",
+            "callbacks.sample_grid.num_samples=2",
+            "dataset.batch_size=4",
+        ],
+        tmp_path / "run",
+    )
     metrics = train(cfg)
     assert "val/loss" in metrics and not any(k.startswith("test/") for k in metrics)
 
@@ -254,11 +294,23 @@ def test_test_after_fit_skips_a_model_without_a_test_step(tmp_path, one_thread):
     "overrides,message",
     [
         (["model.encoder.latent_dim=0"], r"model\.encoder\.latent_dim must be a positive integer, got 0"),
-        (["model.likelihood=poisson"], r"model\.likelihood='poisson' is unknown; choose one of \['bernoulli', 'discretized', 'gaussian'\]"),
+        (
+            ["model.likelihood=poisson"],
+            r"model\.likelihood='poisson' is unknown; choose one of \['bernoulli', 'discretized', 'gaussian'\]",
+        ),
         (["model.beta=-0.5"], r"model\.beta must be >= 0, got -0\.5"),
-        (["model.likelihood=discretized"], r"model\.pixel_range=\[0\.0, 1\.0\] does not match model\.likelihood='discretized'.*model\.pixel_range=\[-1,1\]"),
-        (["model=vae_conv", "model.pixel_range=[0,1]"], r"model\.pixel_range=\[0, 1\] does not match model\.likelihood='discretized'"),
-        (["model.likelihood=bernoulli", "model.pixel_range=[-1,1]"], r"model\.pixel_range=\[-1, 1\] does not match model\.likelihood='bernoulli'"),
+        (
+            ["model.likelihood=discretized"],
+            r"model\.pixel_range=\[0\.0, 1\.0\] does not match model\.likelihood='discretized'.*model\.pixel_range=\[-1,1\]",
+        ),
+        (
+            ["model=vae_conv", "model.pixel_range=[0,1]"],
+            r"model\.pixel_range=\[0, 1\] does not match model\.likelihood='discretized'",
+        ),
+        (
+            ["model.likelihood=bernoulli", "model.pixel_range=[-1,1]"],
+            r"model\.pixel_range=\[-1, 1\] does not match model\.likelihood='bernoulli'",
+        ),
         (["model.free_bits=-1"], r"model\.free_bits must be >= 0"),
         (["model.kl_warmup_steps=-5"], r"model\.kl_warmup_steps must be >= 0"),
         (["model.iw_samples=0"], r"model\.iw_samples must be a positive integer, got 0"),
@@ -278,16 +330,22 @@ def test_a_bad_setting_stops_train_before_anything_is_written(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("likelihood,pixel_range", [("bernoulli", "[0,1]"), ("gaussian", "[0,1]"), ("gaussian", "[-1,1]"),
-                                                    ("discretized", "[-1,1]")])
+@pytest.mark.parametrize(
+    "likelihood,pixel_range",
+    [("bernoulli", "[0,1]"), ("gaussian", "[0,1]"), ("gaussian", "[-1,1]"), ("discretized", "[-1,1]")],
+)
 def test_every_likelihood_trains_a_step_and_samples_in_its_range(likelihood, pixel_range, tmp_path):
-    cfg = compose_train(["model=vae", f"model.likelihood={likelihood}", f"model.pixel_range={pixel_range}",
-                         "dataset.batch_size=8"], tmp_path)
+    cfg = compose_train(
+        ["model=vae", f"model.likelihood={likelihood}", f"model.pixel_range={pixel_range}", "dataset.batch_size=8"],
+        tmp_path,
+    )
     datamodule, model = instantiate(cfg.dataset), instantiate(cfg.model)
     datamodule.setup("fit")
     batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     assert torch.isfinite(model.training_step(batch, 0))
     samples = model.sample_images(3, generator=torch.Generator().manual_seed(0))
     low, high = cfg.model.pixel_range
-    assert samples.shape == (3, 1, 28, 28) and (model.decoder(torch.zeros(1, 2)).shape[1] == model.likelihood.outputs_per_pixel)
+    assert samples.shape == (3, 1, 28, 28) and (
+        model.decoder(torch.zeros(1, 2)).shape[1] == model.likelihood.outputs_per_pixel
+    )
     assert likelihood == "gaussian" or (low <= samples.min() and samples.max() <= high)

@@ -1,4 +1,5 @@
 """Load a model from a checkpoint alone: the resolved run config travels inside it."""
+
 from __future__ import annotations
 
 import pickle

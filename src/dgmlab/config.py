@@ -1,4 +1,5 @@
 """Checks on a composed config that fail fast, naming the setting and the allowed values."""
+
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,6 +16,11 @@ def validate_train_config(cfg: DictConfig) -> None:
         positive_int(OmegaConf.select(cfg, key), key)
     if cfg.dataset.num_workers < 0:
         raise ConfigError(f"dataset.num_workers must be >= 0, got {cfg.dataset.num_workers}")
+    if cfg.get("schedule") is not None and "schedule" not in cfg.model:
+        raise ConfigError(
+            f"schedule={cfg.schedule.get('name')} applies to diffusion models; model={cfg.model.get('name')} "
+            "has no noise schedule: drop schedule=... from the command line"
+        )
     low, high = cfg.model.pixel_range
     if not low < high:
         raise ConfigError(f"model.pixel_range must be [low, high] with low < high, got {list(cfg.model.pixel_range)}")

@@ -8,6 +8,7 @@
 
 Each writes a PNG into ``--out`` (default ``figures/``) and prints its path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,9 @@ def forward_letter_t(out: Path, seed: int = 0) -> Path:
         if (step + 1) % 10 == 0:
             frames.append(x)
             titles.append(f"t={step + 1}")
-    return _strip(frames, titles, out / "forward_letter_t.png", "Forward diffusion of the letter T (lecture schedule, T = 100)")
+    return _strip(
+        frames, titles, out / "forward_letter_t.png", "Forward diffusion of the letter T (lecture schedule, T = 100)"
+    )
 
 
 def posterior_walk(out: Path, seed: int = 0, start: int = 50) -> Path:
@@ -72,7 +75,9 @@ def posterior_walk(out: Path, seed: int = 0, start: int = 50) -> Path:
             titles.append(f"t={k}")
     frames.append(x0[0])
     titles.append("original")
-    return _strip(frames, titles, out / "posterior_walk.png", f"True-posterior walk from t = {start} (linear, T = 1000)")
+    return _strip(
+        frames, titles, out / "posterior_walk.png", f"True-posterior walk from t = {start} (linear, T = 1000)"
+    )
 
 
 def schedule_curves(out: Path) -> Path:
@@ -105,8 +110,12 @@ def posterior_weights(out: Path) -> Path:
     return _save(fig, out / "posterior_weights.png")
 
 
-DEMOS = {"forward-t": forward_letter_t, "posterior-walk": posterior_walk, "schedules": schedule_curves,
-         "posterior-weights": posterior_weights}
+DEMOS = {
+    "forward-t": forward_letter_t,
+    "posterior-walk": posterior_walk,
+    "schedules": schedule_curves,
+    "posterior-weights": posterior_weights,
+}
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

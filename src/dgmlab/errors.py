@@ -3,6 +3,7 @@
 Every message names the setting (as it is written on the command line) and says how to fix it.
 Pure Python: the math layers (diffusion/, vae/, nn/) raise it without importing Hydra.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable

@@ -19,6 +19,7 @@ checkpoint writer, ``checkpoint_io:``) are installed by ``dgmlab.training.train`
   restored at the start of training, and the training sampler (``data/sampler.py``) skips the
   batches the run had already seen in that epoch.
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,13 +82,17 @@ class RunGuard(L.Callback):
     ``requeue_signals``: those of them after which a SLURM job requeues itself;
     ``stop_on_nonfinite_loss``: stop on a nan/inf loss."""
 
-    def __init__(self, signals: list[str] = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"),
-                 requeue_signals: list[str] = ("SIGUSR1", "SIGUSR2"), stop_on_nonfinite_loss: bool = True):
+    def __init__(
+        self,
+        signals: list[str] = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"),
+        requeue_signals: list[str] = ("SIGUSR1", "SIGUSR2"),
+        stop_on_nonfinite_loss: bool = True,
+    ):
         self.signals = [signal_number(name, "guard.signals") for name in signals]
         self.requeue_signals = [signal_number(name, "guard.requeue_signals") for name in requeue_signals]
         self.stop_on_nonfinite_loss = stop_on_nonfinite_loss
-        self.signum: int | None = None          # the first stop signal received
-        self.saved_path: Path | None = None     # where the interrupted run's checkpoint went
+        self.signum: int | None = None  # the first stop signal received
+        self.saved_path: Path | None = None  # where the interrupted run's checkpoint went
         self._trainer: L.Trainer | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._in_interruptible_hook = 0
@@ -122,8 +127,9 @@ class RunGuard(L.Callback):
         first = self.signum is None
         if first:
             self.signum = signum
-            log.warning("Received %s: stopping after the current step and saving checkpoints/last.ckpt",
-                        signal_name(signum))
+            log.warning(
+                "Received %s: stopping after the current step and saving checkpoints/last.ckpt", signal_name(signum)
+            )
         previous = self._previous_handlers.get(signum)
         if callable(previous) and signum != signal.SIGINT and signum not in self.requeue_signals:
             # Lightning's: SIGTERM sets its stop flag (DDP: tells the other ranks). Not for the SLURM
@@ -155,6 +161,7 @@ class RunGuard(L.Callback):
                 raise
             finally:
                 self._in_interruptible_hook -= 1
+
         return run
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
@@ -208,8 +215,11 @@ class RunGuard(L.Callback):
         # last.ckpt before the end-of-run work of the other callbacks (which run after this one): a
         # signal during a final sample grid or FID then loses nothing.
         callback = trainer.checkpoint_callback
-        if callback is not None and getattr(callback, "save_last", False) and \
-                getattr(callback, "_last_global_step_saved", None) != trainer.global_step:
+        if (
+            callback is not None
+            and getattr(callback, "save_last", False)
+            and getattr(callback, "_last_global_step_saved", None) != trainer.global_step
+        ):
             # Through the callback, so that it knows last.ckpt is written (else it writes last-v1.ckpt).
             callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
 
@@ -245,8 +255,11 @@ def divergence_message(trainer, loss: torch.Tensor) -> str:
     callback = trainer.checkpoint_callback
     last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
     saved = getattr(callback, "_last_global_step_saved", 0) if callback is not None else 0
-    kept = (f"The last good checkpoint is kept: {last} (step {saved})." if last is not None and last.is_file()
-            else "No checkpoint had been written yet.")
+    kept = (
+        f"The last good checkpoint is kept: {last} (step {saved})."
+        if last is not None and last.is_file()
+        else "No checkpoint had been written yet."
+    )
     return (
         f"Training diverged: the loss is {value} at step {trainer.global_step + 1}; the run stopped before that "
         f"optimiser step changed the weights. Likely settings: "
@@ -263,8 +276,13 @@ def collect_rng_states() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": {"version": version, "state": list(python_state), "gauss": gauss},
     }
 
@@ -274,7 +292,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
     if states.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
     n = states["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = states["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
@@ -325,7 +345,7 @@ def write_with_pause(checkpoint: dict[str, Any], f, pause: float) -> None:
     f.write(data[: len(data) // 2])
     f.flush()
     time.sleep(pause)
-    f.write(data[len(data) // 2:])
+    f.write(data[len(data) // 2 :])
 
 
 def install_guard(cfg, callbacks: list) -> RunGuard | None:
@@ -359,8 +379,13 @@ def interrupted(trainer, guard: RunGuard | None, signum: int):
         how = f"python train.py resume={run_dir}"
         if slurm.job_id():
             how = f"SLURM job {slurm.job_id()} resumes from it if it is requeued; or {how}"
-        log.warning("Interrupted by %s at step %d; %s holds the state to continue from: %s",
-                    signal_name(signum), trainer.global_step, saved, how)
+        log.warning(
+            "Interrupted by %s at step %d; %s holds the state to continue from: %s",
+            signal_name(signum),
+            trainer.global_step,
+            saved,
+            how,
+        )
         if guard is not None and signum in guard.requeue_signals:
             slurm.requeue()  # in a SLURM batch job: back in the queue, to resume from last.ckpt
     raise RunInterrupted(signum) from None
@@ -371,6 +396,12 @@ def log_effective_batch_size(cfg, trainer) -> None:
     per_device = int(cfg.dataset.batch_size)
     devices, nodes = trainer.num_devices, trainer.num_nodes
     accumulation = trainer.accumulate_grad_batches
-    log.info("effective batch size: %d images per optimiser step (dataset.batch_size=%d per device x %d device(s) "
-             "x %d node(s) x %d accumulated batch(es))", per_device * devices * nodes * accumulation, per_device,
-             devices, nodes, accumulation)
+    log.info(
+        "effective batch size: %d images per optimiser step (dataset.batch_size=%d per device x %d device(s) "
+        "x %d node(s) x %d accumulated batch(es))",
+        per_device * devices * nodes * accumulation,
+        per_device,
+        devices,
+        nodes,
+        accumulation,
+    )

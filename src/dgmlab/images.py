@@ -1,4 +1,5 @@
 """Images on disk: PNG grids for people, ``samples.npz`` (uint8 NHWC) for programs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,9 @@ def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int | None = N
     grid = make_grid(images_uint8.cpu(), nrow=nrow, padding=2, pad_value=255)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.permute(1, 2, 0).squeeze(-1).numpy() if grid.shape[0] == 1 else grid.permute(1, 2, 0).numpy()).save(path)
+    Image.fromarray(
+        grid.permute(1, 2, 0).squeeze(-1).numpy() if grid.shape[0] == 1 else grid.permute(1, 2, 0).numpy()
+    ).save(path)
     return path
 
 

@@ -1,4 +1,5 @@
 """Loggers that continue a resumed run: the CSV file is appended to, the W&B run keeps its id."""
+
 from __future__ import annotations
 
 import csv
@@ -78,7 +79,8 @@ def run_id(run_dir: Path) -> str:
     if path.is_file():
         return path.read_text().strip()
     new_id = os.environ.get("WANDB_RUN_ID") or "".join(
-        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id format
+        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8)
+    )  # W&B's id format
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(new_id + "\n")

@@ -9,6 +9,7 @@ The CPU check honours ``ATEN_CPU_CAPABILITY`` and ``ONEDNN_MAX_CPU_ISA``: with
 ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` a bf16 CPU behaves like an AVX2-only one,
 and ``auto`` then picks fp32 as it would there.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,12 +19,22 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+
 from .errors import ConfigError
 
 # Lightning's names for the precisions we resolve to or accept (and their short forms).
-CANONICAL = {"32": "32-true", "32-true": "32-true", "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed",
-             "16": "16-mixed", "16-mixed": "16-mixed", "64": "64-true", "64-true": "64-true",
-             "bf16-true": "bf16-true", "16-true": "16-true"}
+CANONICAL = {
+    "32": "32-true",
+    "32-true": "32-true",
+    "bf16": "bf16-mixed",
+    "bf16-mixed": "bf16-mixed",
+    "16": "16-mixed",
+    "16-mixed": "16-mixed",
+    "64": "64-true",
+    "64-true": "64-true",
+    "bf16-true": "bf16-true",
+    "16-true": "16-true",
+}
 CHOICES = ("auto", *CANONICAL)
 
 
@@ -31,15 +42,15 @@ CHOICES = ("auto", *CANONICAL)
 class Hardware:
     """What the precision choice depends on. Tests build one to force each branch."""
 
-    kind: str                 # "cpu" | "cuda" | "mps"
-    name: str                 # e.g. "CPU AVX2" or the GPU's name
-    native_bf16: bool         # bf16 arithmetic runs at least as fast as fp32
+    kind: str  # "cpu" | "cuda" | "mps"
+    name: str  # e.g. "CPU AVX2" or the GPU's name
+    native_bf16: bool  # bf16 arithmetic runs at least as fast as fp32
     native_fp16: bool = False  # fp16 tensor cores (CUDA)
 
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    precision: str   # one of Lightning's names: "32-true", "bf16-mixed", "16-mixed", ...
+    precision: str  # one of Lightning's names: "32-true", "bf16-mixed", "16-mixed", ...
     reason: str
 
     def __str__(self) -> str:
@@ -49,17 +60,24 @@ class PrecisionChoice:
 def onednn_allows_bf16(isa: str) -> bool:
     """Whether a ``ONEDNN_MAX_CPU_ISA`` value still admits bf16 instructions (unset: no limit)."""
     isa = isa.strip().upper()
-    return isa in ("", "ALL", "DEFAULT") or "BF16" in isa or "AMX" in isa or isa.startswith(("AVX10", "AVX512_CORE_FP16"))
+    return (
+        isa in ("", "ALL", "DEFAULT") or "BF16" in isa or "AMX" in isa or isa.startswith(("AVX10", "AVX512_CORE_FP16"))
+    )
 
 
 def cpu_hardware() -> Hardware:
     """The CPU as PyTorch will use it: its kernel level (AVX2, AVX512, ...) and whether it has
     AVX512-BF16 or AMX, both as limited by the environment variables above."""
     capability = torch.backends.cpu.get_cpu_capability()
-    has_bf16_units = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-                          or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-    native = (capability.startswith("AVX512") and has_bf16_units
-              and onednn_allows_bf16(os.environ.get("ONEDNN_MAX_CPU_ISA", "")))
+    has_bf16_units = bool(
+        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    )
+    native = (
+        capability.startswith("AVX512")
+        and has_bf16_units
+        and onednn_allows_bf16(os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
+    )
     units = " with AVX512-BF16/AMX" if native else ""
     return Hardware("cpu", f"{capability}{units}", native)
 
@@ -67,14 +85,20 @@ def cpu_hardware() -> Hardware:
 def detect_hardware(accelerator: str = "auto") -> Hardware:
     """The device a job with ``accelerator`` (auto | cpu | gpu | cuda | mps) will run on."""
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return Hardware("cuda", torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported(including_emulation=False), True)
+        return Hardware(
+            "cuda", torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported(including_emulation=False), True
+        )
     if accelerator in ("auto", "gpu", "mps") and torch.backends.mps.is_available():
         return Hardware("mps", "Apple MPS", False)
     return cpu_hardware()
 
 
-def resolve_precision(requested: str | int = "auto", accelerator: str = "auto", hardware: Hardware | None = None,
-                      setting: str = "trainer.precision") -> PrecisionChoice:
+def resolve_precision(
+    requested: str | int = "auto",
+    accelerator: str = "auto",
+    hardware: Hardware | None = None,
+    setting: str = "trainer.precision",
+) -> PrecisionChoice:
     """``auto`` -> bf16-mixed where bf16 is native, 16-mixed on GPUs without it, 32-true otherwise.
 
     An explicit precision is kept (in Lightning's long form); an explicit bf16 on a CPU that
@@ -102,11 +126,14 @@ def warn_emulated_bf16(setting: str, requested: str, hardware: Hardware) -> None
     warnings.warn(
         f"{setting}={requested} on a CPU without native bf16 ({hardware.name}): bf16 is emulated here, "
         f"and a bf16 matrix product just ran {slowdown:.0f}x slower than fp32 on it. "
-        f"Set {setting}=auto (or 32-true) for fp32.", stacklevel=3)
+        f"Set {setting}=auto (or 32-true) for fp32.",
+        stacklevel=3,
+    )
 
 
 def measure_bf16_slowdown(size: int = 256, repeats: int = 3) -> float:
     """Time of a ``size`` x ``size`` bf16 matrix product over the fp32 one (best of ``repeats``)."""
+
     def best(dtype):
         a = torch.randn(size, size).to(dtype)
         times = []
@@ -115,6 +142,7 @@ def measure_bf16_slowdown(size: int = 256, repeats: int = 3) -> float:
             a @ a
             times.append(time.perf_counter() - start)
         return min(times[1:])
+
     return best(torch.bfloat16) / best(torch.float32)
 
 

@@ -8,6 +8,7 @@ run's config with a longer budget. Inside the job, :func:`resume_checkpoint` pic
 ``last.ckpt`` of its own run directory, which the job's command names again), checks that it can be read and that no
 setting that cannot change on resume (model, schedule, data set) differs from the run's own.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,9 @@ def resume_argv(argv: list[str], config_dir: str | Path, config_name: str = "tra
     explicit_dirs = {unquote(a.split("=", 1)[1]) for a in others if override_key(a) == "hydra.run.dir"}
     run_dir = find_run(values[-1], [a for a in others if override_key(a) != "hydra.run.dir"], config_dir, config_name)
     if any(Path(d).resolve() != run_dir for d in explicit_dirs):
-        raise ConfigError(f"resume={values[-1]} continues the run in {run_dir}; drop hydra.run.dir={sorted(explicit_dirs)[0]}")
+        raise ConfigError(
+            f"resume={values[-1]} continues the run in {run_dir}; drop hydra.run.dir={sorted(explicit_dirs)[0]}"
+        )
     merged: dict[str, str] = {}
     for override in [*stored_overrides(run_dir), *others]:
         key = override_key(override)
@@ -61,8 +64,13 @@ def resume_argv(argv: list[str], config_dir: str | Path, config_name: str = "tra
             merged.pop(key, None)
             merged[key] = override
     flags = [a for a in others if a.startswith("-")]
-    return [argv[0], *flags, *(v for v in merged.values() if not v.startswith("-")), f"resume={run_dir}",
-            f"hydra.run.dir={run_dir}"]
+    return [
+        argv[0],
+        *flags,
+        *(v for v in merged.values() if not v.startswith("-")),
+        f"resume={run_dir}",
+        f"hydra.run.dir={run_dir}",
+    ]
 
 
 def stored_overrides(run_dir: Path) -> list[str]:
@@ -77,17 +85,23 @@ def find_run(value: str, overrides: list[str], config_dir: str | Path, config_na
     if value != "last":
         run_dir = Path(value).expanduser().resolve()
         if run_dir.is_file() and run_dir.parent.name == "checkpoints":
-            raise ConfigError(f"resume={value} is a checkpoint file: pass its run directory, resume={run_dir.parent.parent} "
-                              f"(or ckpt_path={run_dir} hydra.run.dir={run_dir.parent.parent})")
+            raise ConfigError(
+                f"resume={value} is a checkpoint file: pass its run directory, resume={run_dir.parent.parent} "
+                f"(or ckpt_path={run_dir} hydra.run.dir={run_dir.parent.parent})"
+            )
         if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-            raise ConfigError(f"resume={value}: {run_dir / 'checkpoints' / 'last.ckpt'} does not exist; pass the directory "
-                              "of a run written by train.py (it holds config.yaml and checkpoints/), or resume=last")
+            raise ConfigError(
+                f"resume={value}: {run_dir / 'checkpoints' / 'last.ckpt'} does not exist; pass the directory "
+                "of a run written by train.py (it holds config.yaml and checkpoints/), or resume=last"
+            )
         return run_dir
     folder = output_folder(overrides, config_dir, config_name)
     runs = sorted(p for p in folder.glob("*") if (p / "checkpoints" / "last.ckpt").is_file()) if folder.is_dir() else []
     if not runs:
-        raise ConfigError(f"resume=last: no run with checkpoints/last.ckpt under {folder} (this config's output folder); "
-                          "pass the same model=/experiment= as the run, or resume=RUN_DIR")
+        raise ConfigError(
+            f"resume=last: no run with checkpoints/last.ckpt under {folder} (this config's output folder); "
+            "pass the same model=/experiment= as the run, or resume=RUN_DIR"
+        )
     return runs[-1].resolve()
 
 
@@ -113,15 +127,19 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
     output_dir = Path(cfg.paths.output_dir).resolve()
     if cfg.get("resume"):
         if Path(cfg.resume).resolve() != output_dir:
-            raise ConfigError(f"resume={cfg.resume} must be run through train.py (which sets hydra.run.dir to it); "
-                              f"this run's directory is {output_dir}")
+            raise ConfigError(
+                f"resume={cfg.resume} must be run through train.py (which sets hydra.run.dir to it); "
+                f"this run's directory is {output_dir}"
+            )
         path = output_dir / "checkpoints" / "last.ckpt"
         setting = "resume"
     elif cfg.get("ckpt_path"):
         path, setting = Path(cfg.ckpt_path), "ckpt_path"
     elif slurm.restart_count() > 0 and (output_dir / "checkpoints" / "last.ckpt").is_file():
         path, setting = output_dir / "checkpoints" / "last.ckpt", "resume"
-        log.warning("SLURM job %s was requeued (restart %d): resuming from %s", slurm.job_id(), slurm.restart_count(), path)
+        log.warning(
+            "SLURM job %s was requeued (restart %d): resuming from %s", slurm.job_id(), slurm.restart_count(), path
+        )
     else:
         return None
     checkpoint = read_checkpoint(path, setting=setting)
@@ -147,9 +165,15 @@ def check_fixed_settings(run_config: dict, new_config: dict, path: Path) -> None
     """Refuse, by name, every model/schedule/dataset setting that differs from the checkpoint's run."""
     old = {k: v for b in FIXED_BLOCKS for k, v in flatten(run_config.get(b, {}), f"{b}.").items()}
     new = {k: v for b in FIXED_BLOCKS for k, v in flatten(new_config.get(b, {}), f"{b}.").items()}
-    changed = [k for k in sorted(old.keys() | new.keys()) if not may_change(k) and old.get(k, "<unset>") != new.get(k, "<unset>")]
+    changed = [
+        k
+        for k in sorted(old.keys() | new.keys())
+        if not may_change(k) and old.get(k, "<unset>") != new.get(k, "<unset>")
+    ]
     if changed:
-        listing = ", ".join(f"{k} (run: {old.get(k, '<unset>')!r}, now: {new.get(k, '<unset>')!r})" for k in changed[:8])
+        listing = ", ".join(
+            f"{k} (run: {old.get(k, '<unset>')!r}, now: {new.get(k, '<unset>')!r})" for k in changed[:8]
+        )
         more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
         raise ConfigError(
             f"cannot resume {path}: settings of the model, schedule and data set cannot change on resume, and these "

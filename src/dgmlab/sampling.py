@@ -1,4 +1,5 @@
 """The sampling job behind ``python sample.py ckpt=PATH n=N seed=S out=DIR``."""
+
 from __future__ import annotations
 
 import time
@@ -8,9 +9,9 @@ import torch
 from omegaconf import DictConfig
 
 from .checkpoint import load_model
-from .errors import ConfigError, positive_int
 from .data import to_uint8
 from .diffusion import SamplingOptions
+from .errors import ConfigError, positive_int
 from .images import save_grid, save_samples_npz
 from .precision import autocast, resolve_precision
 from .seeding import ImageNoise
@@ -47,9 +48,17 @@ class TrajectoryRecorder:
 
 
 @torch.no_grad()
-def generate(model, num_samples: int, seed: int, batch_size: int, device: torch.device, precision: str = "32-true",
-             labels: torch.Tensor | None = None, recorder: TrajectoryRecorder | None = None,
-             options: SamplingOptions | None = None) -> torch.Tensor:
+def generate(
+    model,
+    num_samples: int,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "32-true",
+    labels: torch.Tensor | None = None,
+    recorder: TrajectoryRecorder | None = None,
+    options: SamplingOptions | None = None,
+) -> torch.Tensor:
     """``num_samples`` images as uint8 NCHW. Image i comes from its own seed (``seeding.image_seed(seed, i)``),
     so it is the same image at any ``batch_size`` and in the sample grid or the FID callback."""
     model = model.to(device)
@@ -96,8 +105,9 @@ def sample(cfg: DictConfig) -> Path:
     recorder = _recorder(model, cfg)
 
     start = time.perf_counter()
-    images = generate(model, cfg.n, cfg.seed, cfg.batch_size, device, precision,
-                      labels=labels, recorder=recorder, options=options)
+    images = generate(
+        model, cfg.n, cfg.seed, cfg.batch_size, device, precision, labels=labels, recorder=recorder, options=options
+    )
     seconds = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ grid, the FID callback), as NVlabs/edm's generate.py does.
     noise = ImageNoise(seed, range(start, start + size))   # the images start .. start+size-1
     images = model.sample_images(size, generator=noise)
 """
+
 from __future__ import annotations
 
 from typing import Iterable

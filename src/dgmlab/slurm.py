@@ -7,6 +7,7 @@ A job that SLURM requeues itself (``scontrol requeue``, pre-emption with ``--req
 and saves the same way. When the job starts again, ``SLURM_RESTART_COUNT`` is set and the run resumes
 from its own directory's ``last.ckpt`` (:func:`dgmlab.resume.resume_checkpoint`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,11 @@ def requeue() -> bool:
         return False
     result = subprocess.run(["scontrol", "requeue", jid], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
-        log.warning("scontrol requeue %s failed (%s); resume by hand: python train.py resume=<run dir>",
-                    jid, result.stderr.strip() or result.returncode)
+        log.warning(
+            "scontrol requeue %s failed (%s); resume by hand: python train.py resume=<run dir>",
+            jid,
+            result.stderr.strip() or result.returncode,
+        )
         return False
     log.warning("Requeued SLURM job %s: it resumes from checkpoints/last.ckpt when it starts again", jid)
     return True

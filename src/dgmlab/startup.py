@@ -1,5 +1,6 @@
 """What a training job shows a person at start: the run directory, the resolved precision and
 device, and the model size, without the libraries' tips and deprecation noise."""
+
 from __future__ import annotations
 
 import logging

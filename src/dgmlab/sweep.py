@@ -11,6 +11,7 @@ directory; ``--dir`` an existing sweep directory continues that sweep.
     python -m dgmlab.sweep sweeps/vae_beta_bayes.yaml --count 8 trainer.max_steps=500
     python -m dgmlab.sweep sweeps/ddpm_beta_grid.yaml --dry-run     # the commands, each config composed
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,10 @@ def import_engine():
             warnings.simplefilter("ignore")  # pydantic's notes on the engine's v1-style config
             import sweeps
     except ImportError as e:
-        raise ConfigError(f"python -m dgmlab.sweep needs W&B's sweep engine ({e}): pip install -e \".[sweep]\" "
-                          "then pip install --no-deps sweeps") from None
+        raise ConfigError(
+            f'python -m dgmlab.sweep needs W&B\'s sweep engine ({e}): pip install -e ".[sweep]" '
+            "then pip install --no-deps sweeps"
+        ) from None
     return sweeps
 
 
@@ -58,15 +61,19 @@ class Trial:
 
     name: str
     params: dict[str, Any]
-    state: str = "pending"          # finished | failed (the engine's run states)
+    state: str = "pending"  # finished | failed (the engine's run states)
     metric: float | None = None
     seconds: float = 0.0
     note: str = ""
 
     def engine_run(self, sweeps, metric_name: str):
         summary = {metric_name: self.metric} if self.metric is not None else {}
-        return sweeps.SweepRun(name=self.name, state=self.state, summary_metrics=summary,
-                               config={k: {"value": v} for k, v in self.params.items()})
+        return sweeps.SweepRun(
+            name=self.name,
+            state=self.state,
+            summary_metrics=summary,
+            config={k: {"value": v} for k, v in self.params.items()},
+        )
 
 
 @dataclass
@@ -139,11 +146,17 @@ def format_value(value: Any) -> str:
 def run_command(sweep: Sweep, trial: Trial) -> list[str]:
     """The sweep file's command for ``trial``, then the extra overrides, then the run's own directory."""
     args = [f"{k}={format_value(v)}" for k, v in trial.params.items()]
-    expand = {"${env}": ["/usr/bin/env"] if os.name == "posix" else [], "${interpreter}": [sys.executable],
-              "${program}": [str(sweep.program)], "${args_no_hyphens}": args, "${args}": [f"--{a}" for a in args]}
+    expand = {
+        "${env}": ["/usr/bin/env"] if os.name == "posix" else [],
+        "${interpreter}": [sys.executable],
+        "${program}": [str(sweep.program)],
+        "${args_no_hyphens}": args,
+        "${args}": [f"--{a}" for a in args],
+    }
     command = sweep.config.get("command", ["${env}", "${interpreter}", "${program}", "${args}"])
-    expanded = [part for c in command for part in expand.get(str(c), [str(c)])
-                if not part.startswith("hydra.run.dir=")]  # the sweep directory's own, below
+    expanded = [
+        part for c in command for part in expand.get(str(c), [str(c)]) if not part.startswith("hydra.run.dir=")
+    ]  # the sweep directory's own, below
     return [*expanded, *sweep.overrides, f"hydra.run.dir={sweep.directory / trial.name}"]
 
 
@@ -152,8 +165,10 @@ def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
     command = run_command(sweep, trial)
     log_path = sweep.directory / "logs" / f"{trial.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[{index}/{count}] run {trial.name}: {' '.join(f'{k}={format_value(v)}' for k, v in trial.params.items())}",
-          flush=True)
+    print(
+        f"[{index}/{count}] run {trial.name}: {' '.join(f'{k}={format_value(v)}' for k, v in trial.params.items())}",
+        flush=True,
+    )
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_RUN_ID": trial.name, "WANDB_SILENT": "true"}
     start = time.monotonic()
     with open(log_path, "w") as log:
@@ -171,8 +186,11 @@ def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
         trial.state, trial.note = "failed", f"it logged no {sweep.metric}; see {log_path}"
     else:
         trial.state = "finished"
-    print(f"[{index}/{count}] run {trial.name}: {trial.state}, {sweep.metric}={trial.metric} "
-          f"({trial.seconds / 60:.1f} min){' - ' + trial.note if trial.note else ''}", flush=True)
+    print(
+        f"[{index}/{count}] run {trial.name}: {trial.state}, {sweep.metric}={trial.metric} "
+        f"({trial.seconds / 60:.1f} min){' - ' + trial.note if trial.note else ''}",
+        flush=True,
+    )
 
 
 def read_metric(run_dir: Path, name: str) -> float | None:
@@ -230,9 +248,17 @@ def write_results(sweep: Sweep) -> Path:
         writer = csv.writer(f)
         writer.writerow(["rank", "run", "state", sweep.metric, *names, "minutes", "run_dir"])
         for rank, t in enumerate(ranked(sweep), 1):
-            writer.writerow([rank, t.name, t.state, "" if t.metric is None else t.metric,
-                             *(format_value(t.params[n]) if n in t.params else "" for n in names),
-                             f"{t.seconds / 60:.2f}", sweep.directory / t.name])
+            writer.writerow(
+                [
+                    rank,
+                    t.name,
+                    t.state,
+                    "" if t.metric is None else t.metric,
+                    *(format_value(t.params[n]) if n in t.params else "" for n in names),
+                    f"{t.seconds / 60:.2f}",
+                    sweep.directory / t.name,
+                ]
+            )
     return path
 
 
@@ -255,8 +281,19 @@ def short(cell: str) -> str:
 
 def record(sweep: Sweep, trial: Trial) -> None:
     with open(sweep.directory / RUNS, "a") as f:
-        f.write(json.dumps({"name": trial.name, "params": trial.params, "state": trial.state, "metric": trial.metric,
-                            "seconds": trial.seconds, "note": trial.note}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "name": trial.name,
+                    "params": trial.params,
+                    "state": trial.state,
+                    "metric": trial.metric,
+                    "seconds": trial.seconds,
+                    "note": trial.note,
+                }
+            )
+            + "\n"
+        )
 
 
 def load_trials(directory: Path) -> list[Trial]:
@@ -273,8 +310,14 @@ def open_sweep(path: str | Path, directory: str | Path | None, overrides: list[s
     if directory is None:
         directory = Path("outputs") / "sweeps" / "local" / path.stem / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     directory = Path(directory).resolve()
-    sweep = Sweep(path=path, config=config, program=program, directory=directory, overrides=list(overrides),
-                  trials=load_trials(directory))
+    sweep = Sweep(
+        path=path,
+        config=config,
+        program=program,
+        directory=directory,
+        overrides=list(overrides),
+        trials=load_trials(directory),
+    )
     bad = [o for o in overrides if "=" not in o or o.startswith("-")]
     if bad:
         raise ConfigError(f"{bad[0]!r} is not an override; give key=value pairs after the sweep file")
@@ -285,8 +328,11 @@ def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
     """Propose, run and record ``count`` more trials, then write and print the results table."""
     sweep.directory.mkdir(parents=True, exist_ok=True)
     (sweep.directory / "sweep.yaml").write_text(yaml.safe_dump({**sweep.config, "overrides": sweep.overrides}))
-    print(f"sweep {sweep.path} ({sweep.config['method']}, {sweep.metric} {'max' if sweep.maximize else 'min'}): "
-          f"{sweep.directory}" + (f", continuing after {len(sweep.trials)} runs" if sweep.trials else ""), flush=True)
+    print(
+        f"sweep {sweep.path} ({sweep.config['method']}, {sweep.metric} {'max' if sweep.maximize else 'min'}): "
+        f"{sweep.directory}" + (f", continuing after {len(sweep.trials)} runs" if sweep.trials else ""),
+        flush=True,
+    )
     for index in range(1, count + 1):
         trial = propose(sweep, seed)
         if trial is None:
@@ -310,7 +356,7 @@ def dry_run(sweep: Sweep, count: int, seed: int = 0) -> list[list[str]]:
         if trial is None:
             break
         command = run_command(sweep, trial)
-        compose_overrides(sweep.program, command[command.index(str(sweep.program)) + 1:])
+        compose_overrides(sweep.program, command[command.index(str(sweep.program)) + 1 :])
         commands.append(command)
         sweep.trials.append(trial)  # pending: the next proposal moves on
     return commands

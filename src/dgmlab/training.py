@@ -1,4 +1,5 @@
 """The training job behind ``python train.py``: build everything from the config, then fit."""
+
 from __future__ import annotations
 
 import logging
@@ -10,8 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, validate_train_config
 from .guard import fit_guarded, install_guard, log_effective_batch_size
-from .resume import resume_checkpoint
 from .precision import PrecisionChoice, resolve_precision
+from .resume import resume_checkpoint
 from .startup import log_start, quiet_libraries
 
 log = logging.getLogger(__name__)

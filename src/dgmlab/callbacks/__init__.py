@@ -1,4 +1,5 @@
 """Lightning callbacks: sample grids, the VAE's figures (and, later, evaluation metrics)."""
+
 from .fid import FIDCallback
 from .progress import StepProgressBar
 from .sample_grid import SampleGrid

@@ -11,6 +11,7 @@ the cache (:mod:`dgmlab.metrics.reference`). Logged: ``val/fid``, ``val/kid_mean
 name that carries the settings (``val/fid_<features>_<sampler><steps>_n<N>``); every score is
 also appended, with all its settings, to ``<dirpath>/fid.jsonl``.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,14 +23,20 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..errors import ConfigError, positive_int
 from ..data import to_uint8
-from ..precision import CHOICES as PRECISIONS, autocast, resolve_precision
-from ..seeding import ImageNoise
+from ..errors import ConfigError, positive_int
 from ..metrics import (
-    FeatureNet, KIDSettings, ReferenceFeatures, build_feature_net, check_feature_settings, load_or_compute_reference,
+    FeatureNet,
+    KIDSettings,
+    ReferenceFeatures,
+    build_feature_net,
+    check_feature_settings,
+    load_or_compute_reference,
     score_features,
 )
+from ..precision import CHOICES as PRECISIONS
+from ..precision import autocast, resolve_precision
+from ..seeding import ImageNoise
 
 log = logging.getLogger(__name__)
 SPLITS = ("val", "train")
@@ -38,11 +45,31 @@ SPLITS = ("val", "train")
 class FIDCallback(L.Callback):
     """Scores generated samples with FID and KID every ``every_n_steps`` steps (see the module doc)."""
 
-    def __init__(self, *, every_n_steps: int, num_samples: int, batch_size: int, seed: int, sampler: str | None,
-                 steps: int | None, split: str, features: str, inception_weights: str | None, cache_dir: str,
-                 kid: dict, lenet: dict, dirpath: str | None, at_train_end: bool, precision: str = "auto"):
+    def __init__(
+        self,
+        *,
+        every_n_steps: int,
+        num_samples: int,
+        batch_size: int,
+        seed: int,
+        sampler: str | None,
+        steps: int | None,
+        split: str,
+        features: str,
+        inception_weights: str | None,
+        cache_dir: str,
+        kid: dict,
+        lenet: dict,
+        dirpath: str | None,
+        at_train_end: bool,
+        precision: str = "auto",
+    ):
         """Every argument comes from ``eval.*`` (conf/eval/fid.yaml), where each is explained."""
-        for key, value, low in (("every_n_steps", every_n_steps, 1), ("num_samples", num_samples, 2), ("batch_size", batch_size, 1)):
+        for key, value, low in (
+            ("every_n_steps", every_n_steps, 1),
+            ("num_samples", num_samples, 2),
+            ("batch_size", batch_size, 1),
+        ):
             positive_int(value, f"eval.{key}", minimum=low)
         if split not in SPLITS:
             raise ConfigError(f"eval.split={split!r} is unknown; choose one of {list(SPLITS)}")
@@ -82,19 +109,29 @@ class FIDCallback(L.Callback):
             self._prepare(datamodule, with_reference=False)
 
     def _prepare(self, datamodule, with_reference: bool) -> None:
-        self.feature_net = build_feature_net(self.features, splits=datamodule.splits, dataset_name=datamodule.name,
-                                             cache_dir=self.cache_dir, inception_weights=self.inception_weights,
-                                             lenet=self.lenet, log=log.info)
+        self.feature_net = build_feature_net(
+            self.features,
+            splits=datamodule.splits,
+            dataset_name=datamodule.name,
+            cache_dir=self.cache_dir,
+            inception_weights=self.inception_weights,
+            lenet=self.lenet,
+            log=log.info,
+        )
         if with_reference:
             split = getattr(datamodule.splits, self.split)
-            self.reference = load_or_compute_reference(split, datamodule.name, self.split, self.feature_net,
-                                                       self.cache_dir, log=log.info)
+            self.reference = load_or_compute_reference(
+                split, datamodule.name, self.split, self.feature_net, self.cache_dir, log=log.info
+            )
         self.dataset_name = datamodule.name
 
     def _check_sampler(self, pl_module) -> None:
         if not hasattr(pl_module, "sampling"):
             if any(v is not None for v in self.overrides.values()):
-                log.info("eval: %s has no sampler settings; eval.sampler and eval.steps are ignored", type(pl_module).__name__)
+                log.info(
+                    "eval: %s has no sampler settings; eval.sampler and eval.steps are ignored",
+                    type(pl_module).__name__,
+                )
             return
         options = pl_module.sampling.override(prefix="eval.", **self.overrides)
         self.options = options.resolve(pl_module.schedule.timesteps, prefix="eval.")
@@ -127,14 +164,22 @@ class FIDCallback(L.Callback):
 
     def settings(self, pl_module) -> dict:
         sampler, steps = (self.options.sampler, self.options.steps) if self.options is not None else ("model", None)
-        return {"features": self.feature_net.identity, "sampler": sampler, "sampling_steps": steps, "seed": self.seed,
-                "dataset": self.dataset_name, "split": self.split}
+        return {
+            "features": self.feature_net.identity,
+            "sampler": sampler,
+            "sampling_steps": steps,
+            "seed": self.seed,
+            "dataset": self.dataset_name,
+            "split": self.split,
+        }
 
     @torch.no_grad()
     def sample_features(self, trainer, pl_module) -> torch.Tensor:
         """Features of all ``num_samples`` images, in image order, identical on every rank."""
-        batches = [(b, start, min(self.batch_size, self.num_samples - start))
-                   for b, start in enumerate(range(0, self.num_samples, self.batch_size))]
+        batches = [
+            (b, start, min(self.batch_size, self.num_samples - start))
+            for b, start in enumerate(range(0, self.num_samples, self.batch_size))
+        ]
         rank, world = trainer.global_rank, trainer.world_size
         mine = batches[rank::world]
         was_training = pl_module.training
@@ -151,7 +196,9 @@ class FIDCallback(L.Callback):
                 indices.append(torch.arange(start, start + size))
         finally:
             pl_module.train(was_training)
-        return self._gather_in_order(trainer, pl_module, features, indices, math.ceil(len(batches) / world) * self.batch_size)
+        return self._gather_in_order(
+            trainer, pl_module, features, indices, math.ceil(len(batches) / world) * self.batch_size
+        )
 
     def _gather_in_order(self, trainer, pl_module, features, indices, capacity: int) -> torch.Tensor:
         """Pad this rank's (index, feature) rows to a common length, all-gather, drop the padding
@@ -174,7 +221,9 @@ class FIDCallback(L.Callback):
         self.history.append(record)
         sampler, steps = record["sampler"], record["sampling_steps"]
         metrics = {
-            "val/fid": record["fid"], "val/kid_mean": record["kid_mean"], "val/kid_std": record["kid_std"],
+            "val/fid": record["fid"],
+            "val/kid_mean": record["kid_mean"],
+            "val/kid_std": record["kid_std"],
             "val/fid_num_samples": float(record["num_samples"]),
             f"val/fid_{self.features}_{sampler}{steps or ''}_n{record['num_samples']}": record["fid"],
         }
@@ -184,8 +233,16 @@ class FIDCallback(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=record["step"])
         if trainer.is_global_zero:
-            log.info("step %d: FID %.4f, KID %.5f +- %.5f (%d samples, %s, %s)", record["step"], record["fid"],
-                     record["kid_mean"], record["kid_std"], record["num_samples"], sampler, record["features"])
+            log.info(
+                "step %d: FID %.4f, KID %.5f +- %.5f (%d samples, %s, %s)",
+                record["step"],
+                record["fid"],
+                record["kid_mean"],
+                record["kid_std"],
+                record["num_samples"],
+                sampler,
+                record["features"],
+            )
             if self.dirpath is not None:
                 self.dirpath.mkdir(parents=True, exist_ok=True)
                 with open(self.dirpath / "fid.jsonl", "a") as f:

@@ -1,4 +1,5 @@
 """One progress bar for the whole run: optimiser steps out of ``trainer.max_steps``."""
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,11 @@ class StepProgressBar(ProgressBar):
         return hasattr(stream, "isatty") and stream.isatty()
 
     def total_steps(self, trainer) -> int:
-        return trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
+        return (
+            trainer.max_steps
+            if trainer.max_steps and trainer.max_steps > 0
+            else int(trainer.estimated_stepping_batches)
+        )
 
     def on_train_start(self, trainer, pl_module) -> None:
         if not (self._enabled and trainer.is_global_zero):
@@ -54,8 +59,15 @@ class StepProgressBar(ProgressBar):
         self._start_time, self._start_step = time.perf_counter(), trainer.global_step
         self._next_log = self._start_step
         if self.is_terminal:
-            self.bar = tqdm(total=self.total_steps(trainer), initial=trainer.global_step, desc="steps", unit="step",
-                            dynamic_ncols=True, file=self.stream or sys.stderr, smoothing=0.05)
+            self.bar = tqdm(
+                total=self.total_steps(trainer),
+                initial=trainer.global_step,
+                desc="steps",
+                unit="step",
+                dynamic_ncols=True,
+                file=self.stream or sys.stderr,
+                smoothing=0.05,
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not (self._enabled and trainer.is_global_zero):

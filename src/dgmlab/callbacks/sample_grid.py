@@ -1,4 +1,5 @@
 """Write a PNG grid of model samples every N steps and when training ends."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,8 @@ import lightning as L
 import torch
 
 from ..data import to_uint8
-from ..images import save_grid
 from ..errors import positive_int
+from ..images import save_grid
 from ..seeding import ImageNoise
 
 
@@ -20,8 +21,15 @@ class SampleGrid(L.Callback):
     the schedule's T); a few dozen DDIM steps keep a grid to seconds where ancestral sampling takes
     all T network evaluations. Under the trainer's precision."""
 
-    def __init__(self, dirpath: str, every_n_steps: int, num_samples: int = 64, seed: int = 0,
-                 sampler: str | None = None, steps: int | None = None):
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_steps: int,
+        num_samples: int = 64,
+        seed: int = 0,
+        sampler: str | None = None,
+        steps: int | None = None,
+    ):
         positive_int(every_n_steps, "callbacks.sample_grid.every_n_steps")
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
         self.num_samples, self.seed = num_samples, seed

@@ -1,6 +1,7 @@
 """The VAE's pictures, written to ``<run dir>/figures/`` and sent to loggers that take images:
 reconstructions beside their inputs, samples from the prior and, for a 2-D latent, the val
 split's latent scatter coloured by class and the grid decoded from the latent plane."""
+
 from __future__ import annotations
 
 import logging
@@ -10,8 +11,8 @@ import lightning as L
 import torch
 
 from ..data import to_uint8
-from ..images import save_grid
 from ..errors import ConfigError
+from ..images import save_grid
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,15 @@ def plot_latent_scatter(mu: torch.Tensor, labels: torch.Tensor, num_classes: int
     figure = Figure(figsize=(6.4, 5.2), dpi=110)
     axes = figure.add_subplot()
     if num_classes > 1:
-        points = axes.scatter(mu[:, 0], mu[:, 1], c=labels, s=6, cmap="tab10" if num_classes <= 10 else "viridis",
-                              vmin=-0.5, vmax=num_classes - 0.5)
+        points = axes.scatter(
+            mu[:, 0],
+            mu[:, 1],
+            c=labels,
+            s=6,
+            cmap="tab10" if num_classes <= 10 else "viridis",
+            vmin=-0.5,
+            vmax=num_classes - 0.5,
+        )
         colour_bar = figure.colorbar(points, ax=axes, ticks=range(num_classes))
         colour_bar.set_label("class (the digit, for MNIST)")
     else:
@@ -58,16 +66,31 @@ class VAEFigures(L.Callback):
       and ``manifold`` (a ``manifold_size`` x ``manifold_size`` grid over the Gaussian quantiles).
     """
 
-    def __init__(self, dirpath: str, every_n_steps: int | None = None, num_reconstructions: int = 32,
-                 images_per_row: int = 8, num_samples: int = 64, manifold_size: int = 20,
-                 manifold_quantiles: tuple[float, float] = (0.05, 0.95), max_scatter_points: int = 5000, seed: int = 0):
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_steps: int | None = None,
+        num_reconstructions: int = 32,
+        images_per_row: int = 8,
+        num_samples: int = 64,
+        manifold_size: int = 20,
+        manifold_quantiles: tuple[float, float] = (0.05, 0.95),
+        max_scatter_points: int = 5000,
+        seed: int = 0,
+    ):
         if every_n_steps is not None and every_n_steps < 1:
             raise ConfigError(f"callbacks.vae_figures.every_n_steps must be >= 1 or null, got {every_n_steps}")
         low, high = manifold_quantiles
         if not 0 < low < high < 1:
-            raise ConfigError(f"callbacks.vae_figures.manifold_quantiles must satisfy 0 < low < high < 1, got {list(manifold_quantiles)}")
+            raise ConfigError(
+                f"callbacks.vae_figures.manifold_quantiles must satisfy 0 < low < high < 1, got {list(manifold_quantiles)}"
+            )
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
-        self.num_reconstructions, self.images_per_row, self.num_samples = num_reconstructions, images_per_row, num_samples
+        self.num_reconstructions, self.images_per_row, self.num_samples = (
+            num_reconstructions,
+            images_per_row,
+            num_samples,
+        )
         self.manifold_size, self.manifold_quantiles = manifold_size, (low, high)
         self.max_scatter_points, self.seed = max_scatter_points, seed
         self._last_step = -1
@@ -101,13 +124,19 @@ class VAEFigures(L.Callback):
     def _draw_all(self, trainer, pl_module, step: int) -> list[Path]:
         suffix = f"_step_{step:06d}.png"
         generator = torch.Generator().manual_seed(self.seed)
-        paths = [save_grid(to_uint8(pl_module.sample_images(self.num_samples, generator=generator), pl_module.pixel_range),
-                           self.dirpath / f"prior_samples{suffix}")]
+        paths = [
+            save_grid(
+                to_uint8(pl_module.sample_images(self.num_samples, generator=generator), pl_module.pixel_range),
+                self.dirpath / f"prior_samples{suffix}",
+            )
+        ]
         images, labels = self._val_images(trainer, pl_module)
         if images is None:
             log.warning("vae_figures: no datamodule with a val split; skipping reconstructions and the latent scatter")
             return paths
-        spread = torch.linspace(0, len(images) - 1, min(self.num_reconstructions, len(images))).long()  # splits may be sorted by class
+        spread = torch.linspace(
+            0, len(images) - 1, min(self.num_reconstructions, len(images))
+        ).long()  # splits may be sorted by class
         paths.append(self._reconstructions(pl_module, images[spread], self.dirpath / f"reconstructions{suffix}"))
         if pl_module.latent_dim == 2:
             mu = torch.cat([pl_module.encode(chunk)[0].float().cpu() for chunk in images.split(256)])

@@ -1,4 +1,5 @@
 """The LightningDataModule and the data set sources it serves."""
+
 from .datamodule import ImageDataModule, to_pixel_range, to_uint8
 from .sources import ImageTensorDataset, Splits
 

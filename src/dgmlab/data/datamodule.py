@@ -1,4 +1,5 @@
 """One LightningDataModule for every image data set; the data set itself is a ``source``."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -9,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import ConfigError
 from .sampler import ResumableSampler
-from .sources import Splits
+from .sources import Splits, in_class_interleaved_order
 
 
 def to_pixel_range(images: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Tensor:
@@ -55,7 +56,11 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
-            self.splits = self.source()
+            splits = self.source()
+            # The val split in a fixed order that spreads every class evenly, so that any prefix of it
+            # (trainer.limit_val_batches, nll.max_images, the VAE's reconstructions) is a fair subset.
+            # The train split keeps its order: training draws it in a seeded random order every epoch.
+            self.splits = Splits(splits.train, in_class_interleaved_order(splits.val))
             self._check_shape()
 
     def _check_shape(self) -> None:
@@ -80,8 +85,13 @@ class ImageDataModule(L.LightningDataModule):
         # The training order depends on (seed, epoch) alone and no loader draws from the global RNG,
         # so a resumed run sees the batches and noise of an uninterrupted one (see data/sampler.py).
         return DataLoader(
-            ds, batch_size=self.batch_size, sampler=ResumableSampler(ds) if shuffle else None, drop_last=drop_last,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(0),
+            ds,
+            batch_size=self.batch_size,
+            sampler=ResumableSampler(ds) if shuffle else None,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(0),
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

@@ -1,10 +1,10 @@
 """A training sampler whose order depends only on (seed, epoch), so a resumed run sees the same batches."""
+
 from __future__ import annotations
 
 import os
 from typing import Iterator, Sized
 
-import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
@@ -27,8 +27,14 @@ class ResumableSampler(DistributedSampler):
     def __init__(self, data_source: Sized, seed: int | None = None, shuffle: bool = True, drop_last: bool = False):
         distributed = dist.is_available() and dist.is_initialized()
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
-        super().__init__(data_source, num_replicas=dist.get_world_size() if distributed else 1,
-                         rank=dist.get_rank() if distributed else 0, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        super().__init__(
+            data_source,
+            num_replicas=dist.get_world_size() if distributed else 1,
+            rank=dist.get_rank() if distributed else 0,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
         self._skip: tuple[int, int] | None = None
         self._epoch_shift = 0
 
@@ -44,6 +50,6 @@ class ResumableSampler(DistributedSampler):
         finally:
             self.epoch = set_epoch
         if self._skip is not None and self._skip[0] == set_epoch + self._epoch_shift:
-            indices = indices[self._skip[1]:]
+            indices = indices[self._skip[1] :]
             self._skip = None
         return iter(indices)

@@ -4,6 +4,7 @@ Each source returns a :class:`Splits` of :class:`ImageTensorDataset` (uint8, NCH
 integer labels).  Add a data set by writing one function here and one config file in
 ``conf/dataset/`` whose ``source._target_`` names it.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -35,6 +36,26 @@ class ImageTensorDataset(Dataset):
 class Splits:
     train: ImageTensorDataset
     val: ImageTensorDataset
+
+
+def class_interleaved(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A fixed, seeded order of the positions of ``labels`` that spreads every class evenly: the k-th
+    of a class's n images (in a seeded shuffle) sits at relative position (k + u) / n, u ~ U(0, 1).
+    Every prefix of the order then holds each class in proportion (to within one image)."""
+    g = torch.Generator().manual_seed(seed)
+    key = torch.empty(len(labels), dtype=torch.float64)
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        jitter = torch.rand(len(idx), generator=g, dtype=torch.float64)
+        key[idx] = (torch.arange(len(idx), dtype=torch.float64) + jitter) / len(idx)
+    return torch.argsort(key)
+
+
+def in_class_interleaved_order(split: "ImageTensorDataset", seed: int = 0) -> "ImageTensorDataset":
+    """``split`` reordered by :func:`class_interleaved`, so that any prefix of it is a fair subset."""
+    order = class_interleaved(split.labels, seed)
+    return ImageTensorDataset(split.images[order].contiguous(), split.labels[order])
 
 
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +134,9 @@ def image_folder(root: str, image_size: int, channels: int = 3, val_fraction: fl
 
     folder = Path(root)
     if not folder.is_dir():
-        raise ConfigError(f"dataset.source.root={root!r} is not a folder; point dataset.source.root at a folder of images")
+        raise ConfigError(
+            f"dataset.source.root={root!r} is not a folder; point dataset.source.root at a folder of images"
+        )
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise ConfigError(f"dataset.source.root={root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -156,4 +179,6 @@ def letter_t(image_size: int = 64, num_images: int = 512) -> Splits:
     images = letter_t_image(image_size).unsqueeze(0).repeat(num_images, 1, 1, 1)
     labels = torch.zeros(num_images, dtype=torch.long)
     n_val = max(1, num_images // 8)
-    return Splits(ImageTensorDataset(images[n_val:], labels[n_val:]), ImageTensorDataset(images[:n_val], labels[:n_val]))
+    return Splits(
+        ImageTensorDataset(images[n_val:], labels[n_val:]), ImageTensorDataset(images[:n_val], labels[:n_val])
+    )

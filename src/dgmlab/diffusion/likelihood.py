@@ -12,6 +12,7 @@ x_0. Every term is in nats per image (summed over pixels and channels); pixels a
 on [-1, 1], so the bound is on the probability of the 8-bit image and bits/dim are comparable
 across models. Pure PyTorch: the network enters as a denoiser (x_t, t) -> (x0_hat, eps_hat).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,10 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError
 from .process import q_posterior, q_sample
 from .samplers import Denoiser
 from .schedules import NoiseSchedule
-from ..errors import ConfigError
 
 HALF_BIN = 1.0 / 255.0  # 8-bit levels on [-1, 1] are 2/255 apart
 
@@ -48,7 +49,9 @@ def _log_normal_bin_probability(lower: torch.Tensor, upper: torch.Tensor) -> tor
     return torch.where(lower > 0, right, left)
 
 
-def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor | float) -> torch.Tensor:
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor | float
+) -> torch.Tensor:
     """Element-wise log P(x) of a Gaussian N(mean, exp(log_scale)^2) discretised to the 256
     levels x = 2k/255 - 1: bin k is [x - 1/255, x + 1/255], and the edge bins are open,
 
@@ -61,8 +64,11 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     inv_scale = torch.exp(-torch.as_tensor(log_scale, dtype=torch.float64, device=x.device))
     upper, lower = (x - mean + HALF_BIN) * inv_scale, (x - mean - HALF_BIN) * inv_scale
     first, last = -1.0 + HALF_BIN, 1.0 - HALF_BIN
-    return torch.where(x < first, torch.special.log_ndtr(upper),
-                       torch.where(x > last, torch.special.log_ndtr(-lower), _log_normal_bin_probability(lower, upper)))
+    return torch.where(
+        x < first,
+        torch.special.log_ndtr(upper),
+        torch.where(x > last, torch.special.log_ndtr(-lower), _log_normal_bin_probability(lower, upper)),
+    )
 
 
 def _per_image(values: torch.Tensor) -> torch.Tensor:
@@ -72,7 +78,9 @@ def _per_image(values: torch.Tensor) -> torch.Tensor:
 def prior_kl(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
     """L_T = KL(N(sqrt(abar_T) x_0, (1 - abar_T) I) || N(0, I)) per image, in nats."""
     abar_last = float(schedule.alphas_cumprod[-1])
-    return _per_image(gaussian_kl(math.sqrt(abar_last) * x0.double(), 1.0 - abar_last, torch.zeros_like(x0, dtype=torch.float64), 1.0))
+    return _per_image(
+        gaussian_kl(math.sqrt(abar_last) * x0.double(), 1.0 - abar_last, torch.zeros_like(x0, dtype=torch.float64), 1.0)
+    )
 
 
 def decoder_variance(schedule: NoiseSchedule) -> float:
@@ -92,7 +100,9 @@ def decoder_nll(schedule: NoiseSchedule, x0: torch.Tensor, x0_hat: torch.Tensor,
     return -_per_image(discretized_gaussian_log_likelihood(x0, mean, log_scale))
 
 
-def denoising_kl(schedule: NoiseSchedule, x0: torch.Tensor, x0_hat: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def denoising_kl(
+    schedule: NoiseSchedule, x0: torch.Tensor, x0_hat: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
     """L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || N(mu~(x_t, x0_hat), var_t)) per image; with equal
     variances this is ||mu~(x_t, x_0) - mu~(x_t, x0_hat)||^2 / (2 var_t)."""
     true_mean, variance = q_posterior(schedule, x0.double(), xt.double(), t)
@@ -117,12 +127,15 @@ class VariationalBound:
 
     @staticmethod
     def cat(bounds: list["VariationalBound"]) -> "VariationalBound":
-        return VariationalBound(*(torch.cat([getattr(b, k) for b in bounds]) for k in ("decoder", "denoising", "prior")))
+        return VariationalBound(
+            *(torch.cat([getattr(b, k) for b in bounds]) for k in ("decoder", "denoising", "prior"))
+        )
 
 
 @torch.no_grad()
-def variational_bound(schedule: NoiseSchedule, denoise: Denoiser, x0: torch.Tensor,
-                      generator: torch.Generator | None = None) -> VariationalBound:
+def variational_bound(
+    schedule: NoiseSchedule, denoise: Denoiser, x0: torch.Tensor, generator: torch.Generator | None = None
+) -> VariationalBound:
     """Every term of the bound for a batch of images x0 in [-1, 1]: all T steps, each with one
     draw x_t ~ q(x_t | x_0) (noise from ``generator``, drawn on the CPU)."""
     decoder_variance(schedule)  # fails fast for T < 2
@@ -137,4 +150,3 @@ def variational_bound(schedule: NoiseSchedule, denoise: Denoiser, x0: torch.Tens
         else:
             denoising.append(denoising_kl(schedule, x0, x0_hat.float(), xt, t))
     return VariationalBound(decoder, torch.stack(denoising, dim=1), prior_kl(schedule, x0))
-

@@ -5,6 +5,7 @@ The DDPM module holds one (``model.sampling``); ``sample.py``, the sample grid a
 each derive theirs from it with their own overrides, and :meth:`SamplingOptions.resolve` checks the
 result against the schedule (naming the setting as that program spells it) before anything is drawn.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
@@ -21,12 +22,12 @@ DEFAULT_STEPS = {"ddim": 50, "dpmpp_2m": 20}
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    sampler: str = "ddpm"        # ddpm (ancestral) | ddim | dpmpp_2m
-    steps: int | None = None     # None: T for ddpm, DEFAULT_STEPS (at most T) for the others
-    eta: float = 0.0             # ddim: 0 deterministic, 1 DDPM-like
-    spacing: str = "trailing"    # the timesteps a shortened sampler visits: trailing | leading | linspace
-    variance: str = "small"      # ddpm: the posterior's variance (small) or beta_t (large)
-    guidance: float = 1.0        # classifier-free guidance scale (class-conditional models)
+    sampler: str = "ddpm"  # ddpm (ancestral) | ddim | dpmpp_2m
+    steps: int | None = None  # None: T for ddpm, DEFAULT_STEPS (at most T) for the others
+    eta: float = 0.0  # ddim: 0 deterministic, 1 DDPM-like
+    spacing: str = "trailing"  # the timesteps a shortened sampler visits: trailing | leading | linspace
+    variance: str = "small"  # ddpm: the posterior's variance (small) or beta_t (large)
+    guidance: float = 1.0  # classifier-free guidance scale (class-conditional models)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -61,8 +62,10 @@ class SamplingOptions:
             raise ConfigError(f"{prefix}eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {self.eta}")
         if self.sampler == "ddpm":
             if self.steps not in (None, timesteps):
-                raise ConfigError(f"{prefix}sampler=ddpm takes all schedule.timesteps={timesteps} steps, got "
-                                  f"{prefix}steps={self.steps}; use {prefix}sampler=ddim for fewer")
+                raise ConfigError(
+                    f"{prefix}sampler=ddpm takes all schedule.timesteps={timesteps} steps, got "
+                    f"{prefix}steps={self.steps}; use {prefix}sampler=ddim for fewer"
+                )
             return replace(self, steps=timesteps)
         default = min(DEFAULT_STEPS[self.sampler], timesteps)  # a schedule shorter than the default: all of it
         steps = positive_int(self.steps if self.steps is not None else default, f"{prefix}steps")
@@ -79,13 +82,23 @@ class SamplingOptions:
         return f"{self.sampler}{self.steps or ''}"
 
 
-def sample(schedule, denoise, shape, options: SamplingOptions | str | None = None, *, generator=None, device="cpu",
-           on_step=None, **settings) -> torch.Tensor:
+def sample(
+    schedule,
+    denoise,
+    shape,
+    options: SamplingOptions | str | None = None,
+    *,
+    generator=None,
+    device="cpu",
+    on_step=None,
+    **settings,
+) -> torch.Tensor:
     """A batch of ``shape`` from x_T ~ N(0, I) with the sampler of ``options`` (a SamplingOptions, or a
     sampler's name) changed by ``settings`` (the same names as keywords), checked against ``schedule``
     first. ``generator``: a torch.Generator, or per-image generators (:class:`dgmlab.seeding.ImageNoise`)."""
     if isinstance(options, str):
         options, settings = None, {"sampler": options, **settings}
     options = (options or SamplingOptions()).override(**settings).resolve(schedule.timesteps)
-    return SAMPLERS[options.sampler](schedule, denoise, shape, generator=generator, device=device, on_step=on_step,
-                                     **options.sampler_settings())
+    return SAMPLERS[options.sampler](
+        schedule, denoise, shape, generator=generator, device=device, on_step=on_step, **options.sampler_settings()
+    )

@@ -4,12 +4,13 @@ All functions take a :class:`~dgmlab.diffusion.schedules.NoiseSchedule` and tens
 coefficients are gathered at integer timesteps ``t`` (0-based: t = 0 is the first noising
 step) and broadcast over the image dimensions.
 """
+
 from __future__ import annotations
 
 import torch
 
-from .schedules import NoiseSchedule
 from ..errors import ConfigError
+from .schedules import NoiseSchedule
 
 PREDICTIONS = ("eps", "x0", "v")
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
@@ -108,8 +109,15 @@ def loss_weight(schedule: NoiseSchedule, prediction: str, t: torch.Tensor, weigh
     return clipped / (snr + 1)
 
 
-def diffusion_loss(schedule: NoiseSchedule, model, x0: torch.Tensor, prediction: str = "eps",
-                   weighting: str = "uniform", min_snr_gamma: float = 5.0, generator=None) -> torch.Tensor:
+def diffusion_loss(
+    schedule: NoiseSchedule,
+    model,
+    x0: torch.Tensor,
+    prediction: str = "eps",
+    weighting: str = "uniform",
+    min_snr_gamma: float = 5.0,
+    generator=None,
+) -> torch.Tensor:
     """E_{t, eps} w(t) || target - model(x_t, t) ||^2 with t uniform; for eps and uniform
     weighting this is L_simple (Ho et al. 2020): || eps - eps_theta(x_t, t) ||^2."""
     t = torch.randint(0, schedule.timesteps, (x0.shape[0],), device=x0.device, generator=generator)

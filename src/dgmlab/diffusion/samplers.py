@@ -8,6 +8,7 @@ sampler=NAME`` can pick any of them:
 - ``ddim``     Song et al. (2021), any number of steps, stochasticity ``eta``;
 - ``dpmpp_2m`` DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep ODE solver.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,10 +17,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..seeding import randn
 from .process import eps_from_x0, q_posterior, x0_and_eps
 from .schedules import NoiseSchedule
-from ..errors import ConfigError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 OnStep = Callable[[int, torch.Tensor], None]
@@ -71,8 +72,18 @@ def _full(step: int, n: int, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ddpm_sample(schedule, denoise: Denoiser, shape, *, generator=None, device="cpu", on_step: OnStep | None = None,
-                variance: str = "small", steps: int | None = None, **_) -> torch.Tensor:
+def ddpm_sample(
+    schedule,
+    denoise: Denoiser,
+    shape,
+    *,
+    generator=None,
+    device="cpu",
+    on_step: OnStep | None = None,
+    variance: str = "small",
+    steps: int | None = None,
+    **_,
+) -> torch.Tensor:
     """Ancestral sampling: x_{t-1} ~ N(mu~(x_t, x0_hat), sigma_t^2) for t = T..1, where mu~ is the
     true posterior's mean with the predicted x_0, and sigma_t^2 is the posterior variance
     ("small") or beta_t ("large"). Always T steps (the settings are checked by SamplingOptions)."""
@@ -90,8 +101,19 @@ def ddpm_sample(schedule, denoise: Denoiser, shape, *, generator=None, device="c
 
 
 @torch.no_grad()
-def ddim_sample(schedule, denoise: Denoiser, shape, *, steps: int, eta: float = 0.0, spacing: str = "trailing",
-                generator=None, device="cpu", on_step: OnStep | None = None, **_) -> torch.Tensor:
+def ddim_sample(
+    schedule,
+    denoise: Denoiser,
+    shape,
+    *,
+    steps: int,
+    eta: float = 0.0,
+    spacing: str = "trailing",
+    generator=None,
+    device="cpu",
+    on_step: OnStep | None = None,
+    **_,
+) -> torch.Tensor:
     """DDIM: x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z, with
     sigma = eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s); eta = 0 is deterministic
     given x_T, eta = 1 matches DDPM's posterior variance."""
@@ -111,8 +133,18 @@ def ddim_sample(schedule, denoise: Denoiser, shape, *, steps: int, eta: float = 
 
 
 @torch.no_grad()
-def dpmpp_2m_sample(schedule, denoise: Denoiser, shape, *, steps: int, spacing: str = "trailing",
-                    generator=None, device="cpu", on_step: OnStep | None = None, **_) -> torch.Tensor:
+def dpmpp_2m_sample(
+    schedule,
+    denoise: Denoiser,
+    shape,
+    *,
+    steps: int,
+    spacing: str = "trailing",
+    generator=None,
+    device="cpu",
+    on_step: OnStep | None = None,
+    **_,
+) -> torch.Tensor:
     """DPM-Solver++(2M) for the probability-flow ODE, in lambda = log(alpha/sigma):
 
     x_s = (sigma_s/sigma_t) x_t - alpha_s (e^{-h} - 1) D,  h = lambda_s - lambda_t,
@@ -146,4 +178,6 @@ SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpmpp_2m": dpmpp_2m_sampl
 
 def ancestral_sample(schedule, eps_model, shape, generator=None, device="cpu", clip_denoised=True) -> torch.Tensor:
     """DDPM ancestral sampling with an eps-prediction network (shorthand for ``sample(..., "ddpm")``)."""
-    return ddpm_sample(schedule, make_denoiser(schedule, eps_model, "eps", clip_denoised), shape, generator=generator, device=device)
+    return ddpm_sample(
+        schedule, make_denoiser(schedule, eps_model, "eps", clip_denoised), shape, generator=generator, device=device
+    )

@@ -8,6 +8,7 @@ deviation, so ``beta_t = b_t^2`` and ``alpha_t = a_t^2``.
 Every schedule function returns the ``betas`` (float64, index t = 0..T-1); the derived
 quantities are computed once in :class:`NoiseSchedule`.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
 from ..errors import ConfigError, choice, positive_int
 
 SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {}
@@ -73,8 +75,9 @@ def quadratic_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 
 
 
 @register("sigmoid")
-def sigmoid_betas(timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0,
-                  max_beta: float = 0.999) -> torch.Tensor:
+def sigmoid_betas(
+    timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0, max_beta: float = 0.999
+) -> torch.Tensor:
     """Chen (2023), "On the importance of noise scheduling", on alpha_bar:
 
     alpha_bar(u) = (sigmoid(end/tau) - sigmoid((u (end - start) + start)/tau))

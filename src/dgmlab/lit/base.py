@@ -1,4 +1,5 @@
 """What the VAE and DDPM LightningModules share: optimiser, warm-up, config in checkpoints."""
+
 from __future__ import annotations
 
 import math
@@ -6,13 +7,16 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+
 from ..errors import ConfigError
 
 CONFIG_KEY = "dgmlab_config"
 LR_DECAYS = ("constant", "cosine")
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str = "constant", final_fraction: float = 0.1) -> float:
+def lr_factor(
+    step: int, warmup_steps: int, total_steps: int, decay: str = "constant", final_fraction: float = 0.1
+) -> float:
     """The learning rate at optimiser step ``step`` as a fraction of the configured one: a linear
     warm-up over ``warmup_steps``, then constant, or a cosine from 1 down to ``final_fraction``
     at ``total_steps`` (Loshchilov & Hutter 2017), so a fixed step budget ends on small steps."""
@@ -27,8 +31,14 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str = "cons
 class GenerativeModule(L.LightningModule):
     """Base for generative models: subclasses define the loss and ``sample_images``."""
 
-    def __init__(self, optimizer: Callable[..., torch.optim.Optimizer], pixel_range: tuple[float, float], warmup_steps: int = 0,
-                 lr_decay: str = "constant", lr_final_fraction: float = 0.1):
+    def __init__(
+        self,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        pixel_range: tuple[float, float],
+        warmup_steps: int = 0,
+        lr_decay: str = "constant",
+        lr_final_fraction: float = 0.1,
+    ):
         super().__init__()
         if lr_decay not in LR_DECAYS:
             raise ConfigError(f"model.lr_decay={lr_decay!r} is unknown; choose one of {list(LR_DECAYS)}")
@@ -47,8 +57,9 @@ class GenerativeModule(L.LightningModule):
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
-            step, self.warmup_steps, total, self.lr_decay, self.lr_final_fraction))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, self.warmup_steps, total, self.lr_decay, self.lr_final_fraction)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
 """The DDPM LightningModule: glue between the U-Net, the diffusion math and Lightning."""
+
 from __future__ import annotations
 
 import copy
@@ -7,12 +8,18 @@ import torch
 from torch import nn
 
 from ..diffusion import (
-    LOSS_WEIGHTINGS, PREDICTIONS, NoiseSchedule, SamplingOptions, diffusion_loss, make_denoiser, sample,
+    LOSS_WEIGHTINGS,
+    PREDICTIONS,
+    NoiseSchedule,
+    SamplingOptions,
+    diffusion_loss,
+    make_denoiser,
+    sample,
 )
-from ..seeding import image_indices
-from ..nn import ema_decay, ema_update
-from .base import GenerativeModule
 from ..errors import ConfigError, choice
+from ..nn import ema_decay, ema_update
+from ..seeding import image_indices
+from .base import GenerativeModule
 
 
 class DDPM(GenerativeModule):
@@ -24,18 +31,35 @@ class DDPM(GenerativeModule):
     ``sampling`` holds the default sampler settings (sampler, steps, eta, guidance, ...).
     """
 
-    def __init__(self, network: nn.Module, schedule: NoiseSchedule, optimizer, pixel_range=(-1.0, 1.0),
-                 warmup_steps: int = 0, ema_decay: float = 0.999, prediction: str = "eps",
-                 loss_weighting: str = "uniform", min_snr_gamma: float = 5.0, class_conditional: bool = False,
-                 label_dropout: float = 0.1, sampling: dict | None = None, name: str = "ddpm",
-                 lr_decay: str = "constant", lr_final_fraction: float = 0.1):
+    def __init__(
+        self,
+        network: nn.Module,
+        schedule: NoiseSchedule,
+        optimizer,
+        pixel_range=(-1.0, 1.0),
+        warmup_steps: int = 0,
+        ema_decay: float = 0.999,
+        prediction: str = "eps",
+        loss_weighting: str = "uniform",
+        min_snr_gamma: float = 5.0,
+        class_conditional: bool = False,
+        label_dropout: float = 0.1,
+        sampling: dict | None = None,
+        name: str = "ddpm",
+        lr_decay: str = "constant",
+        lr_final_fraction: float = 0.1,
+    ):
         super().__init__(optimizer, pixel_range, warmup_steps, lr_decay, lr_final_fraction)
         choice(prediction, "model.prediction", PREDICTIONS)
         choice(loss_weighting, "model.loss_weighting", LOSS_WEIGHTINGS)
         if prediction == "eps" and schedule.alphas_cumprod[-1] == 0:
-            raise ConfigError("schedule.zero_terminal_snr=true needs model.prediction=v or x0 (eps cannot give x0 at SNR 0)")
+            raise ConfigError(
+                "schedule.zero_terminal_snr=true needs model.prediction=v or x0 (eps cannot give x0 at SNR 0)"
+            )
         if class_conditional and not getattr(network, "num_classes", None):
-            raise ConfigError("model.class_conditional=true needs model.network.num_classes (e.g. ${dataset.num_classes})")
+            raise ConfigError(
+                "model.class_conditional=true needs model.network.num_classes (e.g. ${dataset.num_classes})"
+            )
         self.net, self.ema = network, copy.deepcopy(network).requires_grad_(False)
         self.schedule, self.prediction = schedule, prediction
         self.loss_weighting, self.min_snr_gamma = loss_weighting, min_snr_gamma
@@ -46,8 +70,15 @@ class DDPM(GenerativeModule):
 
     def loss(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
         labels = self._training_labels(labels, generator)
-        return diffusion_loss(self.schedule, lambda x, t: net(x, t, labels) if labels is not None else net(x, t), images,
-                              self.prediction, self.loss_weighting, self.min_snr_gamma, generator)
+        return diffusion_loss(
+            self.schedule,
+            lambda x, t: net(x, t, labels) if labels is not None else net(x, t),
+            images,
+            self.prediction,
+            self.loss_weighting,
+            self.min_snr_gamma,
+            generator,
+        )
 
     def _training_labels(self, labels, generator):
         if not self.class_conditional:
@@ -86,8 +117,15 @@ class DDPM(GenerativeModule):
         return net
 
     @torch.no_grad()
-    def sample_images(self, num_samples, generator=None, labels=None, on_step=None,
-                      options: SamplingOptions | None = None, **overrides):
+    def sample_images(
+        self,
+        num_samples,
+        generator=None,
+        labels=None,
+        on_step=None,
+        options: SamplingOptions | None = None,
+        **overrides,
+    ):
         """Sample with ``options`` (default: ``self.sampling``) changed by ``overrides`` (sampler, steps,
         eta, guidance, ...). ``generator``: a torch.Generator or per-image generators (ImageNoise).
         Class-conditional models draw image i with label i mod K unless ``labels`` are given."""
@@ -96,10 +134,16 @@ class DDPM(GenerativeModule):
             labels = image_indices(generator, num_samples) % self.net.num_classes
         labels = labels.to(self.device) if labels is not None else None
         denoise = make_denoiser(self.schedule, self.guided_network(labels, options.guidance), self.prediction)
-        return sample(self.schedule, denoise, (num_samples, *self.image_shape), options, generator=generator,
-                      device=self.device, on_step=on_step)
+        return sample(
+            self.schedule,
+            denoise,
+            (num_samples, *self.image_shape),
+            options,
+            generator=generator,
+            device=self.device,
+            on_step=on_step,
+        )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.net.in_channels, self.net.image_size, self.net.image_size)
-

@@ -1,4 +1,5 @@
 """The VAE LightningModule: glue between encoder, decoder, the likelihood, the ELBO and Lightning."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -7,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, choice, positive_int
+from ..seeding import randn
 from ..vae import (
     ELBO,
     LIKELIHOODS,
@@ -17,7 +19,6 @@ from ..vae import (
     linear_warmup,
     reparameterize,
 )
-from ..seeding import randn
 from .base import GenerativeModule
 
 
@@ -34,15 +35,30 @@ class VAE(GenerativeModule):
     likelihood, so the decoder's output size never has to be set by hand.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: Callable[..., nn.Module], optimizer, likelihood: str = "bernoulli",
-                 beta: float = 1.0, kl_warmup_steps: int = 0, free_bits: float = 0.0, iw_samples: int = 1000,
-                 iw_chunk_size: int = 4096, pixel_range=(0.0, 1.0), warmup_steps: int = 0, name: str = "vae",
-                 lr_decay: str = "constant", lr_final_fraction: float = 0.1):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: Callable[..., nn.Module],
+        optimizer,
+        likelihood: str = "bernoulli",
+        beta: float = 1.0,
+        kl_warmup_steps: int = 0,
+        free_bits: float = 0.0,
+        iw_samples: int = 1000,
+        iw_chunk_size: int = 4096,
+        pixel_range=(0.0, 1.0),
+        warmup_steps: int = 0,
+        name: str = "vae",
+        lr_decay: str = "constant",
+        lr_final_fraction: float = 0.1,
+    ):
         super().__init__(optimizer, pixel_range, warmup_steps, lr_decay, lr_final_fraction)
         check_vae_settings(likelihood, beta, kl_warmup_steps, free_bits, iw_samples, iw_chunk_size, self.pixel_range)
         self.likelihood = LIKELIHOODS[likelihood]()
         self.encoder = encoder
-        self.decoder = decoder if isinstance(decoder, nn.Module) else decoder(outputs_per_pixel=self.likelihood.outputs_per_pixel)
+        self.decoder = (
+            decoder if isinstance(decoder, nn.Module) else decoder(outputs_per_pixel=self.likelihood.outputs_per_pixel)
+        )
         self.beta, self.kl_warmup_steps, self.free_bits = beta, kl_warmup_steps, free_bits
         self.iw_samples, self.iw_chunk_size = iw_samples, iw_chunk_size
 
@@ -113,8 +129,15 @@ class VAE(GenerativeModule):
         self.log(f"{stage}/kl", terms.kl.mean(), **options)
 
 
-def check_vae_settings(likelihood: str, beta: float, kl_warmup_steps: int, free_bits: float, iw_samples: int,
-                       iw_chunk_size: int, pixel_range: tuple[float, float]) -> None:
+def check_vae_settings(
+    likelihood: str,
+    beta: float,
+    kl_warmup_steps: int,
+    free_bits: float,
+    iw_samples: int,
+    iw_chunk_size: int,
+    pixel_range: tuple[float, float],
+) -> None:
     """Fail fast, naming the setting, before any network is used."""
     choice(likelihood, "model.likelihood", sorted(LIKELIHOODS))
     if beta < 0:

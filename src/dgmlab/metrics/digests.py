@@ -1,4 +1,5 @@
 """Short content hashes used as cache keys."""
+
 from __future__ import annotations
 
 import hashlib

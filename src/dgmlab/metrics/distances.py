@@ -3,13 +3,14 @@
 Both functions take features already extracted (any feature network), so the numbers match
 torch-fidelity's ``calculate_metrics`` whenever the features do.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch_fidelity.metric_fid import fid_statistics_to_metric, KEY_METRIC_FID
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
 
@@ -62,6 +63,7 @@ def kernel_inception_distance(features_a, features_b, settings: KIDSettings) -> 
     size = settings.effective_subset_size(len(a), len(b))
     if size < 2:
         raise ValueError(f"KID needs at least 2 feature vectors in each set, got {len(a)} and {len(b)}")
-    out = kid_features_to_metric(a, b, kid_subsets=settings.subsets, kid_subset_size=size,
-                                 rng_seed=settings.seed, verbose=False)
+    out = kid_features_to_metric(
+        a, b, kid_subsets=settings.subsets, kid_subset_size=size, rng_seed=settings.seed, verbose=False
+    )
     return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])

@@ -3,6 +3,7 @@
 Its own module, so that the networks (``feature_nets.py``: Inception; ``lenet.py``: the in-domain
 classifier) build it without importing one another.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -18,8 +19,16 @@ class FeatureNet:
     statistics are only reused with the very same network.
     """
 
-    def __init__(self, name: str, network: nn.Module, weights_hash: str, num_features: int,
-                 prepare: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 200, details: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        network: nn.Module,
+        weights_hash: str,
+        num_features: int,
+        prepare: Callable[[torch.Tensor], torch.Tensor],
+        batch_size: int = 200,
+        details: dict | None = None,
+    ):
         self.name, self.network, self.weights_hash = name, network.eval().requires_grad_(False), weights_hash
         self.num_features, self.prepare, self.batch_size = num_features, prepare, batch_size
         self.details = details or {}  # e.g. the weights file and, for lenet, its val accuracy
@@ -35,7 +44,9 @@ class FeatureNet:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"feature net {self.name!r} takes uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"feature net {self.name!r} takes uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
         device = next(self.network.parameters()).device
         chunks = [self.network(self.prepare(chunk.to(device))).float().cpu() for chunk in images.split(self.batch_size)]
         return torch.cat(chunks) if chunks else torch.zeros(0, self.num_features)

@@ -9,9 +9,11 @@
 Both are :class:`~dgmlab.metrics.feature_net.FeatureNet` objects: uint8 NCHW images to float32
 feature vectors, in batches.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
+
 import torch
 from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
@@ -67,16 +69,27 @@ def load_inception(setting: str | None, batch_size: int = 50) -> FeatureNet:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ConfigError(f"eval.inception_weights={str(path)!r} is not a readable weights file ({type(e).__name__}: {e}); "
-                          f"download it again from {URL_INCEPTION_V3}") from None
+        raise ConfigError(
+            f"eval.inception_weights={str(path)!r} is not a readable weights file ({type(e).__name__}: {e}); "
+            f"download it again from {URL_INCEPTION_V3}"
+        ) from None
     with mock.patch.object(tf_inception, "load_state_dict_from_url", lambda *args, **kwargs: state_dict):
         try:
             network = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
         except RuntimeError as e:
-            raise ConfigError(f"eval.inception_weights={str(path)!r} does not fit torch-fidelity's InceptionV3 ({e}); "
-                              f"use the file from {URL_INCEPTION_V3}") from None
-    return FeatureNet("inception", _FirstOutput(network), file_sha256(path), 2048, _grey_to_rgb, batch_size,
-                      details={"weights": str(path)})
+            raise ConfigError(
+                f"eval.inception_weights={str(path)!r} does not fit torch-fidelity's InceptionV3 ({e}); "
+                f"use the file from {URL_INCEPTION_V3}"
+            ) from None
+    return FeatureNet(
+        "inception",
+        _FirstOutput(network),
+        file_sha256(path),
+        2048,
+        _grey_to_rgb,
+        batch_size,
+        details={"weights": str(path)},
+    )
 
 
 class _FirstOutput(nn.Module):
@@ -99,8 +112,16 @@ def check_feature_settings(features: str, inception_weights: str | None, setting
         check_inception_weights(inception_weights)
 
 
-def build_feature_net(features: str, *, splits=None, dataset_name: str = "", cache_dir: str | Path = ".dgmlab_cache",
-                      inception_weights: str | None = None, lenet: dict | None = None, log=print) -> FeatureNet:
+def build_feature_net(
+    features: str,
+    *,
+    splits=None,
+    dataset_name: str = "",
+    cache_dir: str | Path = ".dgmlab_cache",
+    inception_weights: str | None = None,
+    lenet: dict | None = None,
+    log=print,
+) -> FeatureNet:
     """The feature network ``features``; ``lenet`` is trained on ``splits.train`` if not cached."""
     check_feature_settings(features, inception_weights)
     if features == "inception":
@@ -108,5 +129,7 @@ def build_feature_net(features: str, *, splits=None, dataset_name: str = "", cac
     from .lenet import LeNetSettings, load_or_train_lenet  # lazy: `python -m dgmlab.metrics.lenet` runs that module
 
     if splits is None or lenet is None:
-        raise ConfigError("features=lenet needs the data set's splits and the eval.lenet settings to train or find its classifier")
+        raise ConfigError(
+            "features=lenet needs the data set's splits and the eval.lenet settings to train or find its classifier"
+        )
     return load_or_train_lenet(splits, dataset_name, cache_dir, LeNetSettings(**lenet), log=log)

@@ -9,6 +9,7 @@ stored as a plain dict of tensors and numbers (``torch.save``) and read with
 of the training images and a hash of the training settings, so a different data set or setting
 trains a new one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,9 +57,15 @@ class LeNet(nn.Module):
         super().__init__()
         self.image_shape = (in_channels, image_size, image_size)
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(32 * (image_size // 4) ** 2, hidden), nn.ReLU(),
+            nn.Conv2d(in_channels, 16, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * (image_size // 4) ** 2, hidden),
+            nn.ReLU(),
         )
         self.classifier = nn.Linear(hidden, num_classes)
         self.register_buffer("feature_scale", torch.tensor(1.0))
@@ -69,8 +76,10 @@ class LeNet(nn.Module):
 
     def hidden(self, images_uint8: torch.Tensor) -> torch.Tensor:
         if tuple(images_uint8.shape[1:]) != self.image_shape:
-            raise ValueError(f"features=lenet was trained on images of shape {self.image_shape} (C, H, W), got "
-                             f"{tuple(images_uint8.shape[1:])}: evaluate with the data set the model was trained on")
+            raise ValueError(
+                f"features=lenet was trained on images of shape {self.image_shape} (C, H, W), got "
+                f"{tuple(images_uint8.shape[1:])}: evaluate with the data set the model was trained on"
+            )
         return self.body(self.normalise(images_uint8))
 
     def features(self, images_uint8: torch.Tensor) -> torch.Tensor:
@@ -119,8 +128,10 @@ def train_lenet(train, val, settings: LeNetSettings, log=print) -> tuple[LeNet, 
 def _train_lenet(train, val, settings: LeNetSettings, log) -> tuple[LeNet, float]:
     num_classes = int(train.labels.max()) + 1
     if num_classes < 2:
-        raise ConfigError("features=lenet trains a classifier and needs a labelled data set (dataset.num_classes >= 2); "
-                          "use features=inception for this data set")
+        raise ConfigError(
+            "features=lenet trains a classifier and needs a labelled data set (dataset.num_classes >= 2); "
+            "use features=inception for this data set"
+        )
     channels, size = train.images.shape[1], train.images.shape[2]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
@@ -160,9 +171,16 @@ def lenet_path(cache_dir: str | Path, dataset_name: str, train, settings: LeNetS
 def save_lenet(net: LeNet, val_accuracy: float, dataset_name: str, settings: LeNetSettings, path: Path) -> None:
     """Write atomically (a temporary file, then a rename), so a half-written file is never read."""
     channels, size, _ = net.image_shape
-    record = {"state_dict": net.state_dict(), "in_channels": channels, "image_size": size,
-              "num_classes": net.classifier.out_features, "hidden": settings.hidden,
-              "val_accuracy": val_accuracy, "dataset": dataset_name, "settings": json.dumps(asdict(settings))}
+    record = {
+        "state_dict": net.state_dict(),
+        "in_channels": channels,
+        "image_size": size,
+        "num_classes": net.classifier.out_features,
+        "hidden": settings.hidden,
+        "val_accuracy": val_accuracy,
+        "dataset": dataset_name,
+        "settings": json.dumps(asdict(settings)),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     torch.save(record, tmp)
@@ -176,8 +194,9 @@ def load_lenet(path: Path) -> tuple[LeNet, dict]:
     return net.eval(), record
 
 
-def load_or_train_lenet(splits, dataset_name: str, cache_dir: str | Path, settings: LeNetSettings,
-                        retrain: bool = False, log=print) -> FeatureNet:
+def load_or_train_lenet(
+    splits, dataset_name: str, cache_dir: str | Path, settings: LeNetSettings, retrain: bool = False, log=print
+) -> FeatureNet:
     """The cached LeNet for this data set and these settings, trained first if there is none."""
     path = lenet_path(cache_dir, dataset_name, splits.train, settings)
     if path.is_file() and not retrain:
@@ -196,8 +215,15 @@ def load_or_train_lenet(splits, dataset_name: str, cache_dir: str | Path, settin
 
 
 def lenet_feature_net(net: LeNet, path: Path, val_accuracy: float) -> FeatureNet:
-    return FeatureNet("lenet", _Features(net), file_sha256(path), net.classifier.in_features, lambda x: x,
-                      batch_size=500, details={"weights": str(path), "val_accuracy": val_accuracy})
+    return FeatureNet(
+        "lenet",
+        _Features(net),
+        file_sha256(path),
+        net.classifier.in_features,
+        lambda x: x,
+        batch_size=500,
+        details={"weights": str(path), "val_accuracy": val_accuracy},
+    )
 
 
 def main() -> None:
@@ -213,8 +239,10 @@ def main() -> None:
         datamodule.setup()
         settings = LeNetSettings(**OmegaConf.to_container(cfg.eval.lenet))
         net = load_or_train_lenet(datamodule.splits, cfg.dataset.name, cfg.eval.cache_dir, settings)
-        print(f"lenet on {cfg.dataset.name}: val accuracy {net.details['val_accuracy']:.4f} on "
-              f"{len(datamodule.splits.val)} val images; {net.num_features}-d features; {net.details['weights']}")
+        print(
+            f"lenet on {cfg.dataset.name}: val accuracy {net.details['val_accuracy']:.4f} on "
+            f"{len(datamodule.splits.val)} val images; {net.num_features}-d features; {net.details['weights']}"
+        )
 
     run()
 

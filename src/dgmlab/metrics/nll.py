@@ -7,6 +7,7 @@
 Both functions take the LightningModule and uint8 images (N, C, H, W), so they serve the
 evaluate command and a ``test_step`` alike.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,12 +46,20 @@ def _batches(images: torch.Tensor, batch_size: int):
         yield index, images[start : start + batch_size]
 
 
-def ddpm_variational_bound(module, images: torch.Tensor, batch_size: int = 64, seed: int = 0,
-                           autocast=contextlib.nullcontext, clip_denoised: bool = True) -> VariationalBound:
+def ddpm_variational_bound(
+    module,
+    images: torch.Tensor,
+    batch_size: int = 64,
+    seed: int = 0,
+    autocast=contextlib.nullcontext,
+    clip_denoised: bool = True,
+) -> VariationalBound:
     """All T terms of the DDPM bound for uint8 ``images``, with the EMA network; batch i draws
     its noise from seed (seed, i)."""
     if tuple(map(float, module.pixel_range)) != (-1.0, 1.0):
-        raise ConfigError(f"the DDPM bound discretises pixels on [-1, 1]; this model has model.pixel_range={list(module.pixel_range)}")
+        raise ConfigError(
+            f"the DDPM bound discretises pixels on [-1, 1]; this model has model.pixel_range={list(module.pixel_range)}"
+        )
     denoise = make_denoiser(module.schedule, module.guided_network(None, 1.0), module.prediction, clip_denoised)
     bounds = []
     for index, chunk in _batches(images, batch_size):
@@ -61,18 +70,33 @@ def ddpm_variational_bound(module, images: torch.Tensor, batch_size: int = 64, s
     return VariationalBound.cat(bounds)
 
 
-def ddpm_nll(module, images: torch.Tensor, batch_size: int = 64, seed: int = 0, autocast=contextlib.nullcontext) -> NLLResult:
+def ddpm_nll(
+    module, images: torch.Tensor, batch_size: int = 64, seed: int = 0, autocast=contextlib.nullcontext
+) -> NLLResult:
     start = time.perf_counter()
     bound = ddpm_variational_bound(module, images, batch_size, seed, autocast)
     dims = images[0].numel()
-    terms = {"decoder_L0": bound.decoder.mean(), "denoising_sum": bound.denoising.sum(1).mean(), "prior_LT": bound.prior.mean()}
-    return NLLResult("ddpm", f"variational bound, all T={module.schedule.timesteps} terms", float(bound.total.mean()),
-                     float(bits_per_dim(bound.total.mean(), dims)), len(images), True, time.perf_counter() - start,
-                     {k: float(bits_per_dim(v, dims)) for k, v in terms.items()})
+    terms = {
+        "decoder_L0": bound.decoder.mean(),
+        "denoising_sum": bound.denoising.sum(1).mean(),
+        "prior_LT": bound.prior.mean(),
+    }
+    return NLLResult(
+        "ddpm",
+        f"variational bound, all T={module.schedule.timesteps} terms",
+        float(bound.total.mean()),
+        float(bits_per_dim(bound.total.mean(), dims)),
+        len(images),
+        True,
+        time.perf_counter() - start,
+        {k: float(bits_per_dim(v, dims)) for k, v in terms.items()},
+    )
 
 
 @torch.no_grad()
-def vae_nll(module, images: torch.Tensor, num_samples: int | None = None, batch_size: int = 64, seed: int = 0) -> NLLResult:
+def vae_nll(
+    module, images: torch.Tensor, num_samples: int | None = None, batch_size: int = 64, seed: int = 0
+) -> NLLResult:
     """-L_K per image (K = ``num_samples``, default the model's ``iw_samples``), averaged."""
     start = time.perf_counter()
     k = num_samples or module.iw_samples
@@ -80,16 +104,32 @@ def vae_nll(module, images: torch.Tensor, num_samples: int | None = None, batch_
     for index, chunk in _batches(images, batch_size):
         x = to_pixel_range(chunk.to(module.device), module.pixel_range)
         generator = torch.Generator(device=module.device).manual_seed(seed * 1_000_003 + index)
-        log_px.append(importance_weighted_log_likelihood(x, module.encode, module.decoder, module.likelihood, k,
-                                                         module.iw_chunk_size, generator))
+        log_px.append(
+            importance_weighted_log_likelihood(
+                x, module.encode, module.decoder, module.likelihood, k, module.iw_chunk_size, generator
+            )
+        )
     nats = -torch.cat(log_px).mean()
     name = type(module.likelihood).__name__
-    return NLLResult("vae", f"importance-weighted, K={k} ({name})", float(nats), float(bits_per_dim(nats, images[0].numel())),
-                     len(images), bool(module.likelihood.is_discrete), time.perf_counter() - start)
+    return NLLResult(
+        "vae",
+        f"importance-weighted, K={k} ({name})",
+        float(nats),
+        float(bits_per_dim(nats, images[0].numel())),
+        len(images),
+        bool(module.likelihood.is_discrete),
+        time.perf_counter() - start,
+    )
 
 
-def model_nll(module, images: torch.Tensor, batch_size: int = 64, seed: int = 0, iw_samples: int | None = None,
-              autocast=contextlib.nullcontext) -> NLLResult:
+def model_nll(
+    module,
+    images: torch.Tensor,
+    batch_size: int = 64,
+    seed: int = 0,
+    iw_samples: int | None = None,
+    autocast=contextlib.nullcontext,
+) -> NLLResult:
     """The DDPM's variational bound or the VAE's importance-weighted bound, by the module's kind."""
     if hasattr(module, "schedule"):
         return ddpm_nll(module, images, batch_size, seed, autocast)

@@ -5,6 +5,7 @@ holds the features (for KID) and their mean and covariance (for FID). The key na
 the numbers depend on: data set, split, image size, feature network and its weights, and a hash
 of the images themselves, so a changed split or network can never reuse stale statistics.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .digests import data_digest
 from .distances import GaussianStatistics
 from .feature_net import FeatureNet
-from .digests import data_digest
 
 
 @dataclass
@@ -34,21 +35,25 @@ class ReferenceFeatures:
         return len(self.features)
 
 
-def reference_cache_path(cache_dir: str | Path, dataset_name: str, split_name: str, split, feature_net: FeatureNet) -> Path:
+def reference_cache_path(
+    cache_dir: str | Path, dataset_name: str, split_name: str, split, feature_net: FeatureNet
+) -> Path:
     channels, height, width = split.images.shape[1:]
     name = f"{dataset_name}_{split_name}_{channels}x{height}x{width}_{feature_net.identity}_{data_digest(split)}.npz"
     return Path(cache_dir) / "fid" / name
 
 
-def load_or_compute_reference(split, dataset_name: str, split_name: str, feature_net: FeatureNet,
-                              cache_dir: str | Path, log=print) -> ReferenceFeatures:
+def load_or_compute_reference(
+    split, dataset_name: str, split_name: str, feature_net: FeatureNet, cache_dir: str | Path, log=print
+) -> ReferenceFeatures:
     """Read the cached statistics of ``split`` under ``feature_net``, or compute and cache them."""
     path = reference_cache_path(cache_dir, dataset_name, split_name, split, feature_net)
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as cached:
-                reference = ReferenceFeatures(cached["features"], GaussianStatistics(cached["mean"], cached["covariance"]),
-                                              path, from_cache=True)
+                reference = ReferenceFeatures(
+                    cached["features"], GaussianStatistics(cached["mean"], cached["covariance"]), path, from_cache=True
+                )
             log(f"fid: real statistics read from {path}")
             return reference
         except (OSError, ValueError, KeyError) as e:  # a broken cache entry is recomputed, not fatal
@@ -56,9 +61,22 @@ def load_or_compute_reference(split, dataset_name: str, split_name: str, feature
     log(f"fid: computing {feature_net.name} features of the {dataset_name} {split_name} split ({len(split)} images)")
     features = feature_net(split.images).numpy()
     statistics = GaussianStatistics.of(features)
-    _save_atomically(path, features=features.astype(np.float32), mean=statistics.mean, covariance=statistics.covariance,
-                     about=np.array(json.dumps({"dataset": dataset_name, "split": split_name, "count": len(features),
-                                                "feature_net": feature_net.identity})))
+    _save_atomically(
+        path,
+        features=features.astype(np.float32),
+        mean=statistics.mean,
+        covariance=statistics.covariance,
+        about=np.array(
+            json.dumps(
+                {
+                    "dataset": dataset_name,
+                    "split": split_name,
+                    "count": len(features),
+                    "feature_net": feature_net.identity,
+                }
+            )
+        ),
+    )
     return ReferenceFeatures(features, statistics, path, from_cache=False)
 
 
@@ -67,4 +85,3 @@ def _save_atomically(path: Path, **arrays) -> None:
     tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
-

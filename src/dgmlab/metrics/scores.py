@@ -1,4 +1,5 @@
 """FID and KID of generated images' features against a real split's cached features."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -24,13 +25,21 @@ class SampleScores:
         return asdict(self)
 
 
-def score_features(sample_features: torch.Tensor | np.ndarray, reference: ReferenceFeatures,
-                   kid: KIDSettings) -> SampleScores:
+def score_features(
+    sample_features: torch.Tensor | np.ndarray, reference: ReferenceFeatures, kid: KIDSettings
+) -> SampleScores:
     """FID between the Gaussians fitted to both feature sets, and KID between the sets."""
     samples = np.asarray(sample_features, dtype=np.float64)
     if len(samples) < 2:
         raise ValueError(f"FID needs at least 2 samples, got {len(samples)}")
     fid = frechet_distance(GaussianStatistics.of(samples), reference.statistics)
     kid_mean, kid_std = kernel_inception_distance(samples, reference.features, kid)
-    return SampleScores(fid, kid_mean, kid_std, len(samples), reference.count, kid.subsets,
-                        kid.effective_subset_size(len(samples), reference.count))
+    return SampleScores(
+        fid,
+        kid_mean,
+        kid_std,
+        len(samples),
+        reference.count,
+        kid.subsets,
+        kid.effective_subset_size(len(samples), reference.count),
+    )

@@ -1,4 +1,5 @@
 """Networks in pure PyTorch: the DDPM U-Net, the VAE's MLP and convolutional encoder/decoder, EMA."""
+
 from .conv import ConvDecoder, ConvEncoder
 from .ema import ema_decay, ema_update
 from .mlp import MLPDecoder, MLPEncoder

@@ -1,14 +1,15 @@
 """A convolutional encoder and decoder for a VAE on small colour images (32 x 32 CIFAR-10 by
 default; any size works: every level halves the side, rounding up, and the decoder retraces
 the same sizes)."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .mlp import check_latent_dim
 from ..errors import ConfigError
+from .mlp import check_latent_dim
 
 
 def downsampled_sizes(size: int, levels: int) -> list[int]:
@@ -52,8 +53,13 @@ class ConvDecoder(nn.Module):
     """z -> linear -> the encoder's smallest feature map -> [upsample, conv, conv] per level (widths
     in reverse) -> ``outputs_per_pixel`` parameters per pixel and channel, (N, k * C, H, W)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], channels: list[int] = (64, 128, 256), latent_dim: int = 128,
-                 outputs_per_pixel: int = 1):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        channels: list[int] = (64, 128, 256),
+        latent_dim: int = 128,
+        outputs_per_pixel: int = 1,
+    ):
         super().__init__()
         out_channels, height, width = image_shape
         levels = len(channels)
@@ -65,7 +71,9 @@ class ConvDecoder(nn.Module):
         self.blocks = nn.ModuleList()
         for level in range(levels):
             width_in, width_out = widths_out[level], widths_out[min(level + 1, levels - 1)]
-            self.blocks.append(nn.Sequential(conv3x3(width_in, width_out), nn.SiLU(), conv3x3(width_out, width_out), nn.SiLU()))
+            self.blocks.append(
+                nn.Sequential(conv3x3(width_in, width_out), nn.SiLU(), conv3x3(width_out, width_out), nn.SiLU())
+            )
         self.head = conv3x3(widths_out[-1], outputs_per_pixel * out_channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

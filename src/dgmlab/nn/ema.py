@@ -1,4 +1,5 @@
 """Exponential moving average of a network's weights."""
+
 from __future__ import annotations
 
 import torch

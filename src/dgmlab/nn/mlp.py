@@ -1,10 +1,12 @@
 """The lecture's MLP encoder and decoder for a VAE on flattened images."""
+
 from __future__ import annotations
 
 import math
 
 import torch
 from torch import nn
+
 from ..errors import positive_int
 
 
@@ -33,8 +35,9 @@ class MLPDecoder(nn.Module):
     (N, outputs_per_pixel * C, H, W); the likelihood says how many (1 for Bernoulli logits, 2 for
     a mean and a log-scale)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], hidden_dim: int = 400, latent_dim: int = 2,
-                 outputs_per_pixel: int = 1):
+    def __init__(
+        self, image_shape: tuple[int, int, int], hidden_dim: int = 400, latent_dim: int = 2, outputs_per_pixel: int = 1
+    ):
         super().__init__()
         channels, height, width = image_shape
         self.output_shape = (outputs_per_pixel * channels, height, width)

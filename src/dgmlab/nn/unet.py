@@ -1,11 +1,13 @@
 """A DDPM U-Net: sinusoidal time embedding, residual blocks with GroupNorm, self-attention."""
+
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
+
 from ..errors import ConfigError
 
 
@@ -113,12 +115,16 @@ class UNet(nn.Module):
                 skips.append(ch)
                 size = (size + 1) // 2
 
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), SelfAttention(ch), ResBlock(ch, ch, emb_dim, dropout)])
+        self.mid = nn.ModuleList(
+            [ResBlock(ch, ch, emb_dim, dropout), SelfAttention(ch), ResBlock(ch, ch, emb_dim, dropout)]
+        )
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for _ in range(num_res_blocks + 1):
-                self.up.append(self._block(ch + skips.pop(), base_channels * mult, emb_dim, dropout, size in attention_resolutions))
+                self.up.append(
+                    self._block(ch + skips.pop(), base_channels * mult, emb_dim, dropout, size in attention_resolutions)
+                )
                 ch = base_channels * mult
             if level > 0:
                 size = size * 2

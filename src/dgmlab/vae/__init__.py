@@ -1,4 +1,5 @@
 """The VAE's objective in pure PyTorch (the networks live in :mod:`dgmlab.nn`)."""
+
 from .elbo import (
     ELBO,
     bits_per_dim,
@@ -19,8 +20,22 @@ from .likelihoods import (
 )
 
 __all__ = [
-    "ELBO", "LIKELIHOODS", "Likelihood", "BernoulliLikelihood", "GaussianLikelihood", "DiscretizedLogisticLikelihood",
-    "bernoulli_log_likelihood", "bits_per_dim", "discrete_kl", "free_bits_kl", "importance_weighted_log_likelihood",
-    "kl_per_dimension", "kl_term", "kl_to_standard_normal", "linear_warmup", "log_normal_diag", "log_standard_normal",
+    "ELBO",
+    "LIKELIHOODS",
+    "Likelihood",
+    "BernoulliLikelihood",
+    "GaussianLikelihood",
+    "DiscretizedLogisticLikelihood",
+    "bernoulli_log_likelihood",
+    "bits_per_dim",
+    "discrete_kl",
+    "free_bits_kl",
+    "importance_weighted_log_likelihood",
+    "kl_per_dimension",
+    "kl_term",
+    "kl_to_standard_normal",
+    "linear_warmup",
+    "log_normal_diag",
+    "log_standard_normal",
     "reparameterize",
 ]

@@ -2,6 +2,7 @@
 
 All terms are per image, in nats, summed over pixels (or latent dimensions).
 """
+
 from __future__ import annotations
 
 import math

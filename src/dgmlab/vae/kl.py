@@ -2,6 +2,7 @@
 
 All values are in nats (natural logarithm).
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ The decoder outputs ``outputs_per_pixel`` numbers per pixel and channel, stacked
 channel axis: ``params`` has shape (N, outputs_per_pixel * C, H, W). Every ``log_prob`` is per
 image, in nats, summed over pixels.
 """
+
 from __future__ import annotations
 
 import math
