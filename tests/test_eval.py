@@ -536,3 +536,21 @@ def test_val_command_scores_each_checkpoint_over_the_whole_val_split(tiny_models
     expected = sum(loss * n for loss, n in losses) / len(val)
     assert ddpm_row["val/loss"] == pytest.approx(expected, rel=1e-5)
     assert ddpm_row["step"] == 250
+
+
+def test_ddpm_test_step_logs_the_bound_in_bits_per_dim_like_the_nll_command(tiny_models):
+    """test_after_fit=true gives the DDPM's NLL in the VAE's unit and names (test/nll, test/bpd)."""
+    model = tiny_models["ddpm"]
+    cfg = compose_train([*TINY_DDPM, "schedule.timesteps=50", "dataset.batch_size=8"])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_test_batches=2,
+        precision="32-true",
+    )
+    (metrics,) = trainer.test(model, datamodule=instantiate(cfg.dataset), verbose=False)
+    direct = ddpm_nll(model, in_class_interleaved_order(mnist_5k().val).images[:16], batch_size=8)
+    assert metrics["test/bpd"] == pytest.approx(direct.bits_per_dim, rel=1e-5)
+    assert metrics["test/nll"] == pytest.approx(direct.nats, rel=1e-5)

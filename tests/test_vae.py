@@ -272,7 +272,7 @@ def test_lecture_vae_writes_its_figures_and_test_metrics(tmp_path, one_thread):
     assert bpd == pytest.approx(nll / (784 * math.log(2)), rel=1e-4)
 
 
-def test_test_after_fit_skips_a_model_without_a_test_step(tmp_path, one_thread):
+def test_test_after_fit_gives_the_ddpm_its_bound_in_bits_per_dim(tmp_path, one_thread):
     cfg = compose_train(
         [
             *TINY_DDPM,
@@ -280,13 +280,15 @@ def test_test_after_fit_skips_a_model_without_a_test_step(tmp_path, one_thread):
             "trainer.max_steps=2",
             "trainer.val_check_interval=2",
             "trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1",
             "callbacks.sample_grid.num_samples=2",
             "dataset.batch_size=4",
         ],
         tmp_path / "run",
     )
     metrics = train(cfg)
-    assert "val/loss" in metrics and not any(k.startswith("test/") for k in metrics)
+    assert "val/loss" in metrics and metrics["test/bpd"] > 0
+    assert metrics["test/bpd"] == pytest.approx(metrics["test/nll"] / (784 * math.log(2)), rel=1e-4)
 
 
 # --- bad settings -------------------------------------------------------------------------------

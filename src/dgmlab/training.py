@@ -60,9 +60,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     fit_guarded(trainer, model, datamodule, resume_from, guard)  # a signal: last.ckpt, then exit 128 + signal
     if cfg.get("validate_at_end") and last_validation.step != trainer.global_step:
         trainer.validate(model, datamodule=datamodule, verbose=False)  # the final val metrics (a sweep's metric)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test_after_fit"):
         evaluate_after_fit(trainer, model, datamodule)
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})  # the test's, with fit's
+    return metrics
 
 
 class LastValidation(L.Callback):

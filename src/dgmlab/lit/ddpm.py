@@ -16,9 +16,11 @@ from ..diffusion import (
     make_denoiser,
     sample,
 )
+from ..diffusion.likelihood import variational_bound
 from ..errors import ConfigError, choice
 from ..nn import ema_decay, ema_update
 from ..seeding import image_indices
+from ..vae import bits_per_dim
 from .base import GenerativeModule
 
 
@@ -95,6 +97,23 @@ class DDPM(GenerativeModule):
         # The same t and noise for a given batch at every validation, so the curve is comparable.
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
         self.log("val/loss", self.loss(self.ema, *batch, generator=generator), prog_bar=True, sync_dist=True)
+
+    def test_step(self, batch, batch_idx):
+        """The variational bound on -log p(x_0) over all T steps with the EMA network, in nats per
+        image and bits/dim (``test/nll``, ``test/bpd``; the VAE's test_step logs the same names).
+        Batch i draws its noise from seed i. Pixels must lie in [-1, 1], where the bound's decoder
+        discretises 8-bit levels. Costs T network calls per batch: ``trainer.limit_test_batches``
+        takes a fair subset (the val split's order spreads the classes)."""
+        images = batch[0]
+        if tuple(map(float, self.pixel_range)) != (-1.0, 1.0):
+            raise ConfigError(
+                f"the DDPM bound discretises pixels on [-1, 1]; model.pixel_range={list(self.pixel_range)}"
+            )
+        denoise = make_denoiser(self.schedule, self.guided_network(None, 1.0), self.prediction)
+        bound = variational_bound(self.schedule, denoise, images, torch.Generator().manual_seed(batch_idx))
+        nll = bound.total.mean()
+        self.log("test/nll", nll, batch_size=len(images), sync_dist=True)
+        self.log("test/bpd", bits_per_dim(nll, images[0].numel()), batch_size=len(images), sync_dist=True)
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)
