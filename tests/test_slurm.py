@@ -75,6 +75,9 @@ def start_now(cluster: SlurmCluster, job: str) -> None:
     while cluster.job_state(job) != "PENDING" or cluster.node_state() != "idle":
         assert time.monotonic() < deadline, f"job {job} did not go back to the queue ({cluster.job_state(job)})"
         time.sleep(0.5)
+    # slurmd refuses a credential made in the same second as the old one was revoked ("Job credential
+    # revoked"; SLURM's own delay avoids that): start in a later second.
+    time.sleep(2.0)
     cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
 
 

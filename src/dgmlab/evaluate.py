@@ -263,7 +263,7 @@ def _task_from_first_word(argv: list[str]) -> list[str]:
 def main() -> None:
     import hydra
 
-    @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+    @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
     def run(cfg: DictConfig) -> None:
         evaluate(cfg)
 

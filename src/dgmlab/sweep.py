@@ -367,7 +367,7 @@ def compose_overrides(program: Path, overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    with initialize_config_dir(config_dir=str(program.parent / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(Path(__file__).parent / "conf"), version_base="1.3"):  # the package's
         try:
             return compose(program.stem, overrides=[o for o in overrides if not o.startswith("hydra.")])
         except HydraException as e:

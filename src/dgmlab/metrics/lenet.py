@@ -233,7 +233,7 @@ def main() -> None:
     from hydra.utils import instantiate
     from omegaconf import DictConfig, OmegaConf
 
-    @hydra.main(version_base="1.3", config_path="../../../conf", config_name="evaluate")
+    @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
     def run(cfg: DictConfig) -> None:
         datamodule = instantiate(cfg.dataset)
         datamodule.setup()

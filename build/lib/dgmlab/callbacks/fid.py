@@ -1,0 +1,249 @@
+"""FID and KID during training: ``python train.py eval=fid eval.every_n_steps=500 ...``.
+
+Every ``every_n_steps`` optimiser steps (and when training ends), the model draws
+``num_samples`` images with the configured sampler. Image i comes from its own seed (seed, i)
+(``dgmlab.seeding``), so it is the image ``sample.py seed=S`` draws; the images are drawn in
+batches of ``batch_size``, under DDP rank r draws batches r, r + W, r + 2W, ..., and the features
+are all-gathered and put back in image order, so the scores are the same on 1 or many devices and
+``sample.py`` + ``python -m dgmlab.evaluate`` give them again from files. Real statistics come from
+the cache (:mod:`dgmlab.metrics.reference`). Logged: ``val/fid``, ``val/kid_mean``,
+``val/kid_std``, ``val/fid_num_samples``, ``val/fid_sampling_steps`` and the FID again under a
+name that carries the settings (``val/fid_<features>_<sampler><steps>_n<N>``); every score is
+also appended, with all its settings, to ``<dirpath>/fid.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ..data import to_uint8
+from ..errors import ConfigError, positive_int
+from ..metrics import (
+    FeatureNet,
+    KIDSettings,
+    ReferenceFeatures,
+    build_feature_net,
+    check_feature_settings,
+    load_or_compute_reference,
+    score_features,
+)
+from ..precision import CHOICES as PRECISIONS
+from ..precision import autocast, resolve_precision
+from ..seeding import ImageNoise
+
+log = logging.getLogger(__name__)
+SPLITS = ("val", "train")
+
+
+class FIDCallback(L.Callback):
+    """Scores generated samples with FID and KID every ``every_n_steps`` steps (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        every_n_steps: int,
+        num_samples: int,
+        batch_size: int,
+        seed: int,
+        sampler: str | None,
+        steps: int | None,
+        split: str,
+        features: str,
+        inception_weights: str | None,
+        cache_dir: str,
+        kid: dict,
+        lenet: dict,
+        dirpath: str | None,
+        at_train_end: bool,
+        precision: str = "auto",
+    ):
+        """Every argument comes from ``eval.*`` (conf/eval/fid.yaml), where each is explained."""
+        for key, value, low in (
+            ("every_n_steps", every_n_steps, 1),
+            ("num_samples", num_samples, 2),
+            ("batch_size", batch_size, 1),
+        ):
+            positive_int(value, f"eval.{key}", minimum=low)
+        if split not in SPLITS:
+            raise ConfigError(f"eval.split={split!r} is unknown; choose one of {list(SPLITS)}")
+        check_feature_settings(features, inception_weights)  # e.g. missing Inception weights: before any training
+        if str(precision) not in PRECISIONS:
+            raise ConfigError(f"eval.precision={precision!r} is unknown; choose one of {list(PRECISIONS)}")
+        self.requested_precision, self.precision = precision, None
+        self.every_n_steps, self.num_samples, self.batch_size, self.seed = every_n_steps, num_samples, batch_size, seed
+        self.features, self.split, self.overrides = features, split, {"sampler": sampler, "steps": steps}
+        self.options = None  # the model's sampling options with eval.sampler/eval.steps, set up with the model
+        self.inception_weights, self.cache_dir, self.lenet = inception_weights, cache_dir, dict(lenet)
+        self.kid = KIDSettings(**kid)
+        self.dirpath, self.at_train_end = (Path(dirpath) if dirpath else None), at_train_end
+        self.feature_net: FeatureNet | None = None
+        self.reference: ReferenceFeatures | None = None
+        self.history: list[dict] = []
+        self.dataset_name: str | None = None
+        self._last_step = -1
+
+    # --- preparation (before training) -----------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit" or self.feature_net is not None:
+            return
+        self._check_sampler(pl_module)
+        choice = resolve_precision(self.requested_precision, pl_module.device.type, setting="eval.precision")
+        self.precision = choice.precision
+        log.info("eval: sampling for FID in %s", choice)
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "splits"):
+            raise ConfigError("eval=fid needs dgmlab's ImageDataModule (the real images come from its splits)")
+        datamodule.setup(stage)
+        # Rank 0 trains/caches the feature net and the real statistics; the others then read the cache.
+        if trainer.is_global_zero:
+            self._prepare(datamodule, with_reference=True)
+        trainer.strategy.barrier("fid_setup")
+        if not trainer.is_global_zero:
+            self._prepare(datamodule, with_reference=False)
+
+    def _prepare(self, datamodule, with_reference: bool) -> None:
+        self.feature_net = build_feature_net(
+            self.features,
+            splits=datamodule.splits,
+            dataset_name=datamodule.name,
+            cache_dir=self.cache_dir,
+            inception_weights=self.inception_weights,
+            lenet=self.lenet,
+            log=log.info,
+        )
+        if with_reference:
+            split = getattr(datamodule.splits, self.split)
+            self.reference = load_or_compute_reference(
+                split, datamodule.name, self.split, self.feature_net, self.cache_dir, log=log.info
+            )
+        self.dataset_name = datamodule.name
+
+    def _check_sampler(self, pl_module) -> None:
+        if not hasattr(pl_module, "sampling"):
+            if any(v is not None for v in self.overrides.values()):
+                log.info(
+                    "eval: %s has no sampler settings; eval.sampler and eval.steps are ignored",
+                    type(pl_module).__name__,
+                )
+            return
+        options = pl_module.sampling.override(prefix="eval.", **self.overrides)
+        self.options = options.resolve(pl_module.schedule.timesteps, prefix="eval.")
+
+    # --- when to evaluate ------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every_n_steps == 0:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        if self.at_train_end:
+            self.evaluate(trainer, pl_module)
+
+    # --- the evaluation --------------------------------------------------------------------------
+    def evaluate(self, trainer, pl_module) -> dict | None:
+        step = trainer.global_step
+        if step == self._last_step:
+            return None
+        self._last_step = step
+        start = time.perf_counter()
+        features = self.sample_features(trainer, pl_module)
+        seconds = time.perf_counter() - start
+        record = None
+        if trainer.is_global_zero:
+            scores = score_features(features.numpy(), self.reference, self.kid)
+            record = {"step": step, **scores.as_dict(), **self.settings(pl_module), "seconds": round(seconds, 2)}
+        record = trainer.strategy.broadcast(record, src=0)
+        self._publish(trainer, record)
+        return record
+
+    def settings(self, pl_module) -> dict:
+        sampler, steps = (self.options.sampler, self.options.steps) if self.options is not None else ("model", None)
+        return {
+            "features": self.feature_net.identity,
+            "sampler": sampler,
+            "sampling_steps": steps,
+            "seed": self.seed,
+            "dataset": self.dataset_name,
+            "split": self.split,
+        }
+
+    @torch.no_grad()
+    def sample_features(self, trainer, pl_module) -> torch.Tensor:
+        """Features of all ``num_samples`` images, in image order, identical on every rank."""
+        batches = [
+            (b, start, min(self.batch_size, self.num_samples - start))
+            for b, start in enumerate(range(0, self.num_samples, self.batch_size))
+        ]
+        rank, world = trainer.global_rank, trainer.world_size
+        mine = batches[rank::world]
+        was_training = pl_module.training
+        pl_module.eval()
+        self.feature_net.to(pl_module.device)
+        features, indices = [], []
+        try:
+            options = {"options": self.options} if self.options is not None else {}
+            for b, start, size in mine:
+                noise = ImageNoise(self.seed, range(start, start + size))
+                with autocast(pl_module.device, self.precision):
+                    images = pl_module.sample_images(size, generator=noise, **options)
+                features.append(self.feature_net(to_uint8(images, pl_module.pixel_range)))
+                indices.append(torch.arange(start, start + size))
+        finally:
+            pl_module.train(was_training)
+        return self._gather_in_order(
+            trainer, pl_module, features, indices, math.ceil(len(batches) / world) * self.batch_size
+        )
+
+    def _gather_in_order(self, trainer, pl_module, features, indices, capacity: int) -> torch.Tensor:
+        """Pad this rank's (index, feature) rows to a common length, all-gather, drop the padding
+        and sort by sample index."""
+        dim = self.feature_net.num_features
+        padded_features = torch.zeros(capacity, dim)
+        padded_indices = torch.full((capacity,), -1, dtype=torch.long)
+        if features:
+            own_features, own_indices = torch.cat(features), torch.cat(indices)
+            padded_features[: len(own_features)], padded_indices[: len(own_indices)] = own_features, own_indices
+        if trainer.world_size > 1:
+            device = pl_module.device
+            padded_features = trainer.strategy.all_gather(padded_features.to(device)).reshape(-1, dim).cpu()
+            padded_indices = trainer.strategy.all_gather(padded_indices.to(device)).reshape(-1).cpu()
+        keep = padded_indices >= 0
+        order = torch.argsort(padded_indices[keep])
+        return padded_features[keep][order]
+
+    def _publish(self, trainer, record: dict) -> None:
+        self.history.append(record)
+        sampler, steps = record["sampler"], record["sampling_steps"]
+        metrics = {
+            "val/fid": record["fid"],
+            "val/kid_mean": record["kid_mean"],
+            "val/kid_std": record["kid_std"],
+            "val/fid_num_samples": float(record["num_samples"]),
+            f"val/fid_{self.features}_{sampler}{steps or ''}_n{record['num_samples']}": record["fid"],
+        }
+        if steps is not None:
+            metrics["val/fid_sampling_steps"] = float(steps)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=record["step"])
+        if trainer.is_global_zero:
+            log.info(
+                "step %d: FID %.4f, KID %.5f +- %.5f (%d samples, %s, %s)",
+                record["step"],
+                record["fid"],
+                record["kid_mean"],
+                record["kid_std"],
+                record["num_samples"],
+                sampler,
+                record["features"],
+            )
+            if self.dirpath is not None:
+                self.dirpath.mkdir(parents=True, exist_ok=True)
+                with open(self.dirpath / "fid.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")

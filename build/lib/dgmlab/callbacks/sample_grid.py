@@ -1,0 +1,78 @@
+"""Write a PNG grid of model samples every N steps and when training ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ..data import to_uint8
+from ..errors import positive_int
+from ..images import save_grid
+from ..seeding import ImageNoise
+
+
+class SampleGrid(L.Callback):
+    """Samples ``num_samples`` images with a fixed ``seed`` (image i from its own seed, so grids from
+    different steps are comparable, and image i is the one ``sample.py seed=S`` draws), writes
+    ``<dirpath>/step_XXXXXX.png`` and sends the grid to loggers that take images (W&B). A diffusion
+    model samples with ``sampler`` and ``steps`` (null: its own ``model.sampling``; ``steps`` at most
+    the schedule's T); a few dozen DDIM steps keep a grid to seconds where ancestral sampling takes
+    all T network evaluations. Under the trainer's precision."""
+
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_steps: int,
+        num_samples: int = 64,
+        seed: int = 0,
+        sampler: str | None = None,
+        steps: int | None = None,
+    ):
+        positive_int(every_n_steps, "callbacks.sample_grid.every_n_steps")
+        self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
+        self.num_samples, self.seed = num_samples, seed
+        self.overrides = {"sampler": sampler, "steps": steps}
+        self._last_step = -1
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.options_for(pl_module)  # a wrong sampler setting fails before training
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every_n_steps == 0:
+            self.write(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self.write(trainer, pl_module)
+
+    def options_for(self, pl_module) -> dict:
+        """The sampling options for this model (none for a VAE)."""
+        if not hasattr(pl_module, "sampling"):
+            return {}
+        timesteps = pl_module.schedule.timesteps
+        overrides = dict(self.overrides)
+        if overrides["steps"] is not None:
+            overrides["steps"] = min(overrides["steps"], timesteps)
+        options = pl_module.sampling.override(prefix="callbacks.sample_grid.", **overrides)
+        return {"options": options.resolve(timesteps, prefix="callbacks.sample_grid.")}
+
+    @torch.no_grad()
+    def write(self, trainer, pl_module) -> Path | None:
+        step = trainer.global_step
+        if step == self._last_step:
+            return None
+        self._last_step = step
+        was_training = pl_module.training
+        pl_module.eval()
+        noise = ImageNoise(self.seed, range(self.num_samples))
+        with trainer.precision_plugin.forward_context():
+            images = pl_module.sample_images(self.num_samples, generator=noise, **self.options_for(pl_module))
+        pl_module.train(was_training)
+        if not trainer.is_global_zero:
+            return None
+        path = save_grid(to_uint8(images, pl_module.pixel_range), self.dirpath / f"step_{step:06d}.png")
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="samples", images=[str(path)], step=step)
+        return path

@@ -1,0 +1,134 @@
+"""The lecture's DDPM pictures, one command each:
+
+    python -m dgmlab.demos forward-t          # the letter T diffused under the lecture's schedule
+    python -m dgmlab.demos posterior-walk     # an MNIST digit noised to t = 50, walked back with q(x_{t-1}|x_t, x_0)
+    python -m dgmlab.demos schedules          # alpha_bar_t and SNR_t of every schedule
+    python -m dgmlab.demos posterior-weights  # coef1 (on x_0) and coef2 (on x_t) against t
+    python -m dgmlab.demos all --out docs/
+
+Each writes a PNG into ``--out`` (default ``figures/``) and prints its path.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from .data.sources import letter_t_image, mnist_5k  # noqa: E402
+from .diffusion import make_schedule, q_posterior, q_sample, q_step  # noqa: E402
+
+SCHEDULE_DEFAULTS = {"linear": {}, "cosine": {}, "sigmoid": {}, "quadratic": {}, "lecture": {}}
+
+
+def _strip(frames: list[torch.Tensor], titles: list[str], path: Path, suptitle: str) -> Path:
+    fig, axes = plt.subplots(1, len(frames), figsize=(1.3 * len(frames), 1.8))
+    for ax, frame, title in zip(axes, frames, titles):
+        ax.imshow(frame.squeeze(0).numpy(), cmap="gray", vmin=-1, vmax=1)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(suptitle, fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def forward_letter_t(out: Path, seed: int = 0) -> Path:
+    """x_t = a_t x_{t-1} + b_t eps, b_t from 0.01 to 0.30 over T = 100, a_t^2 + b_t^2 = 1."""
+    schedule = make_schedule("lecture", 100)
+    x = letter_t_image(64).float() / 127.5 - 1
+    generator = torch.Generator().manual_seed(seed)
+    frames, titles = [x], ["t=0"]
+    for step in range(100):
+        x = q_step(schedule, x.unsqueeze(0), torch.tensor([step]), torch.randn(1, *x.shape, generator=generator))[0]
+        if (step + 1) % 10 == 0:
+            frames.append(x)
+            titles.append(f"t={step + 1}")
+    return _strip(
+        frames, titles, out / "forward_letter_t.png", "Forward diffusion of the letter T (lecture schedule, T = 100)"
+    )
+
+
+def posterior_walk(out: Path, seed: int = 0, start: int = 50) -> Path:
+    """Noise one digit to t = ``start`` with q(x_t|x_0), then x_{t-1} ~ q(x_{t-1} | x_t, x_0)."""
+    schedule = make_schedule("linear", 1000)
+    x0 = mnist_5k().val.images[:1].float() / 127.5 - 1
+    generator = torch.Generator().manual_seed(seed)
+    # Index k holds x_{k+1} in the paper's 1-based notation: x_start is index start - 1.
+    x = q_sample(schedule, x0, torch.tensor([start - 1]), torch.randn(x0.shape, generator=generator))
+    frames, titles = [x[0]], [f"t={start}"]
+    for k in reversed(range(start)):
+        mean, var = q_posterior(schedule, x0, x, torch.tensor([k]))
+        x = mean + var.sqrt() * torch.randn(x0.shape, generator=generator)  # now x_k; var = 0 at k = 0
+        if k % 10 == 0:
+            frames.append(x[0])
+            titles.append(f"t={k}")
+    frames.append(x0[0])
+    titles.append("original")
+    return _strip(
+        frames, titles, out / "posterior_walk.png", f"True-posterior walk from t = {start} (linear, T = 1000)"
+    )
+
+
+def schedule_curves(out: Path) -> Path:
+    """alpha_bar_t and log10 SNR_t against t/T for every schedule."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, params in SCHEDULE_DEFAULTS.items():
+        timesteps = 100 if name == "lecture" else 1000
+        s = make_schedule(name, timesteps, **params)
+        u = (torch.arange(timesteps) + 1) / timesteps
+        label = f"{name} (T={timesteps})"
+        ax1.plot(u, s.alphas_cumprod, label=label)
+        ax2.plot(u, s.snr.log10(), label=label)
+    ax1.set(xlabel="t / T", ylabel="alpha_bar_t", title="Signal kept: alpha_bar_t")
+    ax2.set(xlabel="t / T", ylabel="log10 SNR_t", title="SNR_t = alpha_bar_t / (1 - alpha_bar_t)")
+    ax1.legend(fontsize=8)
+    return _save(fig, out / "schedules.png")
+
+
+def posterior_weights(out: Path) -> Path:
+    """The true posterior's mean is coef1 x_0 + coef2 x_t; the weight on x_0 grows as t -> 0."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, (name, timesteps) in zip(axes, (("lecture", 100), ("linear", 1000))):
+        s = make_schedule(name, timesteps)
+        t = torch.arange(timesteps) + 1
+        ax.plot(t, s.posterior_mean_coef1, label="coef1 (weight on x_0)")
+        ax.plot(t, s.posterior_mean_coef2, label="coef2 (weight on x_t)")
+        ax.plot(t, s.posterior_variance.sqrt(), label="posterior std", linestyle=":")
+        ax.set(xlabel="t", title=f"q(x_(t-1) | x_t, x_0), {name} schedule, T = {timesteps}")
+        ax.legend(fontsize=8)
+    return _save(fig, out / "posterior_weights.png")
+
+
+DEMOS = {
+    "forward-t": forward_letter_t,
+    "posterior-walk": posterior_walk,
+    "schedules": schedule_curves,
+    "posterior-weights": posterior_weights,
+}
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(prog="python -m dgmlab.demos", description=__doc__.splitlines()[0])
+    parser.add_argument("demo", choices=[*DEMOS, "all"])
+    parser.add_argument("--out", type=Path, default=Path("figures"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = [fn(args.out) for name, fn in DEMOS.items() if args.demo in (name, "all")]
+    for path in paths:
+        print(path)
+    return paths
+
+
+if __name__ == "__main__":
+    main()

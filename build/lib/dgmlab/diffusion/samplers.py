@@ -1,0 +1,183 @@
+"""Reverse-process samplers: from x_T ~ N(0, I) to an image, given a denoiser.
+
+A *denoiser* maps (x_t, t) to (x0_hat, eps_hat); :func:`make_denoiser` builds one from a
+network and its prediction type. Every sampler takes the same arguments, so ``sample.py
+sampler=NAME`` can pick any of them:
+
+- ``ddpm``     ancestral sampling (Ho et al. 2020), T steps, variance "small" or "large";
+- ``ddim``     Song et al. (2021), any number of steps, stochasticity ``eta``;
+- ``dpmpp_2m`` DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep ODE solver.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..seeding import randn
+from .process import eps_from_x0, q_posterior, x0_and_eps
+from .schedules import NoiseSchedule
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+OnStep = Callable[[int, torch.Tensor], None]
+SPACINGS = ("trailing", "leading", "linspace")
+VARIANCES = ("small", "large")
+
+
+def make_denoiser(schedule: NoiseSchedule, net: Callable, prediction: str = "eps", clip: bool = True) -> Denoiser:
+    """(x_t, t) -> (x0_hat, eps_hat) from a network predicting ``prediction``; with ``clip``,
+    x0_hat is clipped to [-1, 1] and eps_hat made consistent with it."""
+
+    def denoise(xt, t):
+        x0, eps = x0_and_eps(schedule, prediction, xt, t, net(xt, t).float())
+        if clip:
+            x0 = x0.clamp(-1, 1)
+            eps = eps_from_x0(schedule, xt, t, x0)
+        return x0, eps
+
+    return denoise
+
+
+def timestep_sequence(timesteps: int, steps: int, spacing: str = "trailing") -> list[int]:
+    """``steps`` timesteps out of 0..T-1, in decreasing order.
+
+    trailing: T-1, T-1-T/k, ... (always starts at the noisiest step; Lin et al. 2024);
+    leading: 0, T/k, 2T/k, ... reversed (DDIM's original); linspace: round(linspace(0, T-1, k)).
+    """
+    if not 1 <= steps <= timesteps:
+        raise ConfigError(f"steps must lie in [1, schedule.timesteps={timesteps}], got {steps}")
+    if spacing == "trailing":
+        ts = np.round(np.arange(timesteps, 0, -timesteps / steps)).astype(int) - 1
+    elif spacing == "leading":
+        ts = (np.arange(steps) * (timesteps // steps))[::-1]
+    elif spacing == "linspace":
+        ts = np.round(np.linspace(0, timesteps - 1, steps)).astype(int)[::-1]
+    else:
+        raise ConfigError(f"spacing={spacing!r} is unknown; choose one of {list(SPACINGS)}")
+    return sorted({int(t) for t in ts}, reverse=True)
+
+
+def _noise(shape, generator, device):
+    # A torch.Generator, or per-image generators (dgmlab.seeding.ImageNoise); drawn on the CPU so
+    # that a seed gives the same images on every device.
+    return randn(shape, generator, device)
+
+
+def _full(step: int, n: int, device) -> torch.Tensor:
+    return torch.full((n,), step, device=device, dtype=torch.long)
+
+
+@torch.no_grad()
+def ddpm_sample(
+    schedule,
+    denoise: Denoiser,
+    shape,
+    *,
+    generator=None,
+    device="cpu",
+    on_step: OnStep | None = None,
+    variance: str = "small",
+    steps: int | None = None,
+    **_,
+) -> torch.Tensor:
+    """Ancestral sampling: x_{t-1} ~ N(mu~(x_t, x0_hat), sigma_t^2) for t = T..1, where mu~ is the
+    true posterior's mean with the predicted x_0, and sigma_t^2 is the posterior variance
+    ("small") or beta_t ("large"). Always T steps (the settings are checked by SamplingOptions)."""
+    x = _noise(shape, generator, device)
+    for i, step in enumerate(reversed(range(schedule.timesteps))):
+        t = _full(step, shape[0], device)
+        x0, _ = denoise(x, t)
+        mean, var = q_posterior(schedule, x0, x, t)
+        if variance == "large":
+            var = torch.full_like(var, float(schedule.betas[step]))
+        x = mean + var.sqrt() * _noise(shape, generator, device) if step > 0 else mean
+        if on_step:
+            on_step(i, x)
+    return x
+
+
+@torch.no_grad()
+def ddim_sample(
+    schedule,
+    denoise: Denoiser,
+    shape,
+    *,
+    steps: int,
+    eta: float = 0.0,
+    spacing: str = "trailing",
+    generator=None,
+    device="cpu",
+    on_step: OnStep | None = None,
+    **_,
+) -> torch.Tensor:
+    """DDIM: x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z, with
+    sigma = eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s); eta = 0 is deterministic
+    given x_T, eta = 1 matches DDPM's posterior variance."""
+    abar = schedule.alphas_cumprod.tolist()
+    ts = timestep_sequence(schedule.timesteps, steps, spacing)
+    x = _noise(shape, generator, device)
+    for i, step in enumerate(ts):
+        x0, eps = denoise(x, _full(step, shape[0], device))
+        a_t, a_s = abar[step], (abar[ts[i + 1]] if i + 1 < len(ts) else 1.0)
+        sigma = eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
+        x = math.sqrt(a_s) * x0 + math.sqrt(max(0.0, 1 - a_s - sigma**2)) * eps
+        if sigma > 0:
+            x = x + sigma * _noise(shape, generator, device)
+        if on_step:
+            on_step(i, x)
+    return x
+
+
+@torch.no_grad()
+def dpmpp_2m_sample(
+    schedule,
+    denoise: Denoiser,
+    shape,
+    *,
+    steps: int,
+    spacing: str = "trailing",
+    generator=None,
+    device="cpu",
+    on_step: OnStep | None = None,
+    **_,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) for the probability-flow ODE, in lambda = log(alpha/sigma):
+
+    x_s = (sigma_s/sigma_t) x_t - alpha_s (e^{-h} - 1) D,  h = lambda_s - lambda_t,
+    D = (1 + 1/(2r)) x0_hat_t - 1/(2r) x0_hat_prev,  r = h_prev / h  (D = x0_hat_t on the first step).
+    The last step goes to the clean image (sigma = 0), where the update returns D.
+    """
+    abar = schedule.alphas_cumprod.tolist()
+    ts = timestep_sequence(schedule.timesteps, steps, spacing)
+    alpha = lambda a: math.sqrt(a)  # noqa: E731
+    sigma = lambda a: math.sqrt(1 - a)  # noqa: E731
+    lam = lambda a: math.log(alpha(a)) - math.log(sigma(a)) if 0 < a < 1 else (math.inf if a >= 1 else -math.inf)  # noqa: E731
+    x = _noise(shape, generator, device)
+    x0_prev, h_prev = None, None
+    for i, step in enumerate(ts):
+        x0, _ = denoise(x, _full(step, shape[0], device))
+        a_t, a_s = abar[step], (abar[ts[i + 1]] if i + 1 < len(ts) else 1.0)
+        h = lam(a_s) - lam(a_t)
+        d = x0
+        if x0_prev is not None and math.isfinite(h) and math.isfinite(h_prev):
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        x = (sigma(a_s) / sigma(a_t)) * x - alpha(a_s) * (math.exp(-h) - 1) * d
+        x0_prev, h_prev = x0, h
+        if on_step:
+            on_step(i, x)
+    return x
+
+
+SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpmpp_2m": dpmpp_2m_sample}
+
+
+def ancestral_sample(schedule, eps_model, shape, generator=None, device="cpu", clip_denoised=True) -> torch.Tensor:
+    """DDPM ancestral sampling with an eps-prediction network (shorthand for ``sample(..., "ddpm")``)."""
+    return ddpm_sample(
+        schedule, make_denoiser(schedule, eps_model, "eps", clip_denoised), shape, generator=generator, device=device
+    )

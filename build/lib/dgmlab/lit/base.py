@@ -1,0 +1,67 @@
+"""What the VAE and DDPM LightningModules share: optimiser, warm-up, config in checkpoints."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import lightning as L
+import torch
+
+from ..errors import ConfigError
+
+CONFIG_KEY = "dgmlab_config"
+LR_DECAYS = ("constant", "cosine")
+
+
+def lr_factor(
+    step: int, warmup_steps: int, total_steps: int, decay: str = "constant", final_fraction: float = 0.1
+) -> float:
+    """The learning rate at optimiser step ``step`` as a fraction of the configured one: a linear
+    warm-up over ``warmup_steps``, then constant, or a cosine from 1 down to ``final_fraction``
+    at ``total_steps`` (Loshchilov & Hutter 2017), so a fixed step budget ends on small steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if decay == "constant" or total_steps <= warmup_steps:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class GenerativeModule(L.LightningModule):
+    """Base for generative models: subclasses define the loss and ``sample_images``."""
+
+    def __init__(
+        self,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        pixel_range: tuple[float, float],
+        warmup_steps: int = 0,
+        lr_decay: str = "constant",
+        lr_final_fraction: float = 0.1,
+    ):
+        super().__init__()
+        if lr_decay not in LR_DECAYS:
+            raise ConfigError(f"model.lr_decay={lr_decay!r} is unknown; choose one of {list(LR_DECAYS)}")
+        if not 0.0 <= lr_final_fraction <= 1.0:
+            raise ConfigError(f"model.lr_final_fraction must lie in [0, 1], got {lr_final_fraction}")
+        self.optimizer_factory = optimizer
+        self.pixel_range = tuple(pixel_range)
+        self.warmup_steps, self.lr_decay, self.lr_final_fraction = warmup_steps, lr_decay, lr_final_fraction
+        # The resolved run config (a plain dict); train() sets it so every checkpoint carries it.
+        self.run_config: dict[str, Any] | None = None
+
+    def sample_images(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``num_samples`` images from the model, floats in ``pixel_range``, NCHW."""
+        raise NotImplementedError
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, self.warmup_steps, total, self.lr_decay, self.lr_final_fraction)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint[CONFIG_KEY] = self.run_config

@@ -1,0 +1,168 @@
+"""The DDPM LightningModule: glue between the U-Net, the diffusion math and Lightning."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..diffusion import (
+    LOSS_WEIGHTINGS,
+    PREDICTIONS,
+    NoiseSchedule,
+    SamplingOptions,
+    diffusion_loss,
+    make_denoiser,
+    sample,
+)
+from ..diffusion.likelihood import variational_bound
+from ..errors import ConfigError, choice
+from ..nn import ema_decay, ema_update
+from ..seeding import image_indices
+from ..vae import bits_per_dim
+from .base import GenerativeModule
+
+
+class DDPM(GenerativeModule):
+    """DDPM (Ho et al. 2020) with an EMA copy of the network for sampling and evaluation.
+
+    ``prediction`` is what the network outputs (eps, x0 or v); ``loss_weighting`` is uniform
+    or min_snr. With ``class_conditional``, labels are dropped with probability
+    ``label_dropout`` in training so that sampling can use classifier-free guidance.
+    ``sampling`` holds the default sampler settings (sampler, steps, eta, guidance, ...).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        schedule: NoiseSchedule,
+        optimizer,
+        pixel_range=(-1.0, 1.0),
+        warmup_steps: int = 0,
+        ema_decay: float = 0.999,
+        prediction: str = "eps",
+        loss_weighting: str = "uniform",
+        min_snr_gamma: float = 5.0,
+        class_conditional: bool = False,
+        label_dropout: float = 0.1,
+        sampling: dict | None = None,
+        name: str = "ddpm",
+        lr_decay: str = "constant",
+        lr_final_fraction: float = 0.1,
+    ):
+        super().__init__(optimizer, pixel_range, warmup_steps, lr_decay, lr_final_fraction)
+        choice(prediction, "model.prediction", PREDICTIONS)
+        choice(loss_weighting, "model.loss_weighting", LOSS_WEIGHTINGS)
+        if prediction == "eps" and schedule.alphas_cumprod[-1] == 0:
+            raise ConfigError(
+                "schedule.zero_terminal_snr=true needs model.prediction=v or x0 (eps cannot give x0 at SNR 0)"
+            )
+        if class_conditional and not getattr(network, "num_classes", None):
+            raise ConfigError(
+                "model.class_conditional=true needs model.network.num_classes (e.g. ${dataset.num_classes})"
+            )
+        self.net, self.ema = network, copy.deepcopy(network).requires_grad_(False)
+        self.schedule, self.prediction = schedule, prediction
+        self.loss_weighting, self.min_snr_gamma = loss_weighting, min_snr_gamma
+        self.class_conditional, self.label_dropout = class_conditional, label_dropout
+        self.ema_max_decay = ema_decay
+        self.sampling = SamplingOptions.from_settings(sampling)  # the defaults of sample grids, sample.py, FID
+        self.sampling.resolve(schedule.timesteps, prefix="model.sampling.")  # checked now, not at the first grid
+
+    def loss(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
+        labels = self._training_labels(labels, generator)
+        return diffusion_loss(
+            self.schedule,
+            lambda x, t: net(x, t, labels) if labels is not None else net(x, t),
+            images,
+            self.prediction,
+            self.loss_weighting,
+            self.min_snr_gamma,
+            generator,
+        )
+
+    def _training_labels(self, labels, generator):
+        if not self.class_conditional:
+            return None
+        drop = torch.rand(labels.shape, device=labels.device, generator=generator) < self.label_dropout
+        return torch.where(drop, torch.full_like(labels, self.net.num_classes), labels)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(self.net, *batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        # The same t and noise for a given batch at every validation, so the curve is comparable.
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
+        self.log("val/loss", self.loss(self.ema, *batch, generator=generator), prog_bar=True, sync_dist=True)
+
+    def test_step(self, batch, batch_idx):
+        """The variational bound on -log p(x_0) over all T steps with the EMA network, in nats per
+        image and bits/dim (``test/nll``, ``test/bpd``; the VAE's test_step logs the same names).
+        Batch i draws its noise from seed i. Pixels must lie in [-1, 1], where the bound's decoder
+        discretises 8-bit levels. Costs T network calls per batch: ``trainer.limit_test_batches``
+        takes a fair subset (the val split's order spreads the classes)."""
+        images = batch[0]
+        if tuple(map(float, self.pixel_range)) != (-1.0, 1.0):
+            raise ConfigError(
+                f"the DDPM bound discretises pixels on [-1, 1]; model.pixel_range={list(self.pixel_range)}"
+            )
+        denoise = make_denoiser(self.schedule, self.guided_network(None, 1.0), self.prediction)
+        bound = variational_bound(self.schedule, denoise, images, torch.Generator().manual_seed(batch_idx))
+        nll = bound.total.mean()
+        self.log("test/nll", nll, batch_size=len(images), sync_dist=True)
+        self.log("test/bpd", bits_per_dim(nll, images[0].numel()), batch_size=len(images), sync_dist=True)
+
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        # The EMA follows each optimiser step here, not in on_train_batch_end (which Lightning calls
+        # after the callbacks): a checkpoint written after step N then holds the EMA of step N, and a
+        # resumed run matches an uninterrupted one. global_step counts this step only after we return.
+        ema_update(self.ema, self.net, ema_decay(self.global_step + 1, self.ema_max_decay))
+
+    def guided_network(self, labels: torch.Tensor | None, guidance: float):
+        """The EMA network as a function of (x_t, t); with labels and guidance s, classifier-free
+        guidance: out = out_uncond + s (out_cond - out_uncond) (s = 1: plain conditional)."""
+        if labels is None or guidance == 1.0:
+            return lambda x, t: self.ema(x, t, labels) if labels is not None else self.ema(x, t)
+        null = torch.full_like(labels, self.net.num_classes)
+
+        def net(x, t):
+            cond, uncond = self.ema(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
+            return uncond + guidance * (cond - uncond)
+
+        return net
+
+    @torch.no_grad()
+    def sample_images(
+        self,
+        num_samples,
+        generator=None,
+        labels=None,
+        on_step=None,
+        options: SamplingOptions | None = None,
+        **overrides,
+    ):
+        """Sample with ``options`` (default: ``self.sampling``) changed by ``overrides`` (sampler, steps,
+        eta, guidance, ...). ``generator``: a torch.Generator or per-image generators (ImageNoise).
+        Class-conditional models draw image i with label i mod K unless ``labels`` are given."""
+        options = (options or self.sampling).override(**overrides).resolve(self.schedule.timesteps)
+        if self.class_conditional and labels is None:
+            labels = image_indices(generator, num_samples) % self.net.num_classes
+        labels = labels.to(self.device) if labels is not None else None
+        denoise = make_denoiser(self.schedule, self.guided_network(labels, options.guidance), self.prediction)
+        return sample(
+            self.schedule,
+            denoise,
+            (num_samples, *self.image_shape),
+            options,
+            generator=generator,
+            device=self.device,
+            on_step=on_step,
+        )
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.net.in_channels, self.net.image_size, self.net.image_size)

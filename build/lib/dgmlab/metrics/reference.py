@@ -1,0 +1,87 @@
+"""Real-data features and statistics, computed once and cached on disk.
+
+The cache file ``<cache_dir>/fid/<data set>_<split>_<C>x<H>x<W>_<feature net>-<weights hash>_<data hash>.npz``
+holds the features (for KID) and their mean and covariance (for FID). The key names everything
+the numbers depend on: data set, split, image size, feature network and its weights, and a hash
+of the images themselves, so a changed split or network can never reuse stale statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .digests import data_digest
+from .distances import GaussianStatistics
+from .feature_net import FeatureNet
+
+
+@dataclass
+class ReferenceFeatures:
+    """The real images' features (N, D) and their Gaussian statistics; ``from_cache`` says
+    whether they were read from ``path`` rather than computed."""
+
+    features: np.ndarray
+    statistics: GaussianStatistics
+    path: Path
+    from_cache: bool
+
+    @property
+    def count(self) -> int:
+        return len(self.features)
+
+
+def reference_cache_path(
+    cache_dir: str | Path, dataset_name: str, split_name: str, split, feature_net: FeatureNet
+) -> Path:
+    channels, height, width = split.images.shape[1:]
+    name = f"{dataset_name}_{split_name}_{channels}x{height}x{width}_{feature_net.identity}_{data_digest(split)}.npz"
+    return Path(cache_dir) / "fid" / name
+
+
+def load_or_compute_reference(
+    split, dataset_name: str, split_name: str, feature_net: FeatureNet, cache_dir: str | Path, log=print
+) -> ReferenceFeatures:
+    """Read the cached statistics of ``split`` under ``feature_net``, or compute and cache them."""
+    path = reference_cache_path(cache_dir, dataset_name, split_name, split, feature_net)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                reference = ReferenceFeatures(
+                    cached["features"], GaussianStatistics(cached["mean"], cached["covariance"]), path, from_cache=True
+                )
+            log(f"fid: real statistics read from {path}")
+            return reference
+        except (OSError, ValueError, KeyError) as e:  # a broken cache entry is recomputed, not fatal
+            log(f"fid: {path} is unreadable ({e}); computing it again")
+    log(f"fid: computing {feature_net.name} features of the {dataset_name} {split_name} split ({len(split)} images)")
+    features = feature_net(split.images).numpy()
+    statistics = GaussianStatistics.of(features)
+    _save_atomically(
+        path,
+        features=features.astype(np.float32),
+        mean=statistics.mean,
+        covariance=statistics.covariance,
+        about=np.array(
+            json.dumps(
+                {
+                    "dataset": dataset_name,
+                    "split": split_name,
+                    "count": len(features),
+                    "feature_net": feature_net.identity,
+                }
+            )
+        ),
+    )
+    return ReferenceFeatures(features, statistics, path, from_cache=False)
+
+
+def _save_atomically(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)

@@ -1,0 +1,139 @@
+"""The sampling job behind ``python sample.py ckpt=PATH n=N seed=S out=DIR``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from .checkpoint import load_model
+from .data import to_uint8
+from .diffusion import SamplingOptions
+from .errors import ConfigError, positive_int
+from .images import save_grid, save_samples_npz
+from .precision import autocast, resolve_precision
+from .seeding import ImageNoise
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_job_precision(requested, device: torch.device, setting: str = "precision") -> str:
+    """``auto`` (or an explicit precision) for a job outside the Trainer, checked and announced."""
+    choice = resolve_precision(requested, device.type, setting=setting)
+    print(choice, flush=True)
+    return choice.precision
+
+
+class TrajectoryRecorder:
+    """Keeps x after every sampling step for the first ``count`` samples of a batch."""
+
+    def __init__(self, count: int, frames: int):
+        self.count, self.frames, self.steps = count, frames, []
+
+    def __call__(self, step_index: int, x: torch.Tensor) -> None:
+        self.steps.append(x[: self.count].float().cpu())
+
+    def strip(self) -> torch.Tensor:
+        """(count * frames, C, H, W): one row per sample, ``frames`` evenly spaced steps from
+        the first to the last, time running left to right."""
+        last = len(self.steps) - 1
+        picks = sorted({round(i * last / max(1, self.frames - 1)) for i in range(self.frames)})
+        return torch.stack([self.steps[i] for i in picks], dim=1).flatten(0, 1)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    num_samples: int,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "32-true",
+    labels: torch.Tensor | None = None,
+    recorder: TrajectoryRecorder | None = None,
+    options: SamplingOptions | None = None,
+) -> torch.Tensor:
+    """``num_samples`` images as uint8 NCHW. Image i comes from its own seed (``seeding.image_seed(seed, i)``),
+    so it is the same image at any ``batch_size`` and in the sample grid or the FID callback."""
+    model = model.to(device)
+    extra = {"on_step": recorder} if recorder else {}
+    if options is not None:
+        extra["options"] = options
+    chunks = []
+    with autocast(device, precision):
+        for start in range(0, num_samples, batch_size):
+            size = min(batch_size, num_samples - start)
+            if labels is not None:
+                extra["labels"] = labels[start : start + size]
+            noise = ImageNoise(seed, range(start, start + size))
+            chunks.append(to_uint8(model.sample_images(size, generator=noise, **extra), model.pixel_range).cpu())
+            extra.pop("on_step", None)  # the trajectory follows the first batch only
+    return torch.cat(chunks)
+
+
+def sampler_options(cfg: DictConfig, model) -> SamplingOptions | None:
+    """The model's sampling settings with those given on the command line (null keeps the model's),
+    checked against its schedule; None for a model that has no sampler (the VAE)."""
+    given = {k: cfg[k] for k in SamplingOptions.names() if cfg.get(k) is not None}
+    if not hasattr(model, "sampling"):
+        if given:
+            raise ConfigError(f"{sorted(given)} apply to diffusion models; {type(model).__name__} takes none")
+        return None
+    return model.sampling.override(**given).resolve(model.schedule.timesteps)
+
+
+def sample(cfg: DictConfig) -> Path:
+    """Load ``cfg.ckpt``, draw ``cfg.n`` samples with ``cfg.seed``, write grid.png and samples.npz."""
+    for key in ("n", "batch_size"):
+        positive_int(cfg[key], key)
+    ckpt = Path(cfg.ckpt)
+    device = resolve_device(cfg.device)
+    precision = resolve_job_precision(cfg.precision, device)
+    model, _ = load_model(ckpt)
+    options = sampler_options(cfg, model)
+    name = options.sampler if options is not None else "model"
+    out = Path(cfg.out) if cfg.out else ckpt.parent.parent / "samples" / f"{ckpt.stem}_{name}_seed{cfg.seed}"
+    if (out / "samples.npz").exists() and not cfg.overwrite:
+        raise ConfigError(f"out={str(out)!r} already holds samples.npz; choose another out= or pass overwrite=true")
+    labels = _labels(model, cfg)
+    recorder = _recorder(model, cfg)
+
+    start = time.perf_counter()
+    images = generate(
+        model, cfg.n, cfg.seed, cfg.batch_size, device, precision, labels=labels, recorder=recorder, options=options
+    )
+    seconds = time.perf_counter() - start
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_grid(images, out / "grid.png")
+    save_samples_npz(images, out / "samples.npz", labels=labels)
+    if recorder:
+        strip = recorder.strip()
+        save_grid(to_uint8(strip, model.pixel_range), out / "trajectory.png", nrow=len(strip) // recorder.count)
+    print(f"wrote {out / 'grid.png'} and {out / 'samples.npz'} ({len(images)} samples, {name}, {seconds:.1f} s)")
+    return out
+
+
+def _labels(model, cfg) -> torch.Tensor | None:
+    if not getattr(model, "class_conditional", False):
+        if cfg.label is not None:
+            raise ConfigError("label= needs a class-conditional model (model.class_conditional=true)")
+        return None
+    classes = model.net.num_classes
+    if cfg.label is not None and not 0 <= cfg.label < classes:
+        raise ConfigError(f"label must lie in [0, {classes - 1}], got {cfg.label}")
+    return torch.full((cfg.n,), cfg.label) if cfg.label is not None else torch.arange(cfg.n) % classes
+
+
+def _recorder(model, cfg) -> TrajectoryRecorder | None:
+    if not cfg.trajectory:
+        return None
+    if not hasattr(model, "sampling"):
+        raise ConfigError("trajectory= applies to diffusion models")
+    return TrajectoryRecorder(min(cfg.trajectory, cfg.n), cfg.trajectory_frames)

@@ -1,0 +1,55 @@
+"""What a training job shows a person at start: the run directory, the resolved precision and
+device, and the model size, without the libraries' tips and deprecation noise."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+from torch import nn
+
+from .precision import PrecisionChoice
+
+log = logging.getLogger("dgmlab.training")
+
+
+def quiet_libraries() -> None:
+    """Lightning's start-up chatter ("GPU available", "💡 Tip", "Seed set") and deprecation
+    notices from inside libraries are not the user's business; their warnings still show."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(lightning|torch|hydra|omegaconf)(\.|$)")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    # A resumed run continues in its own directory, next to its earlier checkpoints, on purpose.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def describe_model(model: nn.Module) -> str:
+    """e.g. ``DDPM: UNet 1.08M parameters (+ an EMA copy)``."""
+    net = getattr(model, "net", None)
+    if net is not None and hasattr(model, "ema"):
+        return f"{type(model).__name__}: {type(net).__name__} {count_parameters(net) / 1e6:.2f}M parameters (+ an EMA copy)"
+    return f"{type(model).__name__}: {count_parameters(model) / 1e6:.2f}M parameters"
+
+
+def describe_device(trainer) -> str:
+    devices = trainer.num_devices * trainer.num_nodes
+    kind = type(trainer.accelerator).__name__.replace("Accelerator", "")
+    if kind == "CUDA":
+        kind = f"CUDA ({torch.cuda.get_device_name(0)})"
+    elif kind == "CPU":
+        kind = f"CPU ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads per process)"
+    return f"{kind} x {devices}"
+
+
+def log_start(output_dir, precision: PrecisionChoice, trainer, model: nn.Module) -> None:
+    log.info("run directory: %s", output_dir)
+    log.info("%s", precision)
+    log.info("device: %s", describe_device(trainer))
+    log.info("model: %s", describe_model(model))

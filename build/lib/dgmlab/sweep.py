@@ -1,0 +1,409 @@
+"""A W&B sweep without a W&B server: ``python -m dgmlab.sweep sweeps/FILE.yaml --count N [key=value ...]``.
+
+The same sweep file that ``wandb sweep`` takes. W&B's own open-source sweep engine (the PyPI package
+``sweeps``, which the W&B server runs) proposes each run from the results so far (grid, random or
+Bayesian); the run goes through the sweep file's ``command`` (``train.py`` in this Python), with the
+``key=value`` overrides given here added to every run, logs to W&B offline, and its metric is read
+back from the run's metrics.csv and fed to the engine for the next proposal. Each finished run is added to
+``runs.jsonl`` and the table of runs, best first, is written to ``results.csv`` in the sweep
+directory; ``--dir`` an existing sweep directory continues that sweep.
+
+    python -m dgmlab.sweep sweeps/vae_beta_bayes.yaml --count 8 trainer.max_steps=500
+    python -m dgmlab.sweep sweeps/ddpm_beta_grid.yaml --dry-run     # the commands, each config composed
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import secrets
+import shlex
+import string
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ConfigError
+
+# The sweep file's command macros that a local run understands (W&B's agent has the same meanings).
+MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}")
+RESULTS, RUNS = "results.csv", "runs.jsonl"
+
+
+def import_engine():
+    """W&B's sweep engine. It declares numpy<2 but works with numpy 2, so it is installed without its
+    dependency list: pip install --no-deps sweeps (its other dependencies come with dgmlab[sweep])."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydantic's notes on the engine's v1-style config
+            import sweeps
+    except ImportError as e:
+        raise ConfigError(
+            f'python -m dgmlab.sweep needs W&B\'s sweep engine ({e}): pip install -e ".[sweep]" '
+            "then pip install --no-deps sweeps"
+        ) from None
+    return sweeps
+
+
+@dataclass
+class Trial:
+    """One run of the sweep: the engine's proposal, and what became of it."""
+
+    name: str
+    params: dict[str, Any]
+    state: str = "pending"  # finished | failed (the engine's run states)
+    metric: float | None = None
+    seconds: float = 0.0
+    note: str = ""
+
+    def engine_run(self, sweeps, metric_name: str):
+        summary = {metric_name: self.metric} if self.metric is not None else {}
+        return sweeps.SweepRun(
+            name=self.name,
+            state=self.state,
+            summary_metrics=summary,
+            config={k: {"value": v} for k, v in self.params.items()},
+        )
+
+
+@dataclass
+class Sweep:
+    path: Path
+    config: dict[str, Any]
+    program: Path
+    directory: Path
+    overrides: list[str] = field(default_factory=list)
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def metric(self) -> str:
+        return self.config["metric"]["name"]
+
+    @property
+    def maximize(self) -> bool:
+        return self.config["metric"].get("goal", "minimize") == "maximize"
+
+
+# --- the sweep file --------------------------------------------------------------------------------
+def load_sweep_file(path: str | Path) -> dict[str, Any]:
+    """The sweep file, validated by the engine's own schema; a ConfigError naming the problem otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {path} does not exist; the shipped ones are in sweeps/")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"sweep file {path} is not valid YAML: {e}") from None
+    sweeps = import_engine()
+    try:
+        sweeps.SweepConfig(config)
+    except Exception as e:  # jsonschema's ValidationError
+        raise ConfigError(f"sweep file {path} is not a valid W&B sweep: {getattr(e, 'message', e)}") from None
+    if "metric" not in config or "name" not in config["metric"]:
+        raise ConfigError(f"sweep file {path} has no metric.name: name the logged metric to optimise, e.g. val/loss")
+    command = config.get("command", ["${env}", "${interpreter}", "${program}", "${args}"])
+    unknown = [c for c in command if str(c).startswith("${") and str(c).endswith("}") and c not in MACROS]
+    if unknown:
+        raise ConfigError(f"sweep file {path}: command uses {unknown}; python -m dgmlab.sweep knows {list(MACROS)}")
+    return config
+
+
+def find_program(config: dict[str, Any], sweep_file: Path) -> Path:
+    """``program`` relative to the working directory (as ``wandb agent`` runs it), else to the repository."""
+    name = config.get("program")
+    if not name:
+        raise ConfigError(f"sweep file {sweep_file} has no program: set program: train.py")
+    for base in (Path.cwd(), sweep_file.resolve().parent.parent):
+        if (base / name).is_file():
+            return (base / name).resolve()
+    raise ConfigError(f"program: {name} of {sweep_file} not found in {Path.cwd()}; run from the repository root")
+
+
+# --- one run -----------------------------------------------------------------------------------------
+def format_value(value: Any) -> str:
+    """A parameter value as Hydra reads it on the command line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def run_command(sweep: Sweep, trial: Trial) -> list[str]:
+    """The sweep file's command for ``trial``, then the extra overrides, then the run's own directory."""
+    args = [f"{k}={format_value(v)}" for k, v in trial.params.items()]
+    expand = {
+        "${env}": ["/usr/bin/env"] if os.name == "posix" else [],
+        "${interpreter}": [sys.executable],
+        "${program}": [str(sweep.program)],
+        "${args_no_hyphens}": args,
+        "${args}": [f"--{a}" for a in args],
+    }
+    command = sweep.config.get("command", ["${env}", "${interpreter}", "${program}", "${args}"])
+    expanded = [
+        part for c in command for part in expand.get(str(c), [str(c)]) if not part.startswith("hydra.run.dir=")
+    ]  # the sweep directory's own, below
+    return [*expanded, *sweep.overrides, f"hydra.run.dir={sweep.directory / trial.name}"]
+
+
+def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
+    """Run one trial to the end, its output to ``logs/<name>.log`` and to this terminal."""
+    command = run_command(sweep, trial)
+    log_path = sweep.directory / "logs" / f"{trial.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(
+        f"[{index}/{count}] run {trial.name}: {' '.join(f'{k}={format_value(v)}' for k, v in trial.params.items())}",
+        flush=True,
+    )
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_RUN_ID": trial.name, "WANDB_SILENT": "true"}
+    start = time.monotonic()
+    with open(log_path, "w") as log:
+        log.write(" ".join(command) + "\n")
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for line in process.stdout:
+            log.write(line)
+            print(f"    {line}", end="", flush=True)
+        code = process.wait()
+    trial.seconds = time.monotonic() - start
+    trial.metric = read_metric(sweep.directory / trial.name, sweep.metric)
+    if code != 0:
+        trial.state, trial.note = "failed", f"exit code {code}; see {log_path}"
+    elif trial.metric is None:
+        trial.state, trial.note = "failed", f"it logged no {sweep.metric}; see {log_path}"
+    else:
+        trial.state = "finished"
+    print(
+        f"[{index}/{count}] run {trial.name}: {trial.state}, {sweep.metric}={trial.metric} "
+        f"({trial.seconds / 60:.1f} min){' - ' + trial.note if trial.note else ''}",
+        flush=True,
+    )
+
+
+def read_metric(run_dir: Path, name: str) -> float | None:
+    """The last value of ``name`` the run logged (its ``csv/metrics.csv``, which every logger config writes
+    beside W&B's offline log); None if it logged none."""
+    path = run_dir / "csv" / "metrics.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        values = [row[name] for row in csv.DictReader(f) if row.get(name) not in (None, "")]
+    return float(values[-1]) if values else None
+
+
+# --- the sweep ------------------------------------------------------------------------------------
+def new_name(trials: list[Trial]) -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    taken = {t.name for t in trials}
+    while (name := "".join(secrets.choice(alphabet) for _ in range(8))) in taken:
+        pass
+    return name
+
+
+def propose(sweep: Sweep, seed: int) -> Trial | None:
+    """The engine's next proposal given every trial so far (None: a grid is exhausted)."""
+    import numpy as np
+
+    sweeps = import_engine()
+    np.random.seed(seed * 100_003 + len(sweep.trials))  # the engine draws from numpy's global generator
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = [t.engine_run(sweeps, sweep.metric) for t in sweep.trials]
+        proposal = sweeps.next_run(sweep.config, runs, validate=True)
+    if proposal is None:
+        return None
+    params = {k: plain(v["value"]) for k, v in proposal.config.items()}
+    return Trial(name=new_name(sweep.trials), params=params)
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars as Python numbers (for YAML, JSON and the command line)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict)) else value
+
+
+def ranked(sweep: Sweep) -> list[Trial]:
+    """Finished trials best first, then the failed ones."""
+    done = [t for t in sweep.trials if t.state == "finished" and t.metric is not None and math.isfinite(t.metric)]
+    done.sort(key=lambda t: -t.metric if sweep.maximize else t.metric)
+    return done + [t for t in sweep.trials if t not in done]
+
+
+def write_results(sweep: Sweep) -> Path:
+    names = sorted({k for t in sweep.trials for k in t.params})
+    path = sweep.directory / RESULTS
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["rank", "run", "state", sweep.metric, *names, "minutes", "run_dir"])
+        for rank, t in enumerate(ranked(sweep), 1):
+            writer.writerow(
+                [
+                    rank,
+                    t.name,
+                    t.state,
+                    "" if t.metric is None else t.metric,
+                    *(format_value(t.params[n]) if n in t.params else "" for n in names),
+                    f"{t.seconds / 60:.2f}",
+                    sweep.directory / t.name,
+                ]
+            )
+    return path
+
+
+def print_table(sweep: Sweep) -> None:
+    with open(sweep.directory / RESULTS, newline="") as f:
+        rows = [row[:-1] for row in csv.reader(f)]  # without run_dir
+    rows = [[short(c) for c in row] for row in rows]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def short(cell: str) -> str:
+    """Numbers with a fractional part to 6 significant digits, for the printed table (the CSV keeps all)."""
+    try:
+        return f"{float(cell):.6g}" if "." in cell or "e" in cell else cell
+    except ValueError:
+        return cell
+
+
+def record(sweep: Sweep, trial: Trial) -> None:
+    with open(sweep.directory / RUNS, "a") as f:
+        f.write(
+            json.dumps(
+                {
+                    "name": trial.name,
+                    "params": trial.params,
+                    "state": trial.state,
+                    "metric": trial.metric,
+                    "seconds": trial.seconds,
+                    "note": trial.note,
+                }
+            )
+            + "\n"
+        )
+
+
+def load_trials(directory: Path) -> list[Trial]:
+    path = directory / RUNS
+    if not path.is_file():
+        return []
+    return [Trial(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def open_sweep(path: str | Path, directory: str | Path | None, overrides: list[str]) -> Sweep:
+    path = Path(path)
+    config = load_sweep_file(path)
+    program = find_program(config, path)
+    if directory is None:
+        directory = Path("outputs") / "sweeps" / "local" / path.stem / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    directory = Path(directory).resolve()
+    sweep = Sweep(
+        path=path,
+        config=config,
+        program=program,
+        directory=directory,
+        overrides=list(overrides),
+        trials=load_trials(directory),
+    )
+    bad = [o for o in overrides if "=" not in o or o.startswith("-")]
+    if bad:
+        raise ConfigError(f"{bad[0]!r} is not an override; give key=value pairs after the sweep file")
+    return sweep
+
+
+def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
+    """Propose, run and record ``count`` more trials, then write and print the results table."""
+    sweep.directory.mkdir(parents=True, exist_ok=True)
+    (sweep.directory / "sweep.yaml").write_text(yaml.safe_dump({**sweep.config, "overrides": sweep.overrides}))
+    print(
+        f"sweep {sweep.path} ({sweep.config['method']}, {sweep.metric} {'max' if sweep.maximize else 'min'}): "
+        f"{sweep.directory}" + (f", continuing after {len(sweep.trials)} runs" if sweep.trials else ""),
+        flush=True,
+    )
+    for index in range(1, count + 1):
+        trial = propose(sweep, seed)
+        if trial is None:
+            print("the grid is exhausted", flush=True)
+            break
+        run_trial(sweep, trial, index, count)
+        sweep.trials.append(trial)
+        record(sweep, trial)
+        write_results(sweep)
+    if sweep.trials:
+        print(f"\n{len(sweep.trials)} runs, best first ({sweep.directory / RESULTS}):")
+        print_table(sweep)
+    return sweep
+
+
+def dry_run(sweep: Sweep, count: int, seed: int = 0) -> list[list[str]]:
+    """The commands of the next ``count`` proposals (none run), each config composed by Hydra first."""
+    commands = []
+    for _ in range(count):
+        trial = propose(sweep, seed)
+        if trial is None:
+            break
+        command = run_command(sweep, trial)
+        compose_overrides(sweep.program, command[command.index(str(sweep.program)) + 1 :])
+        commands.append(command)
+        sweep.trials.append(trial)  # pending: the next proposal moves on
+    return commands
+
+
+def compose_overrides(program: Path, overrides: list[str]):
+    """The config ``program`` (train.py) would compose from ``overrides``; a ConfigError if it cannot."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    with initialize_config_dir(config_dir=str(Path(__file__).parent / "conf"), version_base="1.3"):  # the package's
+        try:
+            return compose(program.stem, overrides=[o for o in overrides if not o.startswith("hydra.")])
+        except HydraException as e:
+            raise ConfigError(f"the run {' '.join(overrides)} does not compose: {e}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dgmlab.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_file", help="a W&B sweep file, e.g. sweeps/vae_beta_bayes.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value added to every run, e.g. trainer.max_steps=500")
+    parser.add_argument("--count", type=int, default=None, help="runs to make (default: a grid's size, else 10)")
+    parser.add_argument("--dir", default=None, help="the sweep directory; an existing one is continued")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the engine's random draws")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands (configs composed), run nothing")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        sweep = open_sweep(args.sweep_file, args.dir, args.overrides)
+        count = args.count if args.count is not None else default_count(sweep)
+        if count < 1:
+            raise ConfigError(f"--count must be a positive integer, got {count}")
+        if args.dry_run:
+            for command in dry_run(sweep, count, args.seed):
+                print(shlex.join(command))
+            return 0
+        sweep = run_sweep(sweep, count, args.seed)
+    except ConfigError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 2
+    return 0 if any(t.state == "finished" for t in sweep.trials) else 1
+
+
+def default_count(sweep: Sweep) -> int:
+    if sweep.config["method"] != "grid":
+        return 10
+    return math.prod(len(p["values"]) for p in sweep.config["parameters"].values() if "values" in p)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The VAE's objective in pure PyTorch (the networks live in :mod:`dgmlab.nn`)."""
+
+from .elbo import (
+    ELBO,
+    bits_per_dim,
+    importance_weighted_log_likelihood,
+    linear_warmup,
+    log_normal_diag,
+    log_standard_normal,
+    reparameterize,
+)
+from .kl import discrete_kl, free_bits_kl, kl_per_dimension, kl_term, kl_to_standard_normal
+from .likelihoods import (
+    LIKELIHOODS,
+    BernoulliLikelihood,
+    DiscretizedLogisticLikelihood,
+    GaussianLikelihood,
+    Likelihood,
+    bernoulli_log_likelihood,
+)
+
+__all__ = [
+    "ELBO",
+    "LIKELIHOODS",
+    "Likelihood",
+    "BernoulliLikelihood",
+    "GaussianLikelihood",
+    "DiscretizedLogisticLikelihood",
+    "bernoulli_log_likelihood",
+    "bits_per_dim",
+    "discrete_kl",
+    "free_bits_kl",
+    "importance_weighted_log_likelihood",
+    "kl_per_dimension",
+    "kl_term",
+    "kl_to_standard_normal",
+    "linear_warmup",
+    "log_normal_diag",
+    "log_standard_normal",
+    "reparameterize",
+]
