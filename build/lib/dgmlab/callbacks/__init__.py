@@ -1,8 +1,0 @@
-"""Lightning callbacks: sample grids, the VAE's figures (and, later, evaluation metrics)."""
-
-from .fid import FIDCallback
-from .progress import StepProgressBar
-from .sample_grid import SampleGrid
-from .vae_figures import VAEFigures
-
-__all__ = ["SampleGrid", "VAEFigures", "FIDCallback", "StepProgressBar"]

@@ -1,8 +1,0 @@
-"""Networks in pure PyTorch: the DDPM U-Net, the VAE's MLP and convolutional encoder/decoder, EMA."""
-
-from .conv import ConvDecoder, ConvEncoder
-from .ema import ema_decay, ema_update
-from .mlp import MLPDecoder, MLPEncoder
-from .unet import UNet
-
-__all__ = ["UNet", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "ema_update", "ema_decay"]
