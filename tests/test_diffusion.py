@@ -23,6 +23,7 @@ from dgmlab.diffusion import (
     x0_eps_from_v,
     x0_from_eps,
 )
+from dgmlab.seeding import ImageNoise
 
 
 def test_linear_schedule_is_the_papers():
@@ -232,17 +233,28 @@ def test_ddim_error_shrinks_with_more_steps():
     assert error(10) > error(50) > error(200)
 
 
-def test_ddim_with_eta_zero_is_deterministic_for_a_seed():
+class GivenStartThenFresh(ImageNoise):
+    """Noise whose first draw is a given x_T and whose later draws come from ``later_seed``."""
+
+    def __init__(self, x_T: torch.Tensor, later_seed: int):
+        super().__init__(0, range(len(x_T)))
+        self.x_T, self.draws, self.later = x_T, 0, torch.Generator().manual_seed(later_seed)
+
+    def randn(self, shape, device="cpu"):
+        self.draws += 1
+        return self.x_T.to(device) if self.draws == 1 else torch.randn(tuple(shape), generator=self.later).to(device)
+
+
+def test_ddim_with_eta_zero_depends_on_x_T_alone():
     s = make_schedule("cosine", 1000)
     denoise = make_denoiser(s, lambda x, t: 0.1 * x, "eps")
+    x_T = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
 
-    def run(seed):
-        return sample(
-            s, denoise, (3, 1, 4, 4), "ddim", steps=10, eta=0.0, generator=torch.Generator().manual_seed(seed)
-        )
+    def run(eta, later_seed):
+        return sample(s, denoise, x_T.shape, "ddim", steps=10, eta=eta, generator=GivenStartThenFresh(x_T, later_seed))
 
-    assert torch.equal(run(1), run(1))
-    assert not torch.equal(run(1), run(2))
+    assert torch.equal(run(0.0, 1), run(0.0, 2))  # eta = 0: the ODE from x_T, no further noise
+    assert not torch.allclose(run(0.5, 1), run(0.5, 2))  # eta > 0 draws noise at every step
 
 
 def test_unknown_sampler_is_named():
