@@ -50,6 +50,19 @@ def job_env(cluster: SlurmCluster, **extra: str) -> dict[str, str]:
     return cluster.env(PATH=path, WANDB_MODE="offline", **extra)
 
 
+def submit_train(cluster: SlurmCluster, tmp_path: Path, sbatch_options: list[str], *overrides: str) -> str:
+    """slurm/train.sbatch with RUN and ``overrides``, its run directory tmp_path/run, its log tmp_path/job.out."""
+    return cluster.sbatch(
+        *sbatch_options,
+        f"--output={tmp_path}/job.out",
+        "slurm/train.sbatch",
+        *RUN,
+        *overrides,
+        cwd=REPO,
+        env=job_env(cluster, DGMLAB_RUN_DIR=str(tmp_path / "run")),
+    )
+
+
 def step_of(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
@@ -118,17 +131,14 @@ def test_hydra_launcher_runs_a_two_task_ddp_job(cluster, tmp_path):
 
 def test_sbatch_script_runs_a_two_task_ddp_job(cluster, tmp_path):
     run_dir = tmp_path / "run"
-    job = cluster.sbatch(
-        "--ntasks-per-node=2",
-        f"--output={tmp_path}/job.out",
-        "slurm/train.sbatch",
+    job = submit_train(
+        cluster,
+        tmp_path,
+        ["--ntasks-per-node=2"],
         "trainer=ddp_cpu",
-        *RUN,
         "trainer.max_steps=12",
         "trainer.val_check_interval=6",
         "callbacks.model_checkpoint.every_n_train_steps=6",
-        cwd=REPO,
-        env=job_env(cluster, DGMLAB_RUN_DIR=str(run_dir)),
     )
     assert cluster.wait(job, timeout=300) == "COMPLETED", (tmp_path / "job.out").read_text()[-3000:]
     log = (run_dir / "train.log").read_text()
@@ -140,16 +150,14 @@ def test_sbatch_script_runs_a_two_task_ddp_job(cluster, tmp_path):
 @pytest.mark.parametrize("how", ["scontrol requeue", "USR1 before the time limit"])
 def test_a_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path, how):
     run_dir = tmp_path / "run"
-    job = cluster.sbatch(
-        f"--output={tmp_path}/job.out",
-        "slurm/train.sbatch",
-        *RUN,
+    job = submit_train(
+        cluster,
+        tmp_path,
+        [],
         "trainer.max_steps=400",
         "trainer.val_check_interval=100",
         "callbacks.model_checkpoint.every_n_train_steps=20",
         "callbacks.sample_grid.every_n_steps=1000",
-        cwd=REPO,
-        env=job_env(cluster, DGMLAB_RUN_DIR=str(run_dir)),
     )
     wait_for_file(run_dir / "checkpoints" / "step_000020.ckpt", cluster, job)
     if how == "scontrol requeue":  # SLURM stops the job with SIGTERM and puts it back in the queue
