@@ -105,15 +105,19 @@ class DDPM(GenerativeModule):
         discretises 8-bit levels. Costs T network calls per batch: ``trainer.limit_test_batches``
         takes a fair subset (the val split's order spreads the classes)."""
         images = batch[0]
-        if tuple(map(float, self.pixel_range)) != (-1.0, 1.0):
-            raise ConfigError(
-                f"the DDPM bound discretises pixels on [-1, 1]; model.pixel_range={list(self.pixel_range)}"
-            )
-        denoise = make_denoiser(self.schedule, self.guided_network(None, 1.0), self.prediction)
-        bound = variational_bound(self.schedule, denoise, images, torch.Generator().manual_seed(batch_idx))
-        nll = bound.total.mean()
+        nll = self.variational_bound(images, torch.Generator().manual_seed(batch_idx)).total.mean()
         self.log("test/nll", nll, batch_size=len(images), sync_dist=True)
         self.log("test/bpd", bits_per_dim(nll, images[0].numel()), batch_size=len(images), sync_dist=True)
+
+    def variational_bound(self, x0: torch.Tensor, generator=None, clip_denoised: bool = True):
+        """Every term of the bound for images ``x0`` in [-1, 1] (where its decoder discretises 8-bit
+        levels), with the EMA network; the test step and ``python -m dgmlab.evaluate nll`` use it."""
+        if tuple(map(float, self.pixel_range)) != (-1.0, 1.0):
+            raise ConfigError(
+                f"the DDPM bound discretises pixels on [-1, 1]; this model has model.pixel_range={list(self.pixel_range)}"
+            )
+        denoise = make_denoiser(self.schedule, self.guided_network(None, 1.0), self.prediction, clip_denoised)
+        return variational_bound(self.schedule, denoise, x0, generator)
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)

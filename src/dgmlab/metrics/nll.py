@@ -18,8 +18,7 @@ import torch
 
 from ..config import ConfigError
 from ..data import to_pixel_range
-from ..diffusion import make_denoiser
-from ..diffusion.likelihood import VariationalBound, variational_bound
+from ..diffusion.likelihood import VariationalBound
 from ..vae import bits_per_dim, importance_weighted_log_likelihood
 
 
@@ -56,17 +55,12 @@ def ddpm_variational_bound(
 ) -> VariationalBound:
     """All T terms of the DDPM bound for uint8 ``images``, with the EMA network; batch i draws
     its noise from seed (seed, i)."""
-    if tuple(map(float, module.pixel_range)) != (-1.0, 1.0):
-        raise ConfigError(
-            f"the DDPM bound discretises pixels on [-1, 1]; this model has model.pixel_range={list(module.pixel_range)}"
-        )
-    denoise = make_denoiser(module.schedule, module.guided_network(None, 1.0), module.prediction, clip_denoised)
     bounds = []
     for index, chunk in _batches(images, batch_size):
         x0 = to_pixel_range(chunk.to(module.device), module.pixel_range)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
         with autocast():
-            bounds.append(variational_bound(module.schedule, denoise, x0, generator))
+            bounds.append(module.variational_bound(x0, generator, clip_denoised))
     return VariationalBound.cat(bounds)
 
 
