@@ -347,7 +347,6 @@ def sample_uint8(
     """``num_samples`` images (uint8 NCHW) from a DDPM LightningModule with sampler ``options``
     (sampler, steps, ...) and the seconds that took, the way ``sample.py`` draws them: image i
     from its own seed (seed, i), batches of ``batch_size``, under ``precision``'s autocast."""
-    from dgmlab.data import to_uint8
     from dgmlab.seeding import ImageNoise
 
     chunks = []
@@ -356,7 +355,7 @@ def sample_uint8(
         for first in range(0, num_samples, batch_size):
             size = min(batch_size, num_samples - first)
             noise = ImageNoise(seed, range(first, first + size))
-            chunks.append(to_uint8(model.sample_images(size, generator=noise, **options), model.pixel_range))
+            chunks.append(model.to_uint8(model.sample_images(size, generator=noise, **options)))
     return torch.cat(chunks), time.perf_counter() - start
 
 

@@ -43,7 +43,6 @@ from omegaconf import open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dgmlab.data import to_pixel_range  # noqa: E402
 from dgmlab.nn import ema_decay, ema_update  # noqa: E402
 from dgmlab.training import train  # noqa: E402
 
@@ -112,7 +111,7 @@ def plain_step(cfg, precision: str, splits, compile_network: bool = False):
     def step():
         images, labels = next(data)
         with bench.autocast(precision):
-            loss = model.loss(net, to_pixel_range(images, model.pixel_range), labels)
+            loss = model.loss(net, model.from_uint8(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip:

@@ -53,7 +53,7 @@ def test_combination_builds_and_computes_a_loss(model, schedule, dataset, image_
     datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
     module = instantiate(cfg.model)
-    images, labels = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
+    images, labels = module.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     assert images.shape == (4, cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size)
     low, high = cfg.model.pixel_range
     assert low <= images.min() and images.max() <= high

@@ -12,9 +12,9 @@ import torch
 import torchvision
 from hydra.utils import instantiate
 
-from dgmlab.data import to_pixel_range, to_uint8
 from dgmlab.data.sources import letter_t_image, mnist_5k
 from dgmlab.errors import ConfigError
+from dgmlab.images import to_pixel_range, to_uint8
 
 from conftest import compose_train
 
@@ -55,12 +55,16 @@ def test_pixel_range_round_trips(pixel_range):
     assert torch.equal(to_uint8(y, pixel_range), x)
 
 
-def test_pixel_range_follows_the_model(tmp_path):
-    for model, (low, high) in [("ddpm", (-1, 1)), ("vae", (0, 1))]:
-        dm = instantiate(compose_train([f"model={model}"], tmp_path).dataset)
+def test_the_data_module_serves_uint8_and_the_model_converts(tmp_path):
+    for model, (low, high) in [("ddpm", (-1, 1)), ("vae", (0, 1)), ("vae_conv", (-1, 1))]:
+        cfg = compose_train([f"model={model}"], tmp_path)
+        dm, module = instantiate(cfg.dataset), instantiate(cfg.model)
         dm.setup()
-        x, _ = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-        assert x.min() == low and x.max() == high
+        batch = next(iter(dm.train_dataloader()))
+        assert batch[0].dtype == torch.uint8
+        x, labels = module.on_after_batch_transfer(batch, 0)
+        assert x.dtype == torch.float32 and x.min() == low and x.max() == high
+        assert torch.equal(labels, batch[1]) and torch.equal(module.to_uint8(x), batch[0])
 
 
 def _write_idx(path, array: np.ndarray, magic: int):
@@ -86,8 +90,8 @@ def test_torchvision_mnist_formats_are_read(dataset, folder, tmp_path):
     dm.setup()
     assert len(dm.splits.train) == 12 and len(dm.splits.val) == 5
     assert dm.splits.train.labels.tolist()[:3] == [0, 1, 2]
-    x, _ = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-    assert x.shape == (4, 1, 28, 28)
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 1, 28, 28) and x.dtype == torch.uint8
 
 
 def test_torchvision_cifar10_format_is_read(tmp_path, monkeypatch):

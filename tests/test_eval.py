@@ -21,7 +21,6 @@ from PIL import Image
 from torchvision.transforms.functional import gaussian_blur
 
 from dgmlab.config import ConfigError
-from dgmlab.data import to_pixel_range
 from dgmlab.data.sources import in_class_interleaved_order, mnist_5k
 from dgmlab.diffusion import eps_from_x0, make_schedule
 from dgmlab.diffusion.likelihood import (
@@ -33,7 +32,7 @@ from dgmlab.diffusion.likelihood import (
     variational_bound,
 )
 from dgmlab.evaluate import evaluate_nll, evaluate_samples, evaluate_val
-from dgmlab.images import save_grid
+from dgmlab.images import save_grid, to_pixel_range
 from dgmlab.metrics import (
     GaussianStatistics,
     KIDSettings,

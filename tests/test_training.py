@@ -7,7 +7,11 @@ import csv
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
+
+from dgmlab.checkpoint import load_model
+from dgmlab.lit import CONFIG_KEY
 
 from conftest import TINY_DDPM, run_script
 
@@ -167,3 +171,15 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 6
     assert checkpoint["dgmlab_config"]["trainer"]["devices"] == 2
+
+
+def test_a_checkpoint_of_an_older_dgmlab_still_loads(tiny_ddpm_checkpoint, tmp_path):
+    """Before the model owned pixel conversion, the data set config carried `pixel_range` too."""
+    checkpoint = torch.load(tiny_ddpm_checkpoint, weights_only=True)
+    checkpoint[CONFIG_KEY]["dataset"]["pixel_range"] = [-1.0, 1.0]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    model, cfg = load_model(tmp_path / "old.ckpt")
+    datamodule = instantiate(cfg.dataset)  # the old key would be an unexpected argument
+    datamodule.setup()
+    images, _ = model.on_after_batch_transfer(next(iter(datamodule.val_dataloader())), 0)
+    assert images.min() == -1.0 and images.max() == 1.0

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from dgmlab.data import to_pixel_range
+from dgmlab.images import to_pixel_range
 from dgmlab.nn import ConvDecoder, ConvEncoder
 from dgmlab.training import train
 from dgmlab.vae import (
@@ -343,7 +343,7 @@ def test_every_likelihood_trains_a_step_and_samples_in_its_range(likelihood, pix
     )
     datamodule, model = instantiate(cfg.dataset), instantiate(cfg.model)
     datamodule.setup("fit")
-    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
+    batch = model.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     assert torch.isfinite(model.training_step(batch, 0))
     samples = model.sample_images(3, generator=torch.Generator().manual_seed(0))
     low, high = cfg.model.pixel_range

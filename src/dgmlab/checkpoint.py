@@ -40,8 +40,16 @@ def load_model(path: str | Path) -> tuple[GenerativeModule, DictConfig]:
     checkpoint = read_checkpoint(path)
     if CONFIG_KEY not in checkpoint:
         raise ConfigError(f"ckpt={str(path)!r} holds no '{CONFIG_KEY}': it was not written by dgmlab's train.py")
-    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    cfg = upgrade_run_config(OmegaConf.create(checkpoint[CONFIG_KEY]))
     model = instantiate(cfg.model)
     model.load_state_dict(checkpoint["state_dict"])
     model.run_config = checkpoint[CONFIG_KEY]
     return model.eval(), cfg
+
+
+def upgrade_run_config(cfg: DictConfig) -> DictConfig:
+    """A run config of an older dgmlab in today's form: until the model owned pixel conversion, the
+    data set config carried a copy of ``model.pixel_range``."""
+    if "dataset" in cfg and "pixel_range" in cfg.dataset:
+        del cfg.dataset["pixel_range"]
+    return cfg

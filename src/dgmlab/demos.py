@@ -22,6 +22,7 @@ import torch  # noqa: E402
 
 from .data.sources import letter_t_image, mnist_5k  # noqa: E402
 from .diffusion import make_schedule, q_posterior, q_sample, q_step  # noqa: E402
+from .images import to_pixel_range  # noqa: E402
 
 SCHEDULE_DEFAULTS = {"linear": {}, "cosine": {}, "sigmoid": {}, "quadratic": {}, "lecture": {}}
 
@@ -62,7 +63,7 @@ def forward_letter_t(out: Path, seed: int = 0) -> Path:
 def posterior_walk(out: Path, seed: int = 0, start: int = 50) -> Path:
     """Noise one digit to t = ``start`` with q(x_t|x_0), then x_{t-1} ~ q(x_{t-1} | x_t, x_0)."""
     schedule = make_schedule("linear", 1000)
-    x0 = mnist_5k().val.images[:1].float() / 127.5 - 1
+    x0 = to_pixel_range(mnist_5k().val.images[:1], (-1.0, 1.0))
     generator = torch.Generator().manual_seed(seed)
     # Index k holds x_{k+1} in the paper's 1-based notation: x_start is index start - 1.
     x = q_sample(schedule, x0, torch.tensor([start - 1]), torch.randn(x0.shape, generator=generator))

@@ -1,4 +1,5 @@
-"""Images on disk: PNG grids for people, ``samples.npz`` (uint8 NHWC) for programs."""
+"""Images: uint8 pixels to a model's float range and back, and on disk as PNG grids for people
+and ``samples.npz`` (uint8 NHWC) for programs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.utils import make_grid
+
+
+def to_pixel_range(images: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Tensor:
+    """uint8 [0, 255] -> float in [low, high]."""
+    low, high = pixel_range
+    return images.float() / 255.0 * (high - low) + low
+
+
+def to_uint8(images: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Tensor:
+    """float in [low, high] -> uint8 [0, 255], clamped and rounded."""
+    low, high = pixel_range
+    return ((images.float() - low) / (high - low) * 255.0).round().clamp(0, 255).to(torch.uint8)
 
 
 def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:

@@ -9,7 +9,6 @@ import torch
 from omegaconf import DictConfig
 
 from .checkpoint import load_model
-from .data import to_uint8
 from .diffusion import SamplingOptions
 from .errors import ConfigError, positive_int
 from .images import save_grid, save_samples_npz
@@ -72,7 +71,7 @@ def generate(
             if labels is not None:
                 extra["labels"] = labels[start : start + size]
             noise = ImageNoise(seed, range(start, start + size))
-            chunks.append(to_uint8(model.sample_images(size, generator=noise, **extra), model.pixel_range).cpu())
+            chunks.append(model.to_uint8(model.sample_images(size, generator=noise, **extra)).cpu())
             extra.pop("on_step", None)  # the trajectory follows the first batch only
     return torch.cat(chunks)
 
@@ -115,7 +114,7 @@ def sample(cfg: DictConfig) -> Path:
     save_samples_npz(images, out / "samples.npz", labels=labels)
     if recorder:
         strip = recorder.strip()
-        save_grid(to_uint8(strip, model.pixel_range), out / "trajectory.png", nrow=len(strip) // recorder.count)
+        save_grid(model.to_uint8(strip), out / "trajectory.png", nrow=len(strip) // recorder.count)
     print(f"wrote {out / 'grid.png'} and {out / 'samples.npz'} ({len(images)} samples, {name}, {seconds:.1f} s)")
     return out
 

@@ -23,7 +23,6 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..data import to_uint8
 from ..errors import ConfigError, positive_int
 from ..metrics import (
     FeatureNet,
@@ -192,7 +191,7 @@ class FIDCallback(L.Callback):
                 noise = ImageNoise(self.seed, range(start, start + size))
                 with autocast(pl_module.device, self.precision):
                     images = pl_module.sample_images(size, generator=noise, **options)
-                features.append(self.feature_net(to_uint8(images, pl_module.pixel_range)))
+                features.append(self.feature_net(pl_module.to_uint8(images)))
                 indices.append(torch.arange(start, start + size))
         finally:
             pl_module.train(was_training)

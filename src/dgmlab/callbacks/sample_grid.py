@@ -7,7 +7,6 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..data import to_uint8
 from ..errors import positive_int
 from ..images import save_grid
 from ..seeding import ImageNoise
@@ -71,7 +70,7 @@ class SampleGrid(L.Callback):
         pl_module.train(was_training)
         if not trainer.is_global_zero:
             return None
-        path = save_grid(to_uint8(images, pl_module.pixel_range), self.dirpath / f"step_{step:06d}.png")
+        path = save_grid(pl_module.to_uint8(images), self.dirpath / f"step_{step:06d}.png")
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="samples", images=[str(path)], step=step)

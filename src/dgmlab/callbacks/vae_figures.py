@@ -10,7 +10,6 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..data import to_uint8
 from ..errors import ConfigError
 from ..images import save_grid
 
@@ -126,7 +125,7 @@ class VAEFigures(L.Callback):
         generator = torch.Generator().manual_seed(self.seed)
         paths = [
             save_grid(
-                to_uint8(pl_module.sample_images(self.num_samples, generator=generator), pl_module.pixel_range),
+                pl_module.to_uint8(pl_module.sample_images(self.num_samples, generator=generator)),
                 self.dirpath / f"prior_samples{suffix}",
             )
         ]
@@ -143,7 +142,7 @@ class VAEFigures(L.Callback):
             num_classes = getattr(trainer.datamodule, "num_classes", int(labels.max()) + 1)
             paths.append(plot_latent_scatter(mu, labels.cpu(), num_classes, self.dirpath / f"latent_scatter{suffix}"))
             z = latent_plane_grid(self.manifold_size, *self.manifold_quantiles).to(pl_module.device)
-            decoded = to_uint8(pl_module.decode_mean(z), pl_module.pixel_range)
+            decoded = pl_module.to_uint8(pl_module.decode_mean(z))
             paths.append(save_grid(decoded, self.dirpath / f"manifold{suffix}", nrow=self.manifold_size))
         return paths
 
@@ -151,7 +150,7 @@ class VAEFigures(L.Callback):
         """Rows of ``images_per_row`` inputs, each row followed by their reconstructions."""
         per_row = min(self.images_per_row, len(inputs))
         inputs = inputs[: len(inputs) // per_row * per_row]  # whole rows only, so pairs stay aligned
-        pair = [to_uint8(inputs, pl_module.pixel_range), to_uint8(pl_module.reconstruct(inputs), pl_module.pixel_range)]
+        pair = [pl_module.to_uint8(inputs), pl_module.to_uint8(pl_module.reconstruct(inputs))]
         rows = [half[i : i + per_row] for i in range(0, len(inputs), per_row) for half in pair]
         return save_grid(torch.cat(rows), path, nrow=per_row)
 
@@ -163,7 +162,7 @@ class VAEFigures(L.Callback):
         wanted = max(self.max_scatter_points, self.num_reconstructions)
         images, labels, count = [], [], 0
         for batch in datamodule.val_dataloader():
-            x, y = datamodule.on_after_batch_transfer((batch[0].to(pl_module.device), batch[1]), 0)
+            x, y = pl_module.from_uint8(batch[0].to(pl_module.device)), batch[1]
             images.append(x)
             labels.append(y)
             count += len(x)

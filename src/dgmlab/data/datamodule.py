@@ -13,20 +13,9 @@ from .sampler import ResumableSampler
 from .sources import Splits, in_class_interleaved_order
 
 
-def to_pixel_range(images: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Tensor:
-    """uint8 [0, 255] -> float in [low, high]."""
-    low, high = pixel_range
-    return images.float() / 255.0 * (high - low) + low
-
-
-def to_uint8(images: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Tensor:
-    """float in [low, high] -> uint8 [0, 255], clamped and rounded."""
-    low, high = pixel_range
-    return ((images.float() - low) / (high - low) * 255.0).round().clamp(0, 255).to(torch.uint8)
-
-
 class ImageDataModule(L.LightningDataModule):
-    """Serves ``(image, label)`` batches: uint8 on the loader, float in ``pixel_range`` on device.
+    """Serves ``(image, label)`` batches of uint8 images; the model converts them to its own pixel
+    range once they are on its device (``GenerativeModule.on_after_batch_transfer``).
 
     ``batch_size`` is per device: under DDP with N devices each optimiser step sees
     N x batch_size images.
@@ -40,14 +29,12 @@ class ImageDataModule(L.LightningDataModule):
         channels: int,
         num_classes: int,
         batch_size: int,
-        pixel_range: tuple[float, float] = (-1.0, 1.0),
         num_workers: int = 0,
     ):
         super().__init__()
         self.source, self.name = source, name
         self.image_shape = (channels, image_size, image_size)
         self.num_classes, self.batch_size, self.num_workers = num_classes, batch_size, num_workers
-        self.pixel_range = tuple(pixel_range)
         self.splits: Splits | None = None
 
     def prepare_data(self) -> None:
@@ -93,7 +80,3 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(0),
         )
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels = batch
-        return to_pixel_range(images, self.pixel_range), labels

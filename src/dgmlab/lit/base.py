@@ -9,6 +9,7 @@ import lightning as L
 import torch
 
 from ..errors import ConfigError
+from ..images import to_pixel_range, to_uint8
 
 CONFIG_KEY = "dgmlab_config"
 LR_DECAYS = ("constant", "cosine")
@@ -53,6 +54,18 @@ class GenerativeModule(L.LightningModule):
     def sample_images(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``num_samples`` images from the model, floats in ``pixel_range``, NCHW."""
         raise NotImplementedError
+
+    # Pixels: data sets, sample files and metrics hold uint8 images; the model alone knows its range.
+    def from_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        return to_pixel_range(images, self.pixel_range)
+
+    def to_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        return to_uint8(images, self.pixel_range)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """The data module serves uint8 images; they reach the steps in ``pixel_range``."""
+        images, labels = batch
+        return self.from_uint8(images), labels
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

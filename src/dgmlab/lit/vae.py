@@ -152,5 +152,5 @@ def check_vae_settings(
     if expected is not None and tuple(map(float, pixel_range)) != expected:
         raise ConfigError(
             f"model.pixel_range={list(pixel_range)} does not match model.likelihood={likelihood!r}, which expects pixel "
-            f"values in {list(expected)}; pass model.pixel_range=[{expected[0]:g},{expected[1]:g}] (the data module reads it too)"
+            f"values in {list(expected)}; pass model.pixel_range=[{expected[0]:g},{expected[1]:g}]"
         )

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..config import ConfigError
-from ..data import to_pixel_range
 from ..diffusion.likelihood import VariationalBound
 from ..vae import bits_per_dim, importance_weighted_log_likelihood
 
@@ -57,7 +56,7 @@ def ddpm_variational_bound(
     its noise from seed (seed, i)."""
     bounds = []
     for index, chunk in _batches(images, batch_size):
-        x0 = to_pixel_range(chunk.to(module.device), module.pixel_range)
+        x0 = module.from_uint8(chunk.to(module.device))
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
         with autocast():
             bounds.append(module.variational_bound(x0, generator, clip_denoised))
@@ -96,7 +95,7 @@ def vae_nll(
     k = num_samples or module.iw_samples
     log_px = []
     for index, chunk in _batches(images, batch_size):
-        x = to_pixel_range(chunk.to(module.device), module.pixel_range)
+        x = module.from_uint8(chunk.to(module.device))
         generator = torch.Generator(device=module.device).manual_seed(seed * 1_000_003 + index)
         log_px.append(
             importance_weighted_log_likelihood(

@@ -17,7 +17,7 @@ class Likelihood:
     """p(x|z) given the decoder's outputs. Subclasses set the class attributes below."""
 
     outputs_per_pixel: int = 1
-    # The pixel values x must lie in (the data module reads model.pixel_range); None: any range.
+    # The pixel values x must lie in (the model converts uint8 data to model.pixel_range); None: any range.
     pixel_range: tuple[float, float] | None = None
     # True when log_prob is a probability of 8-bit pixel values, so bits/dim compare across models.
     is_discrete: bool = False
