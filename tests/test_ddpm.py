@@ -33,8 +33,10 @@ def test_bad_settings_fail_with_the_setting_named(overrides, message, tmp_path):
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "sigmoid", "quadratic", "lecture", "explicit"])
 def test_every_schedule_config_builds_a_ddpm(schedule, tmp_path):
     cfg = compose_train(["model=ddpm", f"schedule={schedule}"], tmp_path)
-    model = instantiate(cfg.model)
-    assert model.schedule.timesteps == cfg.schedule.timesteps
+    schedule = instantiate(cfg.model).schedule
+    assert schedule.timesteps == cfg.schedule.timesteps == len(schedule.betas)
+    assert 0 < schedule.betas.min() and schedule.betas.max() < 1
+    assert (schedule.alphas_cumprod.diff() < 0).all()  # every step adds noise
 
 
 def test_a_few_hundred_steps_lower_the_loss_and_ema_follows(tmp_path):

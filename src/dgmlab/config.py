@@ -21,6 +21,6 @@ def validate_train_config(cfg: DictConfig) -> None:
             f"schedule={cfg.schedule.get('name')} applies to diffusion models; model={cfg.model.get('name')} "
             "has no noise schedule: drop schedule=... from the command line"
         )
-    low, high = cfg.model.pixel_range
+    low, high = cfg.model.pixel_range or (0, 1)  # null: the model takes another's (model=latent_ddpm)
     if not low < high:
         raise ConfigError(f"model.pixel_range must be [low, high] with low < high, got {list(cfg.model.pixel_range)}")

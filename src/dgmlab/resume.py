@@ -121,8 +121,7 @@ def output_folder(overrides: list[str], config_dir: str | Path, config_name: str
 def resume_checkpoint(cfg: DictConfig) -> Path | None:
     """The checkpoint this run continues (``resume=``: ``<run dir>/checkpoints/last.ckpt``;
     ``ckpt_path=``: that file), after checking it; None for a new run."""
-    from .checkpoint import read_checkpoint
-    from .lit import CONFIG_KEY
+    from .checkpoint import CONFIG_KEY, read_checkpoint
 
     output_dir = Path(cfg.paths.output_dir).resolve()
     if cfg.get("resume"):

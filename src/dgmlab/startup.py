@@ -24,6 +24,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     # A resumed run continues in its own directory, next to its earlier checkpoints, on purpose.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # The model converts each batch (GenerativeModule.on_after_batch_transfer); the data module has no such hook.
+    warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 
 def count_parameters(module: nn.Module) -> int:

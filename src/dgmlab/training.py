@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,6 +17,17 @@ from .resume import resume_checkpoint
 from .startup import log_start, quiet_libraries
 
 log = logging.getLogger(__name__)
+
+
+def build(node: DictConfig):
+    """``instantiate(node)``; a ConfigError raised by a constructor surfaces as itself, not inside
+    Hydra's InstantiationException (which repeats the class path around the message)."""
+    try:
+        return instantiate(node)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ConfigError):
+            raise e.__cause__ from None
+        raise
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -31,10 +43,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     refuse_to_overwrite(Path(cfg.paths.output_dir), resume_from)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.dataset)
+    datamodule = build(cfg.dataset)
     datamodule.setup("fit")  # reads the data now, so a missing data set fails before training
 
-    model = instantiate(cfg.model)
+    model = build(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]

@@ -2,6 +2,7 @@
 
 from .base import CONFIG_KEY, GenerativeModule
 from .ddpm import DDPM
+from .latent_ddpm import LatentDDPM
 from .vae import VAE
 
-__all__ = ["CONFIG_KEY", "GenerativeModule", "DDPM", "VAE"]
+__all__ = ["CONFIG_KEY", "GenerativeModule", "DDPM", "LatentDDPM", "VAE"]

@@ -8,10 +8,10 @@ from typing import Any, Callable
 import lightning as L
 import torch
 
+from ..checkpoint import CONFIG_KEY
 from ..errors import ConfigError
 from ..images import to_pixel_range, to_uint8
 
-CONFIG_KEY = "dgmlab_config"
 LR_DECAYS = ("constant", "cosine")
 
 

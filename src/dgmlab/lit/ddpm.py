@@ -31,6 +31,7 @@ class DDPM(GenerativeModule):
     or min_snr. With ``class_conditional``, labels are dropped with probability
     ``label_dropout`` in training so that sampling can use classifier-free guidance.
     ``sampling`` holds the default sampler settings (sampler, steps, eta, guidance, ...).
+    ``clip_denoised`` clips each step's estimate of x_0 to [-1, 1], where pixels lie.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class DDPM(GenerativeModule):
         class_conditional: bool = False,
         label_dropout: float = 0.1,
         sampling: dict | None = None,
+        clip_denoised: bool = True,
         name: str = "ddpm",
         lr_decay: str = "constant",
         lr_final_fraction: float = 0.1,
@@ -66,7 +68,7 @@ class DDPM(GenerativeModule):
         self.schedule, self.prediction = schedule, prediction
         self.loss_weighting, self.min_snr_gamma = loss_weighting, min_snr_gamma
         self.class_conditional, self.label_dropout = class_conditional, label_dropout
-        self.ema_max_decay = ema_decay
+        self.ema_max_decay, self.clip_denoised = ema_decay, clip_denoised
         self.sampling = SamplingOptions.from_settings(sampling)  # the defaults of sample grids, sample.py, FID
         self.sampling.resolve(schedule.timesteps, prefix="model.sampling.")  # checked now, not at the first grid
 
@@ -156,11 +158,12 @@ class DDPM(GenerativeModule):
         if self.class_conditional and labels is None:
             labels = image_indices(generator, num_samples) % self.net.num_classes
         labels = labels.to(self.device) if labels is not None else None
-        denoise = make_denoiser(self.schedule, self.guided_network(labels, options.guidance), self.prediction)
+        network = self.guided_network(labels, options.guidance)
+        denoise = make_denoiser(self.schedule, network, self.prediction, self.clip_denoised)
         return sample(
             self.schedule,
             denoise,
-            (num_samples, *self.image_shape),
+            (num_samples, *self.diffusion_shape),
             options,
             generator=generator,
             device=self.device,
@@ -168,5 +171,11 @@ class DDPM(GenerativeModule):
         )
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
+    def diffusion_shape(self) -> tuple[int, int, int]:
+        """The shape (C, H, W) of x_t, the network's input."""
         return (self.net.in_channels, self.net.image_size, self.net.image_size)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The shape (C, H, W) of the images the model draws."""
+        return self.diffusion_shape

@@ -1,8 +1,18 @@
-"""Networks in pure PyTorch: the DDPM U-Net, the VAE's MLP and convolutional encoder/decoder, EMA."""
+"""Networks in pure PyTorch: the DDPM U-Net, the VAE's MLP and convolutional encoders/decoders, EMA."""
 
-from .conv import ConvDecoder, ConvEncoder
+from .conv import ConvDecoder, ConvEncoder, SpatialConvDecoder, SpatialConvEncoder
 from .ema import ema_decay, ema_update
 from .mlp import MLPDecoder, MLPEncoder
 from .unet import UNet
 
-__all__ = ["UNet", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "ema_update", "ema_decay"]
+__all__ = [
+    "UNet",
+    "MLPEncoder",
+    "MLPDecoder",
+    "ConvEncoder",
+    "ConvDecoder",
+    "SpatialConvEncoder",
+    "SpatialConvDecoder",
+    "ema_update",
+    "ema_decay",
+]
