@@ -23,6 +23,8 @@ import torch  # noqa: E402
 from .data.sources import letter_t_image, mnist_5k  # noqa: E402
 from .diffusion import make_schedule, q_posterior, q_sample, q_step  # noqa: E402
 from .images import to_pixel_range  # noqa: E402
+from .progress import configure as configure_progress  # noqa: E402
+from .progress import track  # noqa: E402
 
 SCHEDULE_DEFAULTS = {"linear": {}, "cosine": {}, "sigmoid": {}, "quadratic": {}, "lecture": {}}
 
@@ -123,9 +125,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(prog="python -m dgmlab.demos", description=__doc__.splitlines()[0])
     parser.add_argument("demo", choices=[*DEMOS, "all"])
     parser.add_argument("--out", type=Path, default=Path("figures"))
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = [fn(args.out) for name, fn in DEMOS.items() if args.demo in (name, "all")]
+    configure_progress(not args.no_progress)
+    chosen = [fn for name, fn in DEMOS.items() if args.demo in (name, "all")]
+    paths = [fn(args.out) for fn in track(chosen, "demos", "picture")]
     for path in paths:
         print(path)
     return paths

@@ -28,12 +28,14 @@ from .config import ConfigError, positive_int
 from .data.sources import class_interleaved
 from .metrics import KIDSettings, build_feature_net, check_feature_settings, load_or_compute_reference, score_features
 from .metrics.nll import model_nll
+from .progress import configure as configure_progress
 
 log = logging.getLogger(__name__)
 TASKS = ("fid", "nll", "val")
 
 
 def evaluate(cfg: DictConfig):
+    configure_progress(cfg.progress)
     if cfg.task not in TASKS:
         raise ConfigError(f"task={cfg.task!r} is unknown; choose one of {list(TASKS)}")
     return {"fid": evaluate_samples, "nll": evaluate_nll, "val": evaluate_val}[cfg.task](cfg)

@@ -13,6 +13,8 @@ from .diffusion import SamplingOptions
 from .errors import ConfigError, positive_int
 from .images import save_grid, save_samples_npz
 from .precision import autocast, resolve_precision
+from .progress import configure as configure_progress
+from .progress import progress_bar
 from .seeding import ImageNoise
 
 
@@ -59,21 +61,39 @@ def generate(
     options: SamplingOptions | None = None,
 ) -> torch.Tensor:
     """``num_samples`` images as uint8 NCHW. Image i comes from its own seed (``seeding.image_seed(seed, i)``),
-    so it is the same image at any ``batch_size`` and in the sample grid or the FID callback."""
+    so it is the same image at any ``batch_size`` and in the sample grid or the FID callback.
+    On a terminal a bar counts the sampler's steps of every batch (``dgmlab.progress``)."""
     model = model.to(device)
-    extra = {"on_step": recorder} if recorder else {}
     if options is not None:
-        extra["options"] = options
+        options = options.resolve(model.schedule.timesteps)  # the number of steps filled in
+    extra = {"options": options} if options is not None else {}
+    steps = options.steps if options is not None else 1  # a VAE decodes in one step
+    batches = range(0, num_samples, batch_size)
     chunks = []
-    with autocast(device, precision):
-        for start in range(0, num_samples, batch_size):
+    with autocast(device, precision), progress_bar(steps * len(batches), "sampling", "step") as bar:
+        for start in batches:
             size = min(batch_size, num_samples - start)
             if labels is not None:
                 extra["labels"] = labels[start : start + size]
+            if options is not None:  # the trajectory follows the first batch only
+                extra["on_step"] = _counting(bar, recorder if start == 0 else None)
             noise = ImageNoise(seed, range(start, start + size))
             chunks.append(model.to_uint8(model.sample_images(size, generator=noise, **extra)).cpu())
-            extra.pop("on_step", None)  # the trajectory follows the first batch only
+            bar.set_postfix(images=f"{start + size}/{num_samples}")
+            if options is None:
+                bar.update()
     return torch.cat(chunks)
+
+
+def _counting(bar, recorder: TrajectoryRecorder | None):
+    """A sampler's ``on_step`` that advances ``bar`` and feeds ``recorder``."""
+
+    def on_step(step_index: int, x: torch.Tensor) -> None:
+        bar.update()
+        if recorder is not None:
+            recorder(step_index, x)
+
+    return on_step
 
 
 def sampler_options(cfg: DictConfig, model) -> SamplingOptions | None:
@@ -91,6 +111,7 @@ def sample(cfg: DictConfig) -> Path:
     """Load ``cfg.ckpt``, draw ``cfg.n`` samples with ``cfg.seed``, write grid.png and samples.npz."""
     for key in ("n", "batch_size"):
         positive_int(cfg[key], key)
+    configure_progress(cfg.progress)
     ckpt = Path(cfg.ckpt)
     device = resolve_device(cfg.device)
     precision = resolve_job_precision(cfg.precision, device)
@@ -105,7 +126,15 @@ def sample(cfg: DictConfig) -> Path:
 
     start = time.perf_counter()
     images = generate(
-        model, cfg.n, cfg.seed, cfg.batch_size, device, precision, labels=labels, recorder=recorder, options=options
+        model,
+        cfg.n,
+        cfg.seed,
+        cfg.batch_size,
+        device,
+        precision,
+        labels=labels,
+        recorder=recorder,
+        options=options,
     )
     seconds = time.perf_counter() - start
 
@@ -114,7 +143,11 @@ def sample(cfg: DictConfig) -> Path:
     save_samples_npz(images, out / "samples.npz", labels=labels)
     if recorder:
         strip = recorder.strip()
-        save_grid(model.to_uint8(strip), out / "trajectory.png", nrow=len(strip) // recorder.count)
+        save_grid(
+            model.to_uint8(model.decode(strip.to(model.device))),
+            out / "trajectory.png",
+            nrow=len(strip) // recorder.count,
+        )
     print(f"wrote {out / 'grid.png'} and {out / 'samples.npz'} ({len(images)} samples, {name}, {seconds:.1f} s)")
     return out
 

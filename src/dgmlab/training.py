@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import ConfigError, validate_train_config
 from .guard import fit_guarded, install_guard, log_effective_batch_size
 from .precision import PrecisionChoice, resolve_precision
+from .progress import configure as configure_progress
 from .resume import resume_checkpoint
 from .startup import log_start, quiet_libraries
 
@@ -37,6 +38,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ``<output_dir>/config.yaml`` and travels inside every checkpoint.
     """
     quiet_libraries()
+    configure_progress(cfg.get("progress", True))
     validate_train_config(cfg)
     precision = trainer_precision(cfg.trainer)
     resume_from = resume_checkpoint(cfg)  # resume=/ckpt_path=: a readable checkpoint of the same model and data

@@ -35,6 +35,7 @@ from ..metrics import (
 )
 from ..precision import CHOICES as PRECISIONS
 from ..precision import autocast, resolve_precision
+from ..progress import track
 from ..seeding import ImageNoise
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class FIDCallback(L.Callback):
         features, indices = [], []
         try:
             options = {"options": self.options} if self.options is not None else {}
-            for b, start, size in mine:
+            for b, start, size in track(mine, "FID: sampling", "batch", enabled=trainer.is_global_zero, leave=False):
                 noise = ImageNoise(self.seed, range(start, start + size))
                 with autocast(pl_module.device, self.precision):
                     images = pl_module.sample_images(size, generator=noise, **options)

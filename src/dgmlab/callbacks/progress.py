@@ -28,8 +28,9 @@ class StepProgressBar(ProgressBar):
     plain log line every ``log_every_percent`` percent of the run instead.
     """
 
-    def __init__(self, refresh_rate: int = 10, log_every_percent: int = 10, stream=None):
+    def __init__(self, refresh_rate: int = 10, log_every_percent: int = 10, stream=None, terminal_bar: bool = True):
         super().__init__()
+        self.terminal_bar = terminal_bar
         self.refresh_rate, self.log_every_percent = max(1, refresh_rate), max(1, log_every_percent)
         self.stream = stream
         self._enabled, self.bar = True, None
@@ -44,7 +45,7 @@ class StepProgressBar(ProgressBar):
     @property
     def is_terminal(self) -> bool:
         stream = self.stream or sys.stderr
-        return hasattr(stream, "isatty") and stream.isatty()
+        return self.terminal_bar and hasattr(stream, "isatty") and stream.isatty()
 
     def total_steps(self, trainer) -> int:
         return (

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -134,10 +135,14 @@ class VariationalBound:
 
 @torch.no_grad()
 def variational_bound(
-    schedule: NoiseSchedule, denoise: Denoiser, x0: torch.Tensor, generator: torch.Generator | None = None
+    schedule: NoiseSchedule,
+    denoise: Denoiser,
+    x0: torch.Tensor,
+    generator: torch.Generator | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> VariationalBound:
     """Every term of the bound for a batch of images x0 in [-1, 1]: all T steps, each with one
-    draw x_t ~ q(x_t | x_0) (noise from ``generator``, drawn on the CPU)."""
+    draw x_t ~ q(x_t | x_0) (noise from ``generator``, drawn on the CPU); ``on_step(t)`` after each."""
     decoder_variance(schedule)  # fails fast for T < 2
     denoising, decoder = [], None
     for step in range(schedule.timesteps):
@@ -149,4 +154,6 @@ def variational_bound(
             decoder = decoder_nll(schedule, x0, x0_hat.float(), xt)
         else:
             denoising.append(denoising_kl(schedule, x0, x0_hat.float(), xt, t))
+        if on_step:
+            on_step(step)
     return VariationalBound(decoder, torch.stack(denoising, dim=1), prior_kl(schedule, x0))

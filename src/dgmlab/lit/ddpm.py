@@ -111,7 +111,7 @@ class DDPM(GenerativeModule):
         self.log("test/nll", nll, batch_size=len(images), sync_dist=True)
         self.log("test/bpd", bits_per_dim(nll, images[0].numel()), batch_size=len(images), sync_dist=True)
 
-    def variational_bound(self, x0: torch.Tensor, generator=None, clip_denoised: bool = True):
+    def variational_bound(self, x0: torch.Tensor, generator=None, clip_denoised: bool = True, on_step=None):
         """Every term of the bound for images ``x0`` in [-1, 1] (where its decoder discretises 8-bit
         levels), with the EMA network; the test step and ``python -m dgmlab.evaluate nll`` use it."""
         if tuple(map(float, self.pixel_range)) != (-1.0, 1.0):
@@ -119,7 +119,7 @@ class DDPM(GenerativeModule):
                 f"the DDPM bound discretises pixels on [-1, 1]; this model has model.pixel_range={list(self.pixel_range)}"
             )
         denoise = make_denoiser(self.schedule, self.guided_network(None, 1.0), self.prediction, clip_denoised)
-        return variational_bound(self.schedule, denoise, x0, generator)
+        return variational_bound(self.schedule, denoise, x0, generator, on_step)
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)
@@ -169,6 +169,10 @@ class DDPM(GenerativeModule):
             device=self.device,
             on_step=on_step,
         )
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """x_0 (or any x_t) of the diffusion -> images: here they are the same (LatentDDPM decodes)."""
+        return x
 
     @property
     def diffusion_shape(self) -> tuple[int, int, int]:

@@ -82,11 +82,10 @@ class LatentDDPM(DDPM):
         return super().loss(net, self.encode(images), labels, generator)
 
     def sample_images(self, num_samples, generator=None, labels=None, on_step=None, options=None, **overrides):
-        """Latents from the DDPM's sampler, decoded (and each step's x_t decoded for ``on_step``)."""
-        on_latent_step = (lambda i, x: on_step(i, self.decode(x))) if on_step else None
-        return self.decode(super().sample_images(num_samples, generator, labels, on_latent_step, options, **overrides))
+        """Latents from the DDPM's sampler, decoded (``on_step`` sees the latents: ``decode`` them)."""
+        return self.decode(super().sample_images(num_samples, generator, labels, on_step, options, **overrides))
 
-    def variational_bound(self, x0, generator=None, clip_denoised=True):
+    def variational_bound(self, x0, generator=None, clip_denoised=True, on_step=None):
         raise ConfigError(
             "model=latent_ddpm has no likelihood of pixels (its bound is on the latent map): "
             "drop test_after_fit=true and nll for this model"

@@ -11,6 +11,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..progress import track
+
 
 class FeatureNet:
     """A frozen network: uint8 images (N, C, H, W) -> features (N, D), float32 on the CPU.
@@ -48,5 +50,9 @@ class FeatureNet:
                 f"feature net {self.name!r} takes uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
             )
         device = next(self.network.parameters()).device
-        chunks = [self.network(self.prepare(chunk.to(device))).float().cpu() for chunk in images.split(self.batch_size)]
+        batches = images.split(self.batch_size)
+        chunks = [
+            self.network(self.prepare(x.to(device))).float().cpu()
+            for x in track(batches, f"{self.name} features", "batch", enabled=len(batches) > 1)
+        ]
         return torch.cat(chunks) if chunks else torch.zeros(0, self.num_features)

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
+from ..progress import configure as configure_progress
+from ..progress import track
 from .digests import data_digest, file_sha256
 from .feature_net import FeatureNet
 
@@ -140,7 +142,7 @@ def _train_lenet(train, val, settings: LeNetSettings, log) -> tuple[LeNet, float
     order_rng = torch.Generator().manual_seed(settings.seed)
     order, position = torch.randperm(len(train), generator=order_rng), 0
     net.train()
-    for step in range(settings.train_steps):
+    for step in track(range(settings.train_steps), "lenet: training", "step"):
         if position + settings.batch_size > len(order):
             order, position = torch.randperm(len(train), generator=order_rng), 0
         batch = order[position : position + settings.batch_size]
@@ -235,6 +237,7 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
     def run(cfg: DictConfig) -> None:
+        configure_progress(cfg.progress)
         datamodule = instantiate(cfg.dataset)
         datamodule.setup()
         settings = LeNetSettings(**OmegaConf.to_container(cfg.eval.lenet))

@@ -11,6 +11,7 @@ evaluate command and a ``test_step`` alike.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -18,6 +19,7 @@ import torch
 
 from ..config import ConfigError
 from ..diffusion.likelihood import VariationalBound
+from ..progress import progress_bar, track
 from ..vae import bits_per_dim, importance_weighted_log_likelihood
 
 
@@ -55,11 +57,13 @@ def ddpm_variational_bound(
     """All T terms of the DDPM bound for uint8 ``images``, with the EMA network; batch i draws
     its noise from seed (seed, i)."""
     bounds = []
-    for index, chunk in _batches(images, batch_size):
-        x0 = module.from_uint8(chunk.to(module.device))
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-        with autocast():
-            bounds.append(module.variational_bound(x0, generator, clip_denoised))
+    total = math.ceil(len(images) / batch_size) * module.schedule.timesteps
+    with progress_bar(total, "DDPM bound: T terms x batches", "term") as bar:
+        for index, chunk in _batches(images, batch_size):
+            x0 = module.from_uint8(chunk.to(module.device))
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+            with autocast():
+                bounds.append(module.variational_bound(x0, generator, clip_denoised, on_step=lambda _: bar.update()))
     return VariationalBound.cat(bounds)
 
 
@@ -94,7 +98,7 @@ def vae_nll(
     start = time.perf_counter()
     k = num_samples or module.iw_samples
     log_px = []
-    for index, chunk in _batches(images, batch_size):
+    for index, chunk in track(list(_batches(images, batch_size)), f"VAE bound, K={k}", "batch"):
         x = module.from_uint8(chunk.to(module.device))
         generator = torch.Generator(device=module.device).manual_seed(seed * 1_000_003 + index)
         log_px.append(
