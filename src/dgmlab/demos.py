@@ -5,6 +5,7 @@
     python -m dgmlab.demos schedules          # alpha_bar_t and SNR_t of every schedule
     python -m dgmlab.demos posterior-weights  # coef1 (on x_0) and coef2 (on x_t) against t
     python -m dgmlab.demos all --out docs/
+    python -m dgmlab.demos samplers --ckpt PATH --out docs/   # one DDPM's samples by every sampler
 
 Each writes a PNG into ``--out`` (default ``figures/``) and prints its path.
 """
@@ -113,6 +114,33 @@ def posterior_weights(out: Path) -> Path:
     return _save(fig, out / "posterior_weights.png")
 
 
+# (sampler, steps): the settings of the samplers picture; None: all T steps.
+SAMPLER_SETTINGS = [("ddpm", None), ("ddim", 100), ("ddim", 20), ("ddim", 10), ("dpmpp_2m", 20), ("dpmpp_2m", 10)]
+
+
+def sampler_comparison(out: Path, ckpt: Path, num_samples: int = 36, seed: int = 0) -> Path:
+    """The same ``num_samples`` seeds drawn by every sampler setting of a DDPM checkpoint, one
+    panel each, in the precision ``auto`` picks (the images ``sample.py`` would write)."""
+    from torchvision.utils import make_grid
+
+    from .checkpoint import load_model
+    from .precision import resolve_precision
+    from .sampling import generate
+
+    model, _ = load_model(ckpt)
+    precision = resolve_precision("auto", "cpu").precision
+    fig, axes = plt.subplots(2, 3, figsize=(11, 7.6))
+    for ax, (sampler, steps) in zip(axes.flat, track(SAMPLER_SETTINGS, "samplers", "setting")):
+        options = model.sampling.override(sampler=sampler, steps=steps)
+        images = generate(model, num_samples, seed, num_samples, torch.device("cpu"), precision, options=options)
+        grid = make_grid(images, nrow=int(num_samples**0.5), padding=2, pad_value=255)
+        ax.imshow(grid.permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"{sampler}, {steps or model.schedule.timesteps} steps")
+        ax.axis("off")
+    fig.suptitle(f"{ckpt}: seeds {seed}, images 0..{num_samples - 1}", fontsize=9)
+    return _save(fig, out / "samplers.png")
+
+
 DEMOS = {
     "forward-t": forward_letter_t,
     "posterior-walk": posterior_walk,
@@ -123,12 +151,19 @@ DEMOS = {
 
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(prog="python -m dgmlab.demos", description=__doc__.splitlines()[0])
-    parser.add_argument("demo", choices=[*DEMOS, "all"])
+    parser.add_argument("demo", choices=[*DEMOS, "samplers", "all"], help="all: every demo but samplers")
+    parser.add_argument("--ckpt", type=Path, help="samplers: the DDPM checkpoint to sample")
     parser.add_argument("--out", type=Path, default=Path("figures"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     configure_progress(not args.no_progress)
+    if args.demo == "samplers":
+        if args.ckpt is None:
+            parser.error("samplers needs --ckpt PATH (a DDPM checkpoint written by train.py)")
+        path = sampler_comparison(args.out, args.ckpt)
+        print(path)
+        return [path]
     chosen = [fn for name, fn in DEMOS.items() if args.demo in (name, "all")]
     paths = [fn(args.out) for fn in track(chosen, "demos", "picture")]
     for path in paths:
