@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
 from dgmlab.demos import DEMOS, main
@@ -15,6 +16,7 @@ def test_every_demo_writes_a_png(tmp_path):
             assert im.format == "PNG" and im.size[0] > 400 and im.size[1] > 150
 
 
+@pytest.mark.slow
 def test_the_samplers_picture_draws_the_same_seeds_with_every_sampler(tmp_path, monkeypatch):
     from dgmlab import demos
     from dgmlab.sampling import generate
