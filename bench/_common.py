@@ -13,6 +13,8 @@ import json
 import math
 import os
 import platform
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -338,6 +340,30 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
+    return time.perf_counter() - start
+
+
+def lightning_max_time(seconds: float) -> str:
+    """Lightning's ``trainer.max_time`` as "DD:HH:MM:SS" (a dict would reach it as a DictConfig, which it rejects)."""
+    s = max(1, int(round(seconds)))
+    return f"{s // 86400:02d}:{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def run_train_py(overrides: list[str], log: Path) -> float:
+    """``python train.py OVERRIDES`` in a fresh process, its output in ``log``: the wall seconds it
+    took (the whole process). Exits with the log's tail if it fails."""
+    print(f"python train.py {' '.join(overrides)}  (output in {log})", flush=True)
+    start = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), *overrides],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+        )
+    if done.returncode != 0:
+        sys.exit(f"train.py failed (exit {done.returncode}):\n" + "\n".join(log.read_text().splitlines()[-30:]))
     return time.perf_counter() - start
 
 

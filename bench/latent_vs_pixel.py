@@ -19,8 +19,6 @@ Prints a markdown table and a last line of ratios (latent / pixel).
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,30 +38,11 @@ SAMPLERS = [("ddim", 50), ("dpmpp_2m", 20)]
 def train(name: str, overrides: list[str], out: Path) -> tuple[Path, float, int]:
     """``python train.py OVERRIDES`` into ``out/name``: (last.ckpt, wall seconds, steps)."""
     run_dir = out / name
-    log = out / f"{name}_train.log"
-    print(f"{name}: python train.py {' '.join(overrides)}  (output in {log})", flush=True)
-    start = time.perf_counter()
-    with log.open("w") as stream:
-        done = subprocess.run(
-            [sys.executable, str(bench.REPO / "train.py"), *overrides, f"hydra.run.dir={run_dir}"],
-            cwd=bench.REPO,
-            stdout=stream,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HYDRA_FULL_ERROR": "1"},
-        )
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"train.py failed (exit {done.returncode}):\n" + "\n".join(log.read_text().splitlines()[-30:]))
+    seconds = bench.run_train_py([*overrides, f"hydra.run.dir={run_dir}"], out / f"{name}_train.log")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     steps = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
     print(f"{name}: {steps} steps, {seconds:.0f} s", flush=True)
     return ckpt, seconds, steps
-
-
-def max_time(seconds: float) -> str:
-    """Lightning's "DD:HH:MM:SS"."""
-    s = max(1, int(seconds))
-    return f"{s // 86400:02d}:{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def lenet_scores(images_uint8: torch.Tensor, path: Path) -> dict:
@@ -102,7 +81,11 @@ def main() -> None:
     left = budget - ae_seconds - args.startup_seconds
     latent_ckpt, latent_seconds, latent_steps = train(
         "latent",
-        ["experiment=latent_ddpm", f"model.autoencoder_ckpt={ae_ckpt}", f"++trainer.max_time={max_time(left)}"],
+        [
+            "experiment=latent_ddpm",
+            f"model.autoencoder_ckpt={ae_ckpt}",
+            f"++trainer.max_time={bench.lightning_max_time(left)}",
+        ],
         args.out,
     )
 

@@ -26,8 +26,6 @@ theirs; the issue's target is <= 0.5) and ``sampling_speedup`` (their sampling t
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,25 +42,10 @@ import _common as bench  # noqa: E402
 
 def train_ours(run_dir: Path, minutes: float, max_steps: str) -> dict:
     """``python train.py`` with the defaults, stopped after ``minutes`` of training."""
-    seconds = round(minutes * 60)  # Lightning's "DD:HH:MM:SS" (a dict would reach it as a DictConfig, which it rejects)
-    max_time = f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-    overrides = [f"hydra.run.dir={run_dir}", f"++trainer.max_time={max_time}"]
+    overrides = [f"hydra.run.dir={run_dir}", f"++trainer.max_time={bench.lightning_max_time(minutes * 60)}"]
     if max_steps != "config":
         overrides.append(f"trainer.max_steps={int(max_steps)}")
-    log = run_dir.parent / "ours_train.log"
-    print(f"ours: python train.py {' '.join(overrides)}  (output in {log})", flush=True)
-    start = time.perf_counter()
-    with log.open("w") as out:
-        done = subprocess.run(
-            [sys.executable, str(bench.REPO / "train.py"), *overrides],
-            cwd=bench.REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HYDRA_FULL_ERROR": "1"},
-        )
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"train.py failed (exit {done.returncode}):\n" + "\n".join(log.read_text().splitlines()[-30:]))
+    seconds = bench.run_train_py(overrides, run_dir.parent / "ours_train.log")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     timer = state["callbacks"].get("Timer", {}).get("time_elapsed", {})  # Lightning's max_time callback
