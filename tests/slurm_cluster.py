@@ -112,6 +112,12 @@ class SlurmCluster:
         )
 
     def stop(self) -> None:
+        # Jobs first: a failed test must not leave its training running after the daemons stop.
+        self.run("scancel", "--full", "--user", "root", check=False)
+        for _ in range(30):
+            if not self.run("squeue", "--noheader", check=False).stdout.strip():
+                break
+            time.sleep(1)
         self.run("scontrol", "shutdown", check=False)
         for name in ("slurmd", "slurmctld"):
             subprocess.run(["pkill", "-f", f"{name} -f {self.conf}"], capture_output=True)
