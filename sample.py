@@ -3,12 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from dgmlab.sampling import sample
+from dgmlab.sampling import sample_program
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
-    sample(cfg)
+    sample_program(cfg)
 
 
 if __name__ == "__main__":

@@ -10,17 +10,18 @@ from omegaconf import DictConfig
 
 from dgmlab.config import ConfigError
 from dgmlab.resume import resume_argv
-from dgmlab.training import train
+from dgmlab.training import train_program
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    train_program(cfg)
 
 
 if __name__ == "__main__":
     try:  # resume=...: the run's own overrides and hydra.run.dir=RUN_DIR, before Hydra composes
         sys.argv = resume_argv(sys.argv, Path(__file__).resolve().parent / "conf")
     except ConfigError as e:
-        sys.exit(f"Error: {e}")
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     main()

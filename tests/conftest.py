@@ -15,6 +15,18 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
 
+# Tests that need a part of the system that may be absent (SLURM, root, a tmpfs) skip with the reason
+# and how to get it; with DGMLAB_REQUIRE_SYSTEM=1 (.ci/run sets it after installing them) they fail instead.
+REQUIRE_SYSTEM = "DGMLAB_REQUIRE_SYSTEM"
+
+
+def needs_system(reason: str):
+    """Skip the calling test, naming what is missing, or fail it where the system parts are required."""
+    if os.environ.get(REQUIRE_SYSTEM) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_SYSTEM}=1 makes this test required)")
+    pytest.skip(reason)
+
+
 def compose_train(overrides: list[str] = (), output_dir: Path | None = None):
     """The config train.py would see for ``overrides`` (hydra:* paths replaced by plain ones)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

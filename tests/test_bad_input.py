@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import pytest
+import torch
 
 from dgmlab.config import ConfigError
 from dgmlab.training import train
 
-from conftest import compose_train, run_script
+from conftest import REPO, TINY_DDPM, compose_train, needs_system, run_script
 
 
 @pytest.mark.parametrize(
@@ -25,8 +31,41 @@ def test_train_py_rejects_bad_overrides_before_training(overrides, message, tmp_
     run_dir = tmp_path / "run"
     result = run_script("train.py", *overrides, f"hydra.run.dir={run_dir}")
     assert result.returncode != 0
-    assert __import__("re").search(message, result.stderr + result.stdout), result.stderr[-2000:]
+    assert re.search(message, result.stderr + result.stdout), result.stderr[-2000:]
     assert not (run_dir / "checkpoints").exists()
+
+
+def assert_one_line_refusal(result, message: str, exit_code: int = 2) -> None:
+    """A user's error: ``Error: <message>`` alone on stderr, no traceback, the CLI's exit code."""
+    assert result.returncode == exit_code, (result.returncode, result.stderr[-2000:])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and re.search(message, errors[0]), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "Error executing job" not in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "program, args, message",
+    [
+        ("train.py", ["schedule.timesteps=0"], r"schedule\.timesteps"),
+        ("sample.py", ["n=0", "ckpt=x"], r"^Error: n must be a positive integer, got 0$"),
+        ("-m dgmlab.evaluate", ["samples=/no/such/samples.npz"], r"samples='?/no/such/samples\.npz"),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_2(program, args, message, tmp_path):
+    """Each program's refusal is its message alone; HYDRA_FULL_ERROR=1 shows the traceback."""
+    command = [*program.split(), *args] if program.startswith("-m") else [str(REPO / program), *args]
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    run = lambda **extra: subprocess.run(  # noqa: E731
+        [sys.executable, *command, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO,
+        env={**env, **extra},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_one_line_refusal(run(), message)
+    if program == "sample.py":  # the full story on request
+        assert "Traceback" in run(HYDRA_FULL_ERROR="1").stderr
 
 
 @pytest.mark.parametrize(
@@ -58,8 +97,7 @@ def test_config_error_is_a_value_error():
 )
 def test_sample_py_rejects_bad_arguments(args, message, tmp_path):
     result = run_script("sample.py", *args, f"out={tmp_path / 'out'}")
-    assert result.returncode != 0
-    assert __import__("re").search(message, result.stderr + result.stdout), result.stderr[-2000:]
+    assert_one_line_refusal(result, message)
     assert not (tmp_path / "out").exists()
 
 
@@ -80,3 +118,36 @@ def test_a_finished_run_directory_is_not_overwritten(tmp_path):
     with pytest.raises(ConfigError, match=r"already holds checkpoints.*ckpt_path="):
         train(cfg)
     assert (checkpoints / "last.ckpt").read_bytes() == b"earlier work"
+
+
+def test_a_full_disk_names_what_is_intact_and_how_to_resume(tmp_path):
+    """Training into a 3 MiB tmpfs (in a mount namespace of its own) until a checkpoint no longer fits:
+    one line naming the space needed, the last good last.ckpt and its step, and the resume command."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    run_dir = disk / "run"
+    train = [
+        sys.executable, str(REPO / "train.py"), *TINY_DDPM, f"hydra.run.dir={run_dir}", "logger=none",
+        "trainer.max_steps=500", "trainer.val_check_interval=1000", "callbacks.model_checkpoint.every_n_train_steps=5",
+        "callbacks.sample_grid.every_n_steps=1000", "dataset.batch_size=8", "progress=false",
+    ]  # fmt: skip
+    kept = tmp_path / "last.ckpt"  # copied out before the namespace, and its tmpfs, go away
+    script = f'mount -t tmpfs -o size=3m tmpfs {disk} && "$@"; status=$?; cp {run_dir}/checkpoints/last.ckpt {kept}; exit $status'
+    namespace = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    probe = subprocess.run(
+        ["unshare", *namespace, "--mount", "mount", "-t", "tmpfs", "tmpfs", str(disk)], capture_output=True
+    )
+    if probe.returncode != 0:
+        needs_system(
+            f"cannot mount a tmpfs in a mount namespace here (unshare: {probe.stderr.decode().strip()}); run as root"
+        )
+    result = subprocess.run(
+        ["unshare", *namespace, "--mount", "sh", "-c", script, "sh", *train],
+        cwd=REPO, env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert_one_line_refusal(result, r"no space left .*needs about [\d.]+ MiB.*is intact.*resume=", exit_code=1)
+    step = int(re.search(r"last\.ckpt \(step (\d+)\) is intact", result.stderr).group(1))
+    assert step > 0 and step % 5 == 0
+    assert torch.load(kept, map_location="cpu", weights_only=True)["global_step"] == step
+    assert f"python train.py resume={run_dir}" in result.stderr

@@ -220,7 +220,7 @@ def test_evaluate_scores_a_samples_file_and_keeps_existing_results(lenet, splits
         *FAST_LENET_ARGS,
     ]
     result = evaluate_samples(compose_evaluate(args))
-    written = json.loads((tmp_path / "run" / "metrics_lenet.json").read_text())
+    written = json.loads((tmp_path / "run" / "samples_metrics_lenet.json").read_text())
     assert written == json.loads(json.dumps(result))
     assert (
         written["num_samples"] == 200 and written["num_reference"] == len(splits.train) and written["split"] == "train"
@@ -234,6 +234,13 @@ def test_evaluate_scores_a_samples_file_and_keeps_existing_results(lenet, splits
     assert evaluate_samples(compose_evaluate([*args, "overwrite=true"]))["fid"] == pytest.approx(
         written["fid"], rel=1e-12
     )
+    # A second file in the same folder is scored beside the first, into a result named after it.
+    other = samples.with_name("other.npz")
+    np.savez(other, samples=splits.val.images[200:400].permute(0, 2, 3, 1).numpy())
+    other_result = evaluate_samples(compose_evaluate([f"samples={other}", *args[1:]]))
+    assert json.loads((tmp_path / "run" / "other_metrics_lenet.json").read_text())["fid"] == other_result["fid"]
+    assert other_result["fid"] != written["fid"]
+    assert json.loads((tmp_path / "run" / "samples_metrics_lenet.json").read_text())["fid"] == written["fid"]
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY_DDPM
+from conftest import REPO, TINY_DDPM, needs_system
 from slurm_cluster import INSTALL_HINT, SlurmCluster, missing_programs
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]  # one cluster: all on one worker
 
 RUN = [
     *TINY_DDPM,
@@ -36,9 +36,9 @@ RUN = [
 def cluster(tmp_path_factory):
     missing = missing_programs()
     if missing:
-        pytest.fail(f"{', '.join(missing)} not found: {INSTALL_HINT}")
+        needs_system(f"{', '.join(missing)} not found: {INSTALL_HINT}")
     if os.geteuid() != 0:
-        pytest.fail(f"not root: {INSTALL_HINT}")
+        needs_system(f"not root: {INSTALL_HINT}")
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
     yield cluster
     cluster.stop()

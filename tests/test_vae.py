@@ -280,7 +280,7 @@ def test_test_after_fit_gives_the_ddpm_its_bound_in_bits_per_dim(tmp_path, one_t
             "trainer.max_steps=2",
             "trainer.val_check_interval=2",
             "trainer.limit_val_batches=1",
-            "+trainer.limit_test_batches=1",
+            "trainer.limit_test_batches=1",
             "callbacks.sample_grid.num_samples=2",
             "dataset.batch_size=4",
         ],

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from .data.sources import letter_t_image, mnist_5k  # noqa: E402
 from .diffusion import make_schedule, q_posterior, q_sample, q_step  # noqa: E402
+from .errors import reports_user_errors  # noqa: E402
 from .images import to_pixel_range  # noqa: E402
 from .progress import configure as configure_progress  # noqa: E402
 from .progress import track  # noqa: E402
@@ -172,4 +173,4 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    reports_user_errors(main)()

@@ -2,7 +2,7 @@
 
 - ``samples=DIR/samples.npz dataset=NAME features=lenet|inception``: FID and KID of the samples
   against the data set's val (or train: ``split=train``) images, printed and written to
-  ``DIR/metrics_<features>.json`` with the settings used. The same feature networks, cache and
+  ``DIR/samples_metrics_<features>.json`` (named after the input file) with the settings used. The same feature networks, cache and
   KID estimator as the training callback, so the numbers are the same.
 - ``val ckpt=PATH`` (or ``'ckpt=[A,B]'``): each checkpoint's validation metrics (``val/loss``,
   ``val/elbo``, ...) over the whole val split of its own data set, as ``train.py`` logs them.
@@ -26,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .config import ConfigError, positive_int
 from .data.sources import class_interleaved
+from .errors import reports_user_errors
 from .metrics import KIDSettings, build_feature_net, check_feature_settings, load_or_compute_reference, score_features
 from .metrics.nll import model_nll
 from .progress import configure as configure_progress
@@ -78,7 +79,9 @@ def load_samples(path: str | Path, image_shape: tuple[int, int, int], dataset_na
 
 
 def metrics_path(samples: str | Path, features: str) -> Path:
-    return Path(samples).parent / f"metrics_{features}.json"
+    """``DIR/NAME.npz`` is scored into ``DIR/NAME_metrics_<features>.json``: one result per input file."""
+    samples = Path(samples)
+    return samples.with_name(f"{samples.stem}_metrics_{features}.json")
 
 
 def evaluate_samples(cfg: DictConfig) -> dict:
@@ -266,6 +269,7 @@ def main() -> None:
     import hydra
 
     @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+    @reports_user_errors
     def run(cfg: DictConfig) -> None:
         evaluate(cfg)
 

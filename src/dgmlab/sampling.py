@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from .checkpoint import load_model
 from .diffusion import SamplingOptions
-from .errors import ConfigError, positive_int
+from .errors import ConfigError, positive_int, reports_user_errors
 from .images import save_grid, save_samples_npz
 from .precision import autocast, resolve_precision
 from .progress import configure as configure_progress
@@ -123,6 +123,7 @@ def sample(cfg: DictConfig) -> Path:
         raise ConfigError(f"out={str(out)!r} already holds samples.npz; choose another out= or pass overwrite=true")
     labels = _labels(model, cfg)
     recorder = _recorder(model, cfg)
+    print(announce(cfg.n, options, device), flush=True)
 
     start = time.perf_counter()
     images = generate(
@@ -150,6 +151,22 @@ def sample(cfg: DictConfig) -> Path:
         )
     print(f"wrote {out / 'grid.png'} and {out / 'samples.npz'} ({len(images)} samples, {name}, {seconds:.1f} s)")
     return out
+
+
+def announce(num_samples: int, options: SamplingOptions | None, device: torch.device) -> str:
+    """What a sampling job will cost, said before it starts."""
+    if options is None:
+        return f"sampling {num_samples} images: one decoder pass each, on {device}"
+    line = (
+        f"sampling {num_samples} images: sampler={options.sampler} steps={options.steps} "
+        f"({options.steps} network evaluations per image) on {device}"
+    )
+    if options.sampler == "ddpm" and options.steps > 100:
+        line += "; sampler=ddim steps=50 or sampler=dpmpp_2m steps=20 takes a fraction of that"
+    return line
+
+
+sample_program = reports_user_errors(sample)  # sample.py: a user's error as one line, exit 2 for a bad setting
 
 
 def _labels(model, cfg) -> torch.Tensor | None:

@@ -16,7 +16,8 @@ import torch
 
 def image_seed(seed: int, index: int) -> int:
     """An independent seed for image ``index`` of seed ``seed`` (numpy's SeedSequence of the pair)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
+    state = np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]
+    return int(state) >> 1  # a Python int: numpy 1.x has no uint64 >> int
 
 
 class ImageNoise:

@@ -55,3 +55,31 @@ def log_start(output_dir, precision: PrecisionChoice, trainer, model: nn.Module)
     log.info("%s", precision)
     log.info("device: %s", describe_device(trainer))
     log.info("model: %s", describe_model(model))
+
+
+def format_duration(seconds: float) -> str:
+    """e.g. ``9 min 12 s``, ``41 s``."""
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def run_summary(trainer, seconds: float, metrics: dict[str, float], next_command: str | None) -> str:
+    """How a run ended, for the last lines of ``train.py``: time, final metrics, files, what next."""
+    lines = [f"done: {trainer.global_step} steps in {format_duration(seconds)}"]
+    shown = {k: v for k, v in sorted(metrics.items()) if "/" in k and not k.endswith("_step")}
+    if shown:
+        lines.append("  final:      " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+    checkpoint = last_checkpoint(trainer)
+    if checkpoint:
+        lines.append(f"  checkpoint: {checkpoint}")
+    grid = next((c.last_path for c in trainer.callbacks if getattr(c, "last_path", None)), None)
+    if grid:
+        lines.append(f"  samples:    {grid}")
+    if next_command:
+        lines.append(f"  next:       {next_command}")
+    return "\n".join(lines)
+
+
+def last_checkpoint(trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    return (callback.last_model_path or callback.best_model_path or None) if callback is not None else None

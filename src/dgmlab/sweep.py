@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from .config import ConfigError
+from .errors import UserError
 
 # The sweep file's command macros that a local run understands (W&B's agent has the same meanings).
 MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}")
@@ -393,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(shlex.join(command))
             return 0
         sweep = run_sweep(sweep, count, args.seed)
-    except ConfigError as e:
+    except UserError as e:
         print(f"Error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     return 0 if any(t.state == "finished" for t in sweep.trials) else 1
 
 

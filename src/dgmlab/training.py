@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, validate_train_config
+from .errors import reports_user_errors
 from .guard import fit_guarded, install_guard, log_effective_batch_size
 from .precision import PrecisionChoice, resolve_precision
 from .progress import configure as configure_progress
 from .resume import resume_checkpoint
-from .startup import log_start, quiet_libraries
+from .startup import last_checkpoint, log_start, quiet_libraries, run_summary
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +38,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Validate, build datamodule/model/callbacks/loggers/trainer from ``cfg``, and fit.
 
     Returns the final logged metrics (floats). The resolved config is written to
-    ``<output_dir>/config.yaml`` and travels inside every checkpoint.
+    ``<output_dir>/config.yaml`` and travels inside every checkpoint; the run ends with a summary.
     """
+    started = time.perf_counter()
     quiet_libraries()
     configure_progress(cfg.get("progress", True))
     validate_train_config(cfg)
@@ -55,12 +59,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("eval"):  # eval=fid: FID/KID every eval.every_n_steps steps (conf/eval/)
         callbacks.append(instantiate(cfg.eval))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    if not loggers:  # logger=none: nothing to send the learning rate to (Lightning would refuse the monitor)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     last_validation = LastValidation()
     callbacks.append(last_validation)
     guard = install_guard(cfg, callbacks)
     trainer = build_trainer(cfg.trainer, precision, callbacks=callbacks, logger=loggers or False)
     if cfg.get("checkpoint_io"):  # atomic checkpoint files
         trainer.strategy.checkpoint_io = instantiate(cfg.checkpoint_io)
+        trainer.strategy.checkpoint_io.resume_command = f"python train.py resume={shown_path(cfg.paths.output_dir)}"
 
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)
@@ -78,7 +85,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("test_after_fit"):
         evaluate_after_fit(trainer, model, datamodule)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})  # the test's, with fit's
+    if trainer.is_global_zero:
+        for line in run_summary(
+            trainer, time.perf_counter() - started, metrics, next_command(trainer, model)
+        ).splitlines():
+            log.info("%s", line)
     return metrics
+
+
+train_program = reports_user_errors(train)  # train.py: a user's error as one line, exit 2 for a bad setting
+
+
+def shown_path(path) -> str:
+    """``path`` as a user would type it here: relative to the working directory when under it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def next_command(trainer: L.Trainer, model) -> str | None:
+    """``python sample.py ckpt=...``, with the sampler of the run's sample grid for a diffusion model."""
+    checkpoint = last_checkpoint(trainer)
+    if not checkpoint:
+        return None
+    command = f"python sample.py ckpt={shown_path(checkpoint)}"
+    grids = [c for c in trainer.callbacks if hasattr(c, "options_for")]
+    options = grids[0].options_for(model).get("options") if grids else None
+    if options is not None:
+        command += f" sampler={options.sampler} steps={options.steps}"
+    return command
 
 
 class LastValidation(L.Callback):

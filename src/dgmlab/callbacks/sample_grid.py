@@ -34,6 +34,7 @@ class SampleGrid(L.Callback):
         self.num_samples, self.seed = num_samples, seed
         self.overrides = {"sampler": sampler, "steps": steps}
         self._last_step = -1
+        self.last_path: Path | None = None  # the newest grid written (the run's summary names it)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.options_for(pl_module)  # a wrong sampler setting fails before training
@@ -71,6 +72,7 @@ class SampleGrid(L.Callback):
         if not trainer.is_global_zero:
             return None
         path = save_grid(pl_module.to_uint8(images), self.dirpath / f"step_{step:06d}.png")
+        self.last_path = path
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="samples", images=[str(path)], step=step)

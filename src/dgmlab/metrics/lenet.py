@@ -235,7 +235,10 @@ def main() -> None:
     from hydra.utils import instantiate
     from omegaconf import DictConfig, OmegaConf
 
+    from ..errors import reports_user_errors
+
     @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+    @reports_user_errors
     def run(cfg: DictConfig) -> None:
         configure_progress(cfg.progress)
         datamodule = instantiate(cfg.dataset)
