@@ -37,6 +37,12 @@ def compose_train(overrides: list[str] = (), output_dir: Path | None = None):
     return cfg
 
 
+def compose_sample(overrides: list[str] = ()):
+    """The config sample.py would see for ``overrides``."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("sample", overrides=list(overrides))
+
+
 def run_script(script: str, *args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python <script> args...`` in a fresh process, as a user would."""
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}

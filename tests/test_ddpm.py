@@ -39,6 +39,7 @@ def test_every_schedule_config_builds_a_ddpm(schedule, tmp_path):
     assert (schedule.alphas_cumprod.diff() < 0).all()  # every step adds noise
 
 
+@pytest.mark.slow
 def test_a_few_hundred_steps_lower_the_loss_and_ema_follows(tmp_path):
     cfg = compose_train(
         [

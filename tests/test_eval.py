@@ -276,6 +276,7 @@ def test_evaluate_rejects_bad_input_before_any_work(problem, match, tmp_path, mo
 
 
 # --- the callback: the same FID on 1 and 2 processes --------------------------------------------------
+@pytest.mark.slow
 def test_callback_gives_the_same_scores_on_one_and_two_ddp_processes(lenet, cache_dir, tmp_path):
     # lr = 0 keeps both runs' weights identical (same seed), so only the process count differs.
     common = [

@@ -86,6 +86,7 @@ def tiny_checkpoint(tmp_path_factory):
     return run_dir / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
 def test_sample_py_shows_a_bar_of_sampler_steps_on_a_terminal_only(tiny_checkpoint, tmp_path):
     sample = [sys.executable, str(REPO / "sample.py"), f"ckpt={tiny_checkpoint}", "n=6", "batch_size=4"]
     sample += ["sampler=ddim", "steps=5"]
@@ -109,6 +110,7 @@ def test_the_evaluate_nll_bar_counts_the_bound_terms(tiny_checkpoint):
     assert "DDPM bound" not in piped and "bits/dim" in piped
 
 
+@pytest.mark.slow
 def test_the_demos_and_lenet_training_show_bars_on_a_terminal(tmp_path):
     demos = [sys.executable, "-m", "dgmlab.demos", "all", "--out", str(tmp_path)]
     frames = bar_frames(run_on_terminal([], command=demos), "demos:")

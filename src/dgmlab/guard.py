@@ -23,6 +23,7 @@ checkpoint writer, ``checkpoint_io:``) are installed by ``dgmlab.training.train`
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import os
 import random
@@ -424,10 +425,15 @@ def install_guard(cfg, callbacks: list) -> RunGuard | None:
     return guard
 
 
+# The checkpoint to resume from was read and checked with weights_only=True (resume.py); its RNG states
+# need a full load, which Lightning >= 2.6 asks for by name and older releases do anyway.
+FIT_LOADS_FULLY = {"weights_only": False} if "weights_only" in inspect.signature(L.Trainer.fit).parameters else {}
+
+
 def fit_guarded(trainer, model, datamodule, ckpt_path, guard: RunGuard | None) -> None:
     """``trainer.fit``; a stop by signal ends the process with 128 + the signal number."""
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **FIT_LOADS_FULLY)
     except SIGTERMException:  # Lightning stopped after a step (our guard saved last.ckpt)
         signum = guard.signum if guard is not None and guard.signum is not None else signal.SIGTERM
         interrupted(trainer, guard, signum)
