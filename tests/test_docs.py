@@ -136,9 +136,9 @@ def places(tmp_path_factory) -> dict[str, Path]:
 
 def fake_run(run_dir: Path, overrides: list[str]) -> Path:
     """A run directory as train.py lays it out; resuming reads its overrides and finds last.ckpt."""
-    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
     return run_dir
 

@@ -101,6 +101,7 @@ def test_sample_py_shows_a_bar_of_sampler_steps_on_a_terminal_only(tiny_checkpoi
     assert "sampling:" not in piped and "step/s" not in piped and "wrote" in piped
 
 
+@pytest.mark.slow
 def test_the_evaluate_nll_bar_counts_the_bound_terms(tiny_checkpoint):
     nll = [sys.executable, "-m", "dgmlab.evaluate", "nll", f"ckpt={tiny_checkpoint}", "nll.max_images=3"]
     screen = run_on_terminal(["nll.batch_size=2", "overwrite=true"], command=nll)

@@ -115,6 +115,7 @@ def local_sweep(tmp_path_factory):
     return directory, result.stdout
 
 
+@pytest.mark.slow
 def test_local_sweep_runs_two_trainings_and_ranks_them(local_sweep):
     directory, stdout = local_sweep
     with open(directory / "results.csv", newline="") as f:
@@ -160,6 +161,7 @@ def test_the_bayesian_third_proposal_follows_the_first_two_results(tmp_path):
         assert thirds[0] != thirds[1]
 
 
+@pytest.mark.slow
 def test_the_sweep_continues_from_its_directory(local_sweep):
     directory, _ = local_sweep
     sweep = open_sweep(REPO / "sweeps" / "vae_beta_bayes.yaml", directory, [])  # reads runs.jsonl

@@ -117,6 +117,7 @@ def test_sample_py_runs_each_sampler_with_a_trajectory(sampler, tiny_ddpm_checkp
         assert strip.size == (5 * 30 + 2, 2 * 30 + 2)
 
 
+@pytest.mark.slow
 def test_ddpm_loss_falls_and_resume_continues(fast_run_args):
     run_dir, args = fast_run_args
     args = [a for a in args if not a.startswith("trainer.max_steps")]

@@ -8,7 +8,7 @@
   ``val/elbo``, ...) over the whole val split of its own data set, as ``train.py`` logs them.
 - ``nll ckpt=PATH`` (or ``'ckpt=[A,B]'``): the likelihood bound of each checkpoint on its own
   data set's val split, in nats per image and bits/dim, as one table; written to
-  ``<run dir>/eval/nll_<split>.json``.
+  ``<run dir>/eval/nll_<split>_<checkpoint name>.json``.
 """
 
 from __future__ import annotations
