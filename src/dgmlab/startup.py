@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -71,13 +72,19 @@ def run_summary(trainer, seconds: float, metrics: dict[str, float], next_command
         lines.append("  final:      " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
     checkpoint = last_checkpoint(trainer)
     if checkpoint:
-        lines.append(f"  checkpoint: {checkpoint}")
+        lines.append(f"  checkpoint: {shown_path(checkpoint)}")
     grid = next((c.last_path for c in trainer.callbacks if getattr(c, "last_path", None)), None)
     if grid:
-        lines.append(f"  samples:    {grid}")
+        lines.append(f"  samples:    {shown_path(grid)}")
     if next_command:
         lines.append(f"  next:       {next_command}")
     return "\n".join(lines)
+
+
+def shown_path(path) -> str:
+    """``path`` as a user would type it here: relative to the working directory when under it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def last_checkpoint(trainer) -> str | None:

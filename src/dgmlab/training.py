@@ -18,7 +18,7 @@ from .guard import fit_guarded, install_guard, log_effective_batch_size
 from .precision import PrecisionChoice, resolve_precision
 from .progress import configure as configure_progress
 from .resume import resume_checkpoint
-from .startup import last_checkpoint, log_start, quiet_libraries, run_summary
+from .startup import last_checkpoint, log_start, quiet_libraries, run_summary, shown_path
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 train_program = reports_user_errors(train)  # train.py: a user's error as one line, exit 2 for a bad setting
-
-
-def shown_path(path) -> str:
-    """``path`` as a user would type it here: relative to the working directory when under it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def next_command(trainer: L.Trainer, model) -> str | None:
