@@ -34,7 +34,7 @@ def test_the_from_python_snippet_runs(tmp_path):
     paths = re.findall(r'load_model\("([^"]+)"\)', snippet)
     assert len(paths) == 2, "the snippet loads a DDPM, then a VAE"
     for path, name in zip(paths, ("ddpm", "vae")):
-        snippet = snippet.replace(path, str(checkpoints[name]))
+        snippet = snippet.replace(f'"{path}"', f'"{checkpoints[name]}"')  # quoted: RUN_DIR is in VAE_RUN_DIR
     result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = result.stdout.splitlines()
