@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from dgmlab.config import ConfigError
+from dgmlab.errors import reports_user_errors
 from dgmlab.resume import resume_argv
 from dgmlab.training import train_program
 
@@ -19,9 +19,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    try:  # resume=...: the run's own overrides and hydra.run.dir=RUN_DIR, before Hydra composes
-        sys.argv = resume_argv(sys.argv, Path(__file__).resolve().parent / "conf")
-    except ConfigError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+    # resume=...: the run's own overrides and hydra.run.dir=RUN_DIR, before Hydra composes
+    sys.argv = reports_user_errors(resume_argv)(sys.argv, Path(__file__).resolve().parent / "conf")
     main()

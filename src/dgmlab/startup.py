@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .callbacks.progress import format_duration
 from .precision import PrecisionChoice
 
 log = logging.getLogger("dgmlab.training")
@@ -56,12 +57,6 @@ def log_start(output_dir, precision: PrecisionChoice, trainer, model: nn.Module)
     log.info("%s", precision)
     log.info("device: %s", describe_device(trainer))
     log.info("model: %s", describe_model(model))
-
-
-def format_duration(seconds: float) -> str:
-    """e.g. ``9 min 12 s``, ``41 s``."""
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def run_summary(trainer, seconds: float, metrics: dict[str, float], next_command: str | None) -> str:
