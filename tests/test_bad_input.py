@@ -151,3 +151,26 @@ def test_a_full_disk_names_what_is_intact_and_how_to_resume(tmp_path):
     assert step > 0 and step % 5 == 0
     assert torch.load(kept, map_location="cpu", weights_only=True)["global_step"] == step
     assert f"python train.py resume={run_dir}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides,callback,setting",
+    [
+        (["callbacks.sample_grid.steps=21"], "callbacks.sample_grid", "callbacks.sample_grid."),
+        (["eval=fid", "eval.steps=21"], "eval", "eval."),
+    ],
+)
+def test_the_grid_and_the_fid_callback_refuse_more_steps_than_t_at_setup(overrides, callback, setting, tmp_path):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = compose_train([*TINY_DDPM, *overrides], tmp_path / "run")
+    model = instantiate(cfg.model)
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(setting)}steps must lie in \[1, schedule\.timesteps=20\], got 21$"
+    ):
+        instantiate(OmegaConf.select(cfg, callback)).setup(None, model, "fit")  # before the trainer is touched
+    default = compose_train([*TINY_DDPM, *overrides[:-1]], tmp_path / "run")  # steps: null, DDIM's 50 at most T
+    built = instantiate(OmegaConf.select(default, callback))
+    built.resolve_sampling(model)  # what setup does first
+    assert (built.options.sampler, built.options.steps) == ("ddim", 20)

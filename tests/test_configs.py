@@ -9,9 +9,10 @@ import torch
 from hydra.utils import instantiate
 
 from dgmlab.config import ConfigError, validate_train_config
+from dgmlab.diffusion import SamplingOptions
 from dgmlab.training import build_trainer
 
-from conftest import CONF, compose_train
+from conftest import CONF, compose_sample, compose_train
 
 # latent_ddpm needs a trained autoencoder's checkpoint: tests/test_latent.py trains one and covers it.
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem != "latent_ddpm")
@@ -114,3 +115,22 @@ def test_only_diffusion_models_carry_a_schedule(tmp_path):
 def test_every_trainer_config_composes_and_validates(trainer, tmp_path):
     """The GPU ones too (they cannot be built without a GPU)."""
     validate_train_config(compose_train([f"trainer={trainer}"], tmp_path))
+
+
+def test_every_sampling_setting_reaches_sample_py_the_grid_and_the_fid_callback(tmp_path):
+    """sampling/overrides.yaml, included once in each: a setting given there is the one the program uses."""
+    names = set(SamplingOptions.names())
+    overrides = ["eval=fid", "callbacks.sample_grid.eta=0.5", "eval.spacing=leading", "eval.steps=4"]
+    cfg = compose_train(overrides, tmp_path)
+    assert names <= set(cfg.callbacks.sample_grid) and names <= set(cfg.eval)
+    sample = compose_sample(["ckpt=x", "sampler=ddim", "steps=7"])  # at sample.py's top level
+    assert names <= set(sample) and (sample.sampler, sample.steps, sample.eta) == ("ddim", 7, None)
+    model = instantiate(cfg.model)
+    grid, fid = instantiate(cfg.callbacks.sample_grid), instantiate(cfg.eval)
+    grid.resolve_sampling(model)
+    fid.resolve_sampling(model)
+    assert (grid.options.sampler, grid.options.eta, grid.options.steps) == ("ddim", 0.5, 50)
+    assert (fid.options.sampler, fid.options.spacing, fid.options.steps) == ("ddim", "leading", 4)
+    typo = instantiate(compose_train(["+callbacks.sample_grid.etta=1"], tmp_path).callbacks.sample_grid)
+    with pytest.raises(ConfigError, match=r"callbacks\.sample_grid\.etta is not a sampling setting"):
+        typo.resolve_sampling(model)

@@ -107,3 +107,29 @@ def test_classifier_free_guidance_uses_the_labels(tmp_path):
     assert not torch.allclose(run(three, 3.0), run(three, 1.0))
     # Guidance 0 is the unconditional model: the label no longer matters.
     assert torch.allclose(run(three, 0.0), run(seven, 0.0), atol=1e-5)
+
+
+def test_the_ddpm_declares_its_sampler_schedule_and_bound(tmp_path):
+    from dgmlab.diffusion import ResolvedSampling
+    from dgmlab.lit import GenerativeModule
+
+    model = _model(tmp_path, "model.sampling.sampler=ddim")
+    assert isinstance(model.sampling, ResolvedSampling)  # checked once, in the constructor
+    assert (model.sampling.steps, model.sampling.timesteps) == (20, model.schedule.timesteps) == (20, 20)
+    assert model.likelihood_bound == "variational"
+    assert GenerativeModule.sampling is GenerativeModule.schedule is GenerativeModule.likelihood_bound is None
+
+
+def test_a_sample_py_job_checks_its_sampling_options_once(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from dgmlab.diffusion import SamplingOptions
+    from dgmlab.sampling import generate, sampler_options
+
+    model = _model(tmp_path)
+    checks = []
+    check = SamplingOptions.resolve
+    monkeypatch.setattr(SamplingOptions, "resolve", lambda self, *a, **kw: checks.append(self) or check(self, *a, **kw))
+    options = sampler_options(OmegaConf.create({"sampler": "ddim", "steps": 3}), model)
+    images = generate(model, 3, 0, 2, torch.device("cpu"), options=options)  # two batches
+    assert images.shape == (3, 1, 28, 28) and len(checks) == 1, checks

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from dgmlab.diffusion import (
+    SAMPLERS,
+    ResolvedSampling,
+    Sampler,
+    SamplingOptions,
     ancestral_sample,
     eps_from_x0,
     loss_weight,
@@ -16,6 +21,7 @@ from dgmlab.diffusion import (
     q_posterior,
     q_sample,
     q_step,
+    register,
     sample,
     timestep_sequence,
     v_target,
@@ -261,3 +267,57 @@ def test_unknown_sampler_is_named():
     s = make_schedule("linear", 10)
     with pytest.raises(ValueError, match=r"sampler='euler' is unknown; choose one of \['ddim', 'ddpm', 'dpmpp_2m'\]"):
         sample(s, make_denoiser(s, lambda x, t: x), (1, 1), "euler")
+
+
+# --- the sampler registry: a sampler declared once, called with its own settings ----------------------
+def test_a_sampler_registered_once_is_known_to_the_options_with_its_default_steps(monkeypatch):
+    calls = []
+    monkeypatch.setitem(SAMPLERS, "toy", None)  # the test's sampler leaves the registry afterwards
+
+    @register("toy", default_steps=7)
+    def toy_sample(schedule, denoise, shape, *, steps, spacing="trailing", generator=None, device="cpu", on_step=None):
+        calls.append({"steps": steps, "spacing": spacing})
+        return torch.zeros(shape)
+
+    assert SAMPLERS["toy"] == Sampler("toy", toy_sample, ("steps", "spacing"), 7)
+    assert SamplingOptions("toy").resolve(100).steps == 7
+    assert SamplingOptions("toy").resolve(5).steps == 5  # a schedule shorter than the default: all of it
+    assert SamplingOptions("ddim", steps=3).override(sampler="toy").resolve(100).steps == 7
+    s = make_schedule("linear", 100)
+    sample(s, make_denoiser(s, lambda x, t: x), (2, 1), "toy", eta=0.5, variance="large")  # others' settings
+    assert calls == [{"steps": 7, "spacing": "trailing"}]
+    with pytest.raises(ValueError, match=r"sampler='nope' is unknown; choose one of \[.*'toy'\]"):
+        SamplingOptions("nope").resolve(100)
+
+
+def test_steps_go_with_default_steps_when_registering():
+    def fixed(schedule, denoise, shape, *, steps, generator=None, device="cpu", on_step=None):
+        return torch.zeros(shape)
+
+    with pytest.raises(TypeError, match="default_steps"):
+        register("fixed", default_steps=None)(fixed)
+    assert "fixed" not in SAMPLERS
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_each_shipped_sampler_is_called_with_its_own_settings_only(name, monkeypatch):
+    received = []
+    declared = SAMPLERS[name]
+    monkeypatch.setitem(
+        SAMPLERS, name, replace(declared, run=lambda *a, **kw: received.append(kw) or declared.run(*a, **kw))
+    )
+    s = make_schedule("linear", 10)
+    sample(s, make_denoiser(s, lambda x, t: 0 * x), (1, 1), name, generator=torch.Generator().manual_seed(0))
+    (keywords,) = received
+    assert set(keywords) - {"generator", "device", "on_step"} == set(declared.settings)
+    assert set(declared.settings) <= set(SamplingOptions.names())  # every setting is one a user can give
+    assert ("steps" in declared.settings) == (declared.default_steps is not None)
+
+
+def test_resolved_options_pass_the_layers_below_unchecked():
+    resolved = SamplingOptions("ddim").resolve(100)
+    assert isinstance(resolved, ResolvedSampling) and (resolved.steps, resolved.timesteps) == (50, 100)
+    assert resolved.resolve(100) is resolved and resolved.override(steps=None) is resolved
+    changed = resolved.override(eta=0.5)
+    assert type(changed) is SamplingOptions and changed.resolve(100).eta == 0.5  # changed: checked again
+    assert resolved.resolve(20).steps == 20  # another schedule: resolved again

@@ -351,3 +351,20 @@ def test_every_likelihood_trains_a_step_and_samples_in_its_range(likelihood, pix
         model.decoder(torch.zeros(1, 2)).shape[1] == model.likelihood.outputs_per_pixel
     )
     assert likelihood == "gaussian" or (low <= samples.min() and samples.max() <= high)
+
+
+def test_the_vae_declares_what_it_can_do_and_sample_py_refuses_sampler_settings_by_name(tmp_path):
+    from omegaconf import OmegaConf
+
+    from dgmlab.config import ConfigError
+    from dgmlab.metrics.nll import model_nll
+    from dgmlab.sampling import sampler_options
+
+    model = instantiate(compose_train(["model=vae"], tmp_path).model)
+    assert (model.sampling, model.schedule, model.likelihood_bound) == (None, None, "importance_weighted")
+    assert model.sampling_with(prefix="eval.", sampler="ddim") is None  # one decoder pass: no sampler
+    assert sampler_options(OmegaConf.create({"sampler": None}), model) is None
+    with pytest.raises(ConfigError, match=r"\['eta', 'steps'\] apply to diffusion models; VAE takes none"):
+        sampler_options(OmegaConf.create({"steps": 5, "eta": 0.5}), model)
+    images = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
+    assert model_nll(model, images, iw_samples=2).bound.startswith("importance-weighted, K=2")

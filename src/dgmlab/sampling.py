@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from .checkpoint import load_model
-from .diffusion import SamplingOptions
+from .diffusion import ResolvedSampling, SamplingOptions
 from .errors import ConfigError, positive_int, reports_user_errors
 from .images import save_grid, save_samples_npz
 from .precision import autocast, resolve_precision
@@ -62,10 +62,11 @@ def generate(
 ) -> torch.Tensor:
     """``num_samples`` images as uint8 NCHW. Image i comes from its own seed (``seeding.image_seed(seed, i)``),
     so it is the same image at any ``batch_size`` and in the sample grid or the FID callback.
+    ``options``: resolved ones (``sampler_options``) are taken as they are; others are checked here.
     On a terminal a bar counts the sampler's steps of every batch (``dgmlab.progress``)."""
     model = model.to(device)
     if options is not None:
-        options = options.resolve(model.schedule.timesteps)  # the number of steps filled in
+        options = options.resolve(model.schedule.timesteps)  # resolved ones come back as they are
     extra = {"options": options} if options is not None else {}
     steps = options.steps if options is not None else 1  # a VAE decodes in one step
     batches = range(0, num_samples, batch_size)
@@ -96,15 +97,14 @@ def _counting(bar, recorder: TrajectoryRecorder | None):
     return on_step
 
 
-def sampler_options(cfg: DictConfig, model) -> SamplingOptions | None:
+def sampler_options(cfg: DictConfig, model) -> ResolvedSampling | None:
     """The model's sampling settings with those given on the command line (null keeps the model's),
-    checked against its schedule; None for a model that has no sampler (the VAE)."""
+    checked against its schedule, once for the whole job; None for a model that draws in one decoder
+    pass (``model.sampling`` is None: the VAE)."""
     given = {k: cfg[k] for k in SamplingOptions.names() if cfg.get(k) is not None}
-    if not hasattr(model, "sampling"):
-        if given:
-            raise ConfigError(f"{sorted(given)} apply to diffusion models; {type(model).__name__} takes none")
-        return None
-    return model.sampling.override(**given).resolve(model.schedule.timesteps)
+    if model.sampling is None and given:
+        raise ConfigError(f"{sorted(given)} apply to diffusion models; {type(model).__name__} takes none")
+    return model.sampling_with(**given)
 
 
 def sample(cfg: DictConfig) -> Path:
@@ -170,7 +170,7 @@ sample_program = reports_user_errors(sample)  # sample.py: a user's error as one
 
 
 def _labels(model, cfg) -> torch.Tensor | None:
-    if not getattr(model, "class_conditional", False):
+    if not model.class_conditional:
         if cfg.label is not None:
             raise ConfigError("label= needs a class-conditional model (model.class_conditional=true)")
         return None
@@ -183,6 +183,6 @@ def _labels(model, cfg) -> torch.Tensor | None:
 def _recorder(model, cfg) -> TrajectoryRecorder | None:
     if not cfg.trajectory:
         return None
-    if not hasattr(model, "sampling"):
+    if model.sampling is None:
         raise ConfigError("trajectory= applies to diffusion models")
     return TrajectoryRecorder(min(cfg.trajectory, cfg.n), cfg.trajectory_frames)

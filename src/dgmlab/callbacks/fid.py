@@ -1,7 +1,9 @@
 """FID and KID during training: ``python train.py eval=fid eval.every_n_steps=500 ...``.
 
 Every ``every_n_steps`` optimiser steps (and when training ends), the model draws
-``num_samples`` images with the configured sampler. Image i comes from its own seed (seed, i)
+``num_samples`` images with the configured sampler (``eval.sampler``, ``eval.steps``, ...: the
+SamplingOptions settings, null: the model's own; checked against the schedule at setup, before
+training). Image i comes from its own seed (seed, i)
 (``dgmlab.seeding``), so it is the image ``sample.py seed=S`` draws; the images are drawn in
 batches of ``batch_size``, under DDP rank r draws batches r, r + W, r + 2W, ..., and the features
 are all-gathered and put back in image order, so the scores are the same on 1 or many devices and
@@ -19,6 +21,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -52,8 +55,6 @@ class FIDCallback(L.Callback):
         num_samples: int,
         batch_size: int,
         seed: int,
-        sampler: str | None,
-        steps: int | None,
         split: str,
         features: str,
         inception_weights: str | None,
@@ -63,8 +64,10 @@ class FIDCallback(L.Callback):
         dirpath: str | None,
         at_train_end: bool,
         precision: str = "auto",
+        **sampling: Any,
     ):
-        """Every argument comes from ``eval.*`` (conf/eval/fid.yaml), where each is explained."""
+        """Every argument comes from ``eval.*`` (conf/eval/fid.yaml), where each is explained; ``sampling``:
+        the SamplingOptions settings (sampler, steps, eta, ...; sampling/overrides.yaml)."""
         for key, value, low in (
             ("every_n_steps", every_n_steps, 1),
             ("num_samples", num_samples, 2),
@@ -78,8 +81,8 @@ class FIDCallback(L.Callback):
             raise ConfigError(f"eval.precision={precision!r} is unknown; choose one of {list(PRECISIONS)}")
         self.requested_precision, self.precision = precision, None
         self.every_n_steps, self.num_samples, self.batch_size, self.seed = every_n_steps, num_samples, batch_size, seed
-        self.features, self.split, self.overrides = features, split, {"sampler": sampler, "steps": steps}
-        self.options = None  # the model's sampling options with eval.sampler/eval.steps, set up with the model
+        self.features, self.split, self.overrides = features, split, sampling
+        self.options = None  # the model's sampling options with eval.sampler, eval.steps, ..., resolved at setup
         self.inception_weights, self.cache_dir, self.lenet = inception_weights, cache_dir, dict(lenet)
         self.kid = KIDSettings(**kid)
         self.dirpath, self.at_train_end = (Path(dirpath) if dirpath else None), at_train_end
@@ -93,7 +96,7 @@ class FIDCallback(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit" or self.feature_net is not None:
             return
-        self._check_sampler(pl_module)
+        self.resolve_sampling(pl_module)
         choice = resolve_precision(self.requested_precision, pl_module.device.type, setting="eval.precision")
         self.precision = choice.precision
         log.info("eval: sampling for FID in %s", choice)
@@ -125,16 +128,12 @@ class FIDCallback(L.Callback):
             )
         self.dataset_name = datamodule.name
 
-    def _check_sampler(self, pl_module) -> None:
-        if not hasattr(pl_module, "sampling"):
-            if any(v is not None for v in self.overrides.values()):
-                log.info(
-                    "eval: %s has no sampler settings; eval.sampler and eval.steps are ignored",
-                    type(pl_module).__name__,
-                )
-            return
-        options = pl_module.sampling.override(prefix="eval.", **self.overrides)
-        self.options = options.resolve(pl_module.schedule.timesteps, prefix="eval.")
+    def resolve_sampling(self, pl_module) -> None:
+        """The sampling options, checked once against the model's schedule (None: one decoder pass)."""
+        self.options = pl_module.sampling_with(prefix="eval.", **self.overrides)
+        given = [f"eval.{k}" for k, v in self.overrides.items() if v is not None]
+        if self.options is None and given:
+            log.info("eval: %s has no sampler settings; ignored: %s", type(pl_module).__name__, ", ".join(given))
 
     # --- when to evaluate ------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 
+from ..diffusion import ResolvedSampling
 from ..errors import positive_int
 from ..images import save_grid
 from ..seeding import ImageNoise
@@ -16,28 +18,26 @@ class SampleGrid(L.Callback):
     """Samples ``num_samples`` images with a fixed ``seed`` (image i from its own seed, so grids from
     different steps are comparable, and image i is the one ``sample.py seed=S`` draws), writes
     ``<dirpath>/step_XXXXXX.png`` and sends the grid to loggers that take images (W&B). A diffusion
-    model samples with ``sampler`` and ``steps`` (null: its own ``model.sampling``; ``steps`` at most
-    the schedule's T); a few dozen DDIM steps keep a grid to seconds where ancestral sampling takes
-    all T network evaluations. Under the trainer's precision."""
+    model samples with ``sampling``, the SamplingOptions settings (``sampler``, ``steps``, ``eta``, ...;
+    null: its own ``model.sampling``; ``steps`` at most the schedule's T, else refused at setup); a few
+    dozen DDIM steps keep a grid to seconds where ancestral sampling takes all T network evaluations.
+    A model that draws in one decoder pass ignores them. Under the trainer's precision."""
 
-    def __init__(
-        self,
-        dirpath: str,
-        every_n_steps: int,
-        num_samples: int = 64,
-        seed: int = 0,
-        sampler: str | None = None,
-        steps: int | None = None,
-    ):
+    def __init__(self, dirpath: str, every_n_steps: int, num_samples: int = 64, seed: int = 0, **sampling: Any):
         positive_int(every_n_steps, "callbacks.sample_grid.every_n_steps")
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
         self.num_samples, self.seed = num_samples, seed
-        self.overrides = {"sampler": sampler, "steps": steps}
+        self.overrides = sampling
+        self.options: ResolvedSampling | None = None  # resolved for the model at setup
         self._last_step = -1
         self.last_path: Path | None = None  # the newest grid written (the run's summary names it)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self.options_for(pl_module)  # a wrong sampler setting fails before training
+        self.resolve_sampling(pl_module)  # a wrong sampler setting fails before training
+
+    def resolve_sampling(self, pl_module) -> None:
+        """The sampling options, checked once against the model's schedule (None: one decoder pass)."""
+        self.options = pl_module.sampling_with(prefix="callbacks.sample_grid.", **self.overrides)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every_n_steps == 0:
@@ -47,15 +47,11 @@ class SampleGrid(L.Callback):
         self.write(trainer, pl_module)
 
     def options_for(self, pl_module) -> dict:
-        """The sampling options for this model (none for a VAE)."""
-        if not hasattr(pl_module, "sampling"):
-            return {}
-        timesteps = pl_module.schedule.timesteps
-        overrides = dict(self.overrides)
-        if overrides["steps"] is not None:
-            overrides["steps"] = min(overrides["steps"], timesteps)
-        options = pl_module.sampling.override(prefix="callbacks.sample_grid.", **overrides)
-        return {"options": options.resolve(timesteps, prefix="callbacks.sample_grid.")}
+        """The keyword arguments of ``sample_images`` for this model: the options resolved at setup
+        (none for a model without ``sampling``, the VAE)."""
+        if self.options is None and pl_module.sampling is not None:
+            self.resolve_sampling(pl_module)  # not set up by a Trainer
+        return {"options": self.options} if self.options is not None else {}
 
     @torch.no_grad()
     def write(self, trainer, pl_module) -> Path | None:

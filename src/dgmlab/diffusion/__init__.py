@@ -9,7 +9,7 @@ from .likelihood import (
     prior_kl,
     variational_bound,
 )
-from .options import DEFAULT_STEPS, SamplingOptions, sample
+from .options import ResolvedSampling, SamplingOptions, sample
 from .process import (
     LOSS_WEIGHTINGS,
     PREDICTIONS,
@@ -26,7 +26,7 @@ from .process import (
     x0_eps_from_v,
     x0_from_eps,
 )
-from .samplers import SAMPLERS, ancestral_sample, make_denoiser, timestep_sequence
+from .samplers import SAMPLERS, Sampler, ancestral_sample, make_denoiser, register, timestep_sequence
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 
 __all__ = [
@@ -48,8 +48,10 @@ __all__ = [
     "PREDICTIONS",
     "LOSS_WEIGHTINGS",
     "SAMPLERS",
+    "Sampler",
+    "register",
     "SamplingOptions",
-    "DEFAULT_STEPS",
+    "ResolvedSampling",
     "sample",
     "make_denoiser",
     "timestep_sequence",

@@ -1,17 +1,28 @@
 """Reverse-process samplers: from x_T ~ N(0, I) to an image, given a denoiser.
 
 A *denoiser* maps (x_t, t) to (x0_hat, eps_hat); :func:`make_denoiser` builds one from a
-network and its prediction type. Every sampler takes the same arguments, so ``sample.py
-sampler=NAME`` can pick any of them:
+network and its prediction type. Every sampler takes (schedule, denoise, shape) and the common
+keywords ``generator``, ``device`` and ``on_step``, so ``sample.py sampler=NAME`` can pick any of them:
 
-- ``ddpm``     ancestral sampling (Ho et al. 2020), T steps, variance "small" or "large";
+- ``ddpm``     ancestral sampling (Ho et al. 2020), all T steps, variance "small" or "large";
 - ``ddim``     Song et al. (2021), any number of steps, stochasticity ``eta``;
 - ``dpmpp_2m`` DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep ODE solver.
+
+The registry is our own, one :class:`Sampler` record per sampler in :data:`SAMPLERS`, filled by the
+:func:`register` decorator on the function: its name, its default number of steps, and the settings
+it takes, read from its keyword-only parameters (so each is written once). That is simpler than
+diffusers' ``set_timesteps``/``step`` split because every sampler here runs its own loop.
+:class:`SamplingOptions` reads the names, default steps and settings from here and checks the
+settings before a sampler runs, so a sampler with the existing settings is added in this file alone
+(in YAML, only the ``sampler:`` comments that list the choices); a setting no sampler had before is
+also a field of SamplingOptions and a ``null`` line of ``conf/sampling/overrides.yaml``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -24,8 +35,38 @@ from .schedules import NoiseSchedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 OnStep = Callable[[int, torch.Tensor], None]
-SPACINGS = ("trailing", "leading", "linspace")
 VARIANCES = ("small", "large")
+COMMON_KEYWORDS = ("generator", "device", "on_step")  # every sampler's; not sampling settings
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A registered sampler: ``run(schedule, denoise, shape, *, generator, device, on_step, **settings)``
+    takes exactly ``settings`` (names of SamplingOptions fields); ``default_steps`` is its number of
+    steps when ``steps`` is null (at most T), or None for a sampler that takes every one of the T steps."""
+
+    name: str
+    run: Callable[..., torch.Tensor]
+    settings: tuple[str, ...]
+    default_steps: int | None
+
+
+SAMPLERS: dict[str, Sampler] = {}
+
+
+def register(name: str, default_steps: int | None = None) -> Callable:
+    """Decorator: add the function to :data:`SAMPLERS` as ``name``, its settings read from its keyword-only
+    parameters (minus :data:`COMMON_KEYWORDS`). A sampler takes ``steps`` exactly when it has default steps."""
+
+    def add(run: Callable) -> Callable:
+        parameters = inspect.signature(run).parameters.values()
+        settings = tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in COMMON_KEYWORDS)
+        if ("steps" in settings) != (default_steps is not None):
+            raise TypeError(f"sampler {name!r}: a steps= parameter goes with default_steps, and only with it")
+        SAMPLERS[name] = Sampler(name, run, settings, default_steps)
+        return run
+
+    return add
 
 
 def make_denoiser(schedule: NoiseSchedule, net: Callable, prediction: str = "eps", clip: bool = True) -> Denoiser:
@@ -42,6 +83,22 @@ def make_denoiser(schedule: NoiseSchedule, net: Callable, prediction: str = "eps
     return denoise
 
 
+def _trailing(timesteps: int, steps: int) -> np.ndarray:
+    return np.round(np.arange(timesteps, 0, -timesteps / steps)).astype(int) - 1
+
+
+def _leading(timesteps: int, steps: int) -> np.ndarray:
+    return (np.arange(steps) * (timesteps // steps))[::-1]
+
+
+def _linspace(timesteps: int, steps: int) -> np.ndarray:
+    return np.round(np.linspace(0, timesteps - 1, steps)).astype(int)[::-1]
+
+
+_SPACINGS = {"trailing": _trailing, "leading": _leading, "linspace": _linspace}
+SPACINGS = tuple(_SPACINGS)
+
+
 def timestep_sequence(timesteps: int, steps: int, spacing: str = "trailing") -> list[int]:
     """``steps`` timesteps out of 0..T-1, in decreasing order.
 
@@ -50,15 +107,14 @@ def timestep_sequence(timesteps: int, steps: int, spacing: str = "trailing") -> 
     """
     if not 1 <= steps <= timesteps:
         raise ConfigError(f"steps must lie in [1, schedule.timesteps={timesteps}], got {steps}")
-    if spacing == "trailing":
-        ts = np.round(np.arange(timesteps, 0, -timesteps / steps)).astype(int) - 1
-    elif spacing == "leading":
-        ts = (np.arange(steps) * (timesteps // steps))[::-1]
-    elif spacing == "linspace":
-        ts = np.round(np.linspace(0, timesteps - 1, steps)).astype(int)[::-1]
-    else:
+    if spacing not in _SPACINGS:
         raise ConfigError(f"spacing={spacing!r} is unknown; choose one of {list(SPACINGS)}")
-    return sorted({int(t) for t in ts}, reverse=True)
+    return _visited(timesteps, steps, spacing)
+
+
+def _visited(timesteps: int, steps: int, spacing: str) -> list[int]:
+    # The samplers' timesteps, unchecked: SamplingOptions.resolve has checked steps and spacing.
+    return sorted({int(t) for t in _SPACINGS[spacing](timesteps, steps)}, reverse=True)
 
 
 def _noise(shape, generator, device):
@@ -71,6 +127,7 @@ def _full(step: int, n: int, device) -> torch.Tensor:
     return torch.full((n,), step, device=device, dtype=torch.long)
 
 
+@register("ddpm", default_steps=None)
 @torch.no_grad()
 def ddpm_sample(
     schedule,
@@ -81,8 +138,6 @@ def ddpm_sample(
     device="cpu",
     on_step: OnStep | None = None,
     variance: str = "small",
-    steps: int | None = None,
-    **_,
 ) -> torch.Tensor:
     """Ancestral sampling: x_{t-1} ~ N(mu~(x_t, x0_hat), sigma_t^2) for t = T..1, where mu~ is the
     true posterior's mean with the predicted x_0, and sigma_t^2 is the posterior variance
@@ -100,6 +155,7 @@ def ddpm_sample(
     return x
 
 
+@register("ddim", default_steps=50)
 @torch.no_grad()
 def ddim_sample(
     schedule,
@@ -112,13 +168,12 @@ def ddim_sample(
     generator=None,
     device="cpu",
     on_step: OnStep | None = None,
-    **_,
 ) -> torch.Tensor:
     """DDIM: x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z, with
     sigma = eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s); eta = 0 is deterministic
     given x_T, eta = 1 matches DDPM's posterior variance."""
     abar = schedule.alphas_cumprod.tolist()
-    ts = timestep_sequence(schedule.timesteps, steps, spacing)
+    ts = _visited(schedule.timesteps, steps, spacing)
     x = _noise(shape, generator, device)
     for i, step in enumerate(ts):
         x0, eps = denoise(x, _full(step, shape[0], device))
@@ -132,6 +187,7 @@ def ddim_sample(
     return x
 
 
+@register("dpmpp_2m", default_steps=20)
 @torch.no_grad()
 def dpmpp_2m_sample(
     schedule,
@@ -143,7 +199,6 @@ def dpmpp_2m_sample(
     generator=None,
     device="cpu",
     on_step: OnStep | None = None,
-    **_,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) for the probability-flow ODE, in lambda = log(alpha/sigma):
 
@@ -152,7 +207,7 @@ def dpmpp_2m_sample(
     The last step goes to the clean image (sigma = 0), where the update returns D.
     """
     abar = schedule.alphas_cumprod.tolist()
-    ts = timestep_sequence(schedule.timesteps, steps, spacing)
+    ts = _visited(schedule.timesteps, steps, spacing)
     alpha = lambda a: math.sqrt(a)  # noqa: E731
     sigma = lambda a: math.sqrt(1 - a)  # noqa: E731
     lam = lambda a: math.log(alpha(a)) - math.log(sigma(a)) if 0 < a < 1 else (math.inf if a >= 1 else -math.inf)  # noqa: E731
@@ -171,9 +226,6 @@ def dpmpp_2m_sample(
         if on_step:
             on_step(i, x)
     return x
-
-
-SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpmpp_2m": dpmpp_2m_sample}
 
 
 def ancestral_sample(schedule, eps_model, shape, generator=None, device="cpu", clip_denoised=True) -> torch.Tensor:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import lightning as L
 import torch
 
 from ..checkpoint import CONFIG_KEY
+from ..diffusion import NoiseSchedule, ResolvedSampling
 from ..errors import ConfigError
 from ..images import to_pixel_range, to_uint8
 
@@ -30,7 +31,22 @@ def lr_factor(
 
 
 class GenerativeModule(L.LightningModule):
-    """Base for generative models: subclasses define the loss and ``sample_images``."""
+    """Base for generative models: subclasses define the loss and ``sample_images``, and declare what
+    they can do in the attributes below; callers test these, never ``hasattr``.
+
+    - ``sampling``: how the model samples by default, resolved against its schedule (a diffusion
+      model's ``model.sampling``); None: it draws in one decoder pass and takes no sampler settings.
+    - ``schedule``: its noise schedule (a model that has ``sampling`` has one); None: none.
+    - ``class_conditional``: it draws images of given labels (``sample_images(..., labels=)``).
+    - ``likelihood_bound``: the bound on -log p(x) of pixels it offers, by which ``metrics/nll.py``
+      computes it: ``variational`` (``variational_bound``, a DDPM's) or ``importance_weighted`` (a
+      VAE's, from ``encode``, ``decoder`` and ``likelihood``); None: none.
+    """
+
+    sampling: ResolvedSampling | None = None
+    schedule: NoiseSchedule | None = None
+    class_conditional: bool = False
+    likelihood_bound: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -54,6 +70,13 @@ class GenerativeModule(L.LightningModule):
     def sample_images(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``num_samples`` images from the model, floats in ``pixel_range``, NCHW."""
         raise NotImplementedError
+
+    def sampling_with(self, prefix: str = "", **overrides: Any) -> ResolvedSampling | None:
+        """``sampling`` changed by ``overrides`` (None keeps a setting), checked against the schedule and
+        named with ``prefix`` (how the program spells its settings); None for a model without ``sampling``."""
+        if self.sampling is None:
+            return None
+        return self.sampling.override(prefix=prefix, **overrides).resolve(self.schedule.timesteps, prefix=prefix)
 
     # Pixels: data sets, sample files and metrics hold uint8 images; the model alone knows its range.
     def from_uint8(self, images: torch.Tensor) -> torch.Tensor:

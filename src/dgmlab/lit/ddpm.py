@@ -11,6 +11,7 @@ from ..diffusion import (
     LOSS_WEIGHTINGS,
     PREDICTIONS,
     NoiseSchedule,
+    ResolvedSampling,
     SamplingOptions,
     diffusion_loss,
     make_denoiser,
@@ -32,7 +33,13 @@ class DDPM(GenerativeModule):
     ``label_dropout`` in training so that sampling can use classifier-free guidance.
     ``sampling`` holds the default sampler settings (sampler, steps, eta, guidance, ...).
     ``clip_denoised`` clips each step's estimate of x_0 to [-1, 1], where pixels lie.
+    Capabilities: ``sampling`` (resolved against ``schedule``) and ``schedule`` are set in the
+    constructor; its bound is the variational one.
     """
+
+    sampling: ResolvedSampling
+    schedule: NoiseSchedule
+    likelihood_bound = "variational"
 
     def __init__(
         self,
@@ -69,8 +76,8 @@ class DDPM(GenerativeModule):
         self.loss_weighting, self.min_snr_gamma = loss_weighting, min_snr_gamma
         self.class_conditional, self.label_dropout = class_conditional, label_dropout
         self.ema_max_decay, self.clip_denoised = ema_decay, clip_denoised
-        self.sampling = SamplingOptions.from_settings(sampling)  # the defaults of sample grids, sample.py, FID
-        self.sampling.resolve(schedule.timesteps, prefix="model.sampling.")  # checked now, not at the first grid
+        # The defaults of sample grids, sample.py and FID, checked here where the model config arrives.
+        self.sampling = SamplingOptions.from_settings(sampling).resolve(schedule.timesteps, prefix="model.sampling.")
 
     def loss(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
         labels = self._training_labels(labels, generator)
@@ -152,7 +159,8 @@ class DDPM(GenerativeModule):
         **overrides,
     ):
         """Sample with ``options`` (default: ``self.sampling``) changed by ``overrides`` (sampler, steps,
-        eta, guidance, ...). ``generator``: a torch.Generator or per-image generators (ImageNoise).
+        eta, guidance, ...); options resolved for this schedule, without overrides, are used unchecked.
+        ``generator``: a torch.Generator or per-image generators (ImageNoise).
         Class-conditional models draw image i with label i mod K unless ``labels`` are given."""
         options = (options or self.sampling).override(**overrides).resolve(self.schedule.timesteps)
         if self.class_conditional and labels is None:

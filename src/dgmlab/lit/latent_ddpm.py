@@ -20,7 +20,10 @@ class LatentDDPM(DDPM):
     ``latent_scale`` buffer). Samples are decoded to pixels with the VAE's decoder mean, so the
     module draws images like any other model. The VAE's weights travel inside every checkpoint.
     ``network`` is a factory, built for the autoencoder's latent map (its channels and size).
+    It samples like a DDPM but offers no likelihood bound of pixels (its bound is on the latent map).
     """
+
+    likelihood_bound = None
 
     def __init__(
         self,

@@ -33,7 +33,13 @@ class VAE(GenerativeModule):
 
     ``decoder`` is a factory (a Hydra partial) called with ``outputs_per_pixel`` from the
     likelihood, so the decoder's output size never has to be set by hand.
+    Capabilities: it draws in one decoder pass (no ``sampling``, no ``schedule``); its bound is the
+    importance-weighted one.
     """
+
+    sampling = None  # one decoder pass: no sampler, no sampler settings
+    schedule = None
+    likelihood_bound = "importance_weighted"
 
     def __init__(
         self,

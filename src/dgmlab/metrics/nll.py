@@ -127,9 +127,13 @@ def model_nll(
     iw_samples: int | None = None,
     autocast=contextlib.nullcontext,
 ) -> NLLResult:
-    """The DDPM's variational bound or the VAE's importance-weighted bound, by the module's kind."""
-    if hasattr(module, "schedule"):
+    """The bound the module declares (``likelihood_bound``): a DDPM's variational bound or a VAE's
+    importance-weighted one."""
+    if module.likelihood_bound == "variational":
         return ddpm_nll(module, images, batch_size, seed, autocast)
-    if hasattr(module, "likelihood") and hasattr(module, "encode"):
+    if module.likelihood_bound == "importance_weighted":
         return vae_nll(module, images, iw_samples, batch_size, seed)
-    raise ConfigError(f"no likelihood bound for {type(module).__name__}: ckpt must hold a DDPM or a VAE")
+    raise ConfigError(
+        f"{type(module).__name__} offers no likelihood bound of pixels (likelihood_bound="
+        f"{module.likelihood_bound!r}, not variational or importance_weighted): ckpt must hold a pixel DDPM or a VAE"
+    )
