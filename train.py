@@ -8,9 +8,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from dgmlab.errors import reports_user_errors
-from dgmlab.resume import resume_argv
-from dgmlab.training import train_program
+from dgmlab.core.errors import reports_user_errors
+from dgmlab.run.resume import resume_argv
+from dgmlab.run.training import train_program
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

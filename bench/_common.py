@@ -47,7 +47,7 @@ def compose(config_name: str = "train", overrides: list[str] = (), output_dir: P
 
 def auto_precision():
     """What ``precision: auto`` picks on this CPU (an object with .precision and .reason)."""
-    from dgmlab.precision import resolve_precision
+    from dgmlab.core.precision import resolve_precision
 
     return resolve_precision("auto", accelerator="cpu")
 
@@ -60,7 +60,7 @@ def precisions_to_measure(flag: str) -> list[str]:
 
 
 def autocast(precision: str):
-    from dgmlab.precision import autocast as dgmlab_autocast
+    from dgmlab.core.precision import autocast as dgmlab_autocast
 
     return dgmlab_autocast(torch.device("cpu"), precision)
 
@@ -373,7 +373,7 @@ def sample_uint8(
     """``num_samples`` images (uint8 NCHW) from a DDPM LightningModule with sampler ``options``
     (sampler, steps, ...) and the seconds that took, the way ``sample.py`` draws them: image i
     from its own seed (seed, i), batches of ``batch_size``, under ``precision``'s autocast."""
-    from dgmlab.seeding import ImageNoise
+    from dgmlab.core.seeding import ImageNoise
 
     chunks = []
     start = time.perf_counter()

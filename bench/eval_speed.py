@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dgmlab.checkpoint import load_model  # noqa: E402
+from dgmlab.lit import load_model  # noqa: E402
 from dgmlab.metrics import KIDSettings, build_feature_net, load_or_compute_reference, score_features  # noqa: E402
 
 import _common as bench  # noqa: E402

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dgmlab.checkpoint import load_model  # noqa: E402
+from dgmlab.core.images import save_samples_npz  # noqa: E402
 from dgmlab.evaluate import evaluate_samples  # noqa: E402
-from dgmlab.images import save_samples_npz  # noqa: E402
+from dgmlab.lit import load_model  # noqa: E402
 
 import _common as bench  # noqa: E402
 

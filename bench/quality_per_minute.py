@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dgmlab.core.images import save_grid, save_samples_npz  # noqa: E402
 from dgmlab.evaluate import evaluate_samples  # noqa: E402
-from dgmlab.images import save_grid, save_samples_npz  # noqa: E402
 from dgmlab.sampling import sample as sample_job  # noqa: E402
 
 import _common as bench  # noqa: E402

@@ -158,8 +158,8 @@ def compare_peers(args) -> None:
 
 def time_checkpoint(args) -> None:
     """Every sampler setting of one checkpoint: wall time for ``--n`` samples, a grid for each."""
-    from dgmlab.checkpoint import load_model
-    from dgmlab.images import save_grid
+    from dgmlab.core.images import save_grid
+    from dgmlab.lit import load_model
 
     bench.print_cpu(bench.describe_cpu())
     precision = bench.auto_precision().precision if args.precision == "auto" else args.precision

@@ -5,7 +5,7 @@
 Measures images/s and ms per optimiser step of one training step of the default DDPM
 (``conf/train.yaml`` as shipped: network, data, optimiser, batch size), in each precision:
 
-- ``lightning``: the real job, ``dgmlab.training.train`` (what ``python train.py`` runs), with
+- ``lightning``: the real job, ``dgmlab.run.training.train`` (what ``python train.py`` runs), with
   its per-step hooks (CSV logging, progress bar, LR monitor) on and validation, checkpoints and sample grids off; a callback stamps the
   end of every step, and the mean step time after ``--warmup`` steps is reported;
 - ``plain``: a plain PyTorch loop with the same LightningModule's network, loss, optimiser, EMA
@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dgmlab.nn import ema_decay, ema_update  # noqa: E402
-from dgmlab.training import train  # noqa: E402
+from dgmlab.run.training import train  # noqa: E402
 
 import _common as bench  # noqa: E402
 
@@ -71,7 +71,7 @@ class StepTimer(L.Callback):
 
 
 def lightning_seconds(precision: str, warmup: int, steps: int) -> float:
-    """Mean step time of ``dgmlab.training.train`` on the shipped config, all extras off."""
+    """Mean step time of ``dgmlab.run.training.train`` on the shipped config, all extras off."""
     with tempfile.TemporaryDirectory() as run_dir:
         # The loop as train.py runs it, with its per-step hooks (CSV logging, progress bar, LR
         # monitor); the periodic extra work (validation, checkpoints, sample grids) is left out.

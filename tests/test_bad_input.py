@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from dgmlab.config import ConfigError
-from dgmlab.training import train
+from dgmlab.core.errors import ConfigError
+from dgmlab.run.training import train
 
 from conftest import REPO, TINY_DDPM, compose_train, needs_system, run_script
 
@@ -102,7 +102,7 @@ def test_sample_py_rejects_bad_arguments(args, message, tmp_path):
 
 
 def test_corrupt_checkpoint_is_named(tmp_path):
-    from dgmlab.checkpoint import load_model
+    from dgmlab.lit import load_model
 
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint at all")

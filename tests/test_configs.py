@@ -8,9 +8,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from dgmlab.config import ConfigError, validate_train_config
+from dgmlab.core.errors import ConfigError
 from dgmlab.diffusion import SamplingOptions
-from dgmlab.training import build_trainer
+from dgmlab.run.config import validate_train_config
+from dgmlab.run.training import build_trainer
 
 from conftest import CONF, compose_sample, compose_train
 

@@ -12,9 +12,9 @@ import torch
 import torchvision
 from hydra.utils import instantiate
 
+from dgmlab.core.errors import ConfigError
+from dgmlab.core.images import to_pixel_range, to_uint8
 from dgmlab.data.sources import letter_t_image, mnist_5k
-from dgmlab.errors import ConfigError
-from dgmlab.images import to_pixel_range, to_uint8
 
 from conftest import compose_train
 

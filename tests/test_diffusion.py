@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from dgmlab.core.seeding import ImageNoise
 from dgmlab.diffusion import (
     SAMPLERS,
     ResolvedSampling,
@@ -29,7 +30,6 @@ from dgmlab.diffusion import (
     x0_eps_from_v,
     x0_from_eps,
 )
-from dgmlab.seeding import ImageNoise
 
 
 def test_linear_schedule_is_the_papers():

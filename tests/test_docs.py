@@ -28,10 +28,10 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from dgmlab.config import validate_train_config
+from dgmlab.core.errors import positive_int
 from dgmlab.diffusion import SamplingOptions
-from dgmlab.errors import positive_int
-from dgmlab.resume import output_folder, resume_argv
+from dgmlab.run.config import validate_train_config
+from dgmlab.run.resume import output_folder, resume_argv
 
 from conftest import CONF, REPO
 

@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms.functional import gaussian_blur
 
-from dgmlab.config import ConfigError
+from dgmlab.core.errors import ConfigError
+from dgmlab.core.images import save_grid, to_pixel_range
 from dgmlab.data.sources import in_class_interleaved_order, mnist_5k
 from dgmlab.diffusion import eps_from_x0, make_schedule
 from dgmlab.diffusion.likelihood import (
@@ -32,7 +33,6 @@ from dgmlab.diffusion.likelihood import (
     variational_bound,
 )
 from dgmlab.evaluate import evaluate_nll, evaluate_samples, evaluate_val
-from dgmlab.images import save_grid, to_pixel_range
 from dgmlab.metrics import (
     GaussianStatistics,
     KIDSettings,
@@ -196,7 +196,7 @@ def test_missing_inception_weights_fail_before_training(tmp_path):
         [*TINY_DDPM, "eval=fid", "eval.features=inception", f"eval.inception_weights={missing}"],
         output_dir=tmp_path / "run",
     )
-    from dgmlab.training import train
+    from dgmlab.run.training import train
 
     with pytest.raises(
         Exception, match=r"(?s)eval\.inception_weights=.*nowhere.*curl -L -o .*github.com/toshas/torch-fidelity"

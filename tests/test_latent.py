@@ -11,9 +11,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from dgmlab.checkpoint import CONFIG_KEY, load_model
-from dgmlab.config import ConfigError
-from dgmlab.training import train
+from dgmlab.core.errors import ConfigError
+from dgmlab.lit import CONFIG_KEY, load_model
+from dgmlab.run.training import train
 
 from conftest import compose_train, run_script
 

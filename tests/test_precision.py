@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from dgmlab.precision import Hardware, cpu_hardware, onednn_allows_bf16, resolve_precision
+from dgmlab.core.precision import Hardware, cpu_hardware, onednn_allows_bf16, resolve_precision
 
 from conftest import TINY_DDPM, run_script
 
@@ -77,7 +77,7 @@ def test_onednn_isa_limit(isa, allowed):
 
 def test_cpu_detection_honours_the_avx2_environment():
     """Run in a fresh process: the kernel level is read once, when torch starts."""
-    code = "from dgmlab.precision import cpu_hardware; h = cpu_hardware(); print(h.native_bf16, h.name)"
+    code = "from dgmlab.core.precision import cpu_hardware; h = cpu_hardware(); print(h.native_bf16, h.name)"
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **AVX2_ONLY}, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "AVX2"]

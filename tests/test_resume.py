@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY_DDPM, run_script
+from conftest import REPO, TINY_DDPM, run_program, run_script
 
 FP32 = [
     *TINY_DDPM,
@@ -87,12 +87,12 @@ def interrupted_and_resumed(tmp_path_factory):
     """An uninterrupted 12-step run, and a run stopped after step 6 (max_steps=6) resumed to 12."""
     root = tmp_path_factory.mktemp("resume")
     whole, parts = root / "whole", root / "parts"
-    result = run_script("train.py", *train_args(whole, 12, every=6))
+    result = run_program("train.py", *train_args(whole, 12, every=6))
     assert result.returncode == 0, result.stderr[-3000:]
-    result = run_script("train.py", *train_args(parts, 6, every=6))
+    result = run_program("train.py", *train_args(parts, 6, every=6))
     assert result.returncode == 0, result.stderr[-3000:]
     first_half = metrics(parts)
-    resumed = run_script("train.py", f"resume={parts}", "trainer.max_steps=12")
+    resumed = run_program("train.py", f"resume={parts}", "trainer.max_steps=12")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return whole, parts, first_half, resumed
 
@@ -124,16 +124,16 @@ def test_resume_equals_an_uninterrupted_run(interrupted_and_resumed):
 @pytest.mark.slow
 def test_resume_refuses_model_changes_by_name(interrupted_and_resumed):
     _, parts, _, _ = interrupted_and_resumed
-    result = run_script("train.py", f"resume={parts}", "model.network.base_channels=16", "schedule.timesteps=30")
+    result = run_program("train.py", f"resume={parts}", "model.network.base_channels=16", "schedule.timesteps=30")
     assert result.returncode != 0
     out = result.stderr + result.stdout
     assert "cannot change on resume" in out and "model.network.base_channels" in out and "schedule.timesteps" in out
 
 
 def test_resume_last_and_missing_runs(tmp_path):
-    result = run_script("train.py", "resume=last", "paths.log_dir=" + str(tmp_path), *TINY_DDPM)
+    result = run_program("train.py", "resume=last", "paths.log_dir=" + str(tmp_path), *TINY_DDPM)
     assert result.returncode != 0 and "resume=last: no run" in result.stderr + result.stdout
-    result = run_script("train.py", f"resume={tmp_path / 'nowhere'}")
+    result = run_program("train.py", f"resume={tmp_path / 'nowhere'}")
     assert result.returncode != 0 and "does not exist" in result.stderr + result.stdout
 
 
@@ -177,30 +177,37 @@ def test_sigterm_during_the_final_sample_grid(tmp_path):
     assert not list((run_dir / "samples").glob("*.png"))  # the grid was abandoned
 
 
+# tests/checkpoint_hooks.py, for the train.py processes that take its checkpoint writer
+TESTS_ON_PATH = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
+
+
 @pytest.mark.slow
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_last_ckpt(tmp_path):
-    """The test hook DGMLAB_TEST_CHECKPOINT_WRITE_PAUSE makes every checkpoint write pause half-way
-    through its temporary file; we SIGKILL the process during the second write of last.ckpt."""
+    """The test writer tests/checkpoint_hooks.py makes every checkpoint write pause half-way through its
+    temporary file; we SIGKILL the process during the second write of last.ckpt."""
     run_dir = tmp_path / "run"
     process = popen_train(
         *train_args(run_dir, 100000, every=2),
         "callbacks.sample_grid.every_n_steps=100000",
-        env={"DGMLAB_TEST_CHECKPOINT_WRITE_PAUSE": "3"},
+        "checkpoint_io._target_=checkpoint_hooks.PausingCheckpointIO",
+        "+checkpoint_io.pause=3",
+        env=TESTS_ON_PATH,
     )
     checkpoints = run_dir / "checkpoints"
     wait_for(lambda: (checkpoints / "last.ckpt").is_file() and any(checkpoints.glob(".last.ckpt.tmp-*")), 120, process)
     process.kill()
     process.communicate(timeout=30)
     assert load(checkpoints / "last.ckpt")["global_step"] == 2
-    resumed = run_script("train.py", f"resume={run_dir}", "trainer.max_steps=4")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = popen_train(f"resume={run_dir}", "trainer.max_steps=4", env=TESTS_ON_PATH)  # the same writer
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output[-3000:]
     assert load(checkpoints / "last.ckpt")["global_step"] == 4
     assert not list(checkpoints.glob(".*.tmp-*"))
 
 
 def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_script(
+    result = run_program(
         "train.py",
         *train_args(run_dir, 20, every=1),
         "model.optimizer.lr=1e6",
@@ -224,8 +231,8 @@ def test_a_truncated_checkpoint_gets_a_clear_error(interrupted_and_resumed, tmp_
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     for result in (
-        run_script("sample.py", f"ckpt={last}", "n=2", f"out={tmp_path / 'out'}", cwd=tmp_path),
-        run_script("train.py", f"resume={run_dir}", "trainer.max_steps=14"),
+        run_program("sample.py", f"ckpt={last}", "n=2", f"out={tmp_path / 'out'}", cwd=tmp_path),
+        run_program("train.py", f"resume={run_dir}", "trainer.max_steps=14"),
         subprocess.run(
             [sys.executable, "-m", "dgmlab.evaluate", "nll", f"ckpt={last}"],
             cwd=tmp_path,

@@ -7,10 +7,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from dgmlab.core.errors import ConfigError
+from dgmlab.core.seeding import ImageNoise, image_seed
 from dgmlab.diffusion import SamplingOptions
-from dgmlab.errors import ConfigError
 from dgmlab.sampling import generate
-from dgmlab.seeding import ImageNoise, image_seed
 
 from conftest import TINY_DDPM, compose_train
 

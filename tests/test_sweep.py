@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dgmlab.config import ConfigError
+from dgmlab.core.errors import ConfigError
 from dgmlab.sweep import Trial, dry_run, load_sweep_file, open_sweep, propose, read_metric
 
 from conftest import REPO

@@ -11,12 +11,11 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from dgmlab.checkpoint import load_model
-from dgmlab.errors import ConfigError
-from dgmlab.lit import CONFIG_KEY
+from dgmlab.core.errors import ConfigError
+from dgmlab.lit import CONFIG_KEY, load_model
 from dgmlab.sampling import sample
 
-from conftest import TINY_DDPM, compose_sample, run_script
+from conftest import TINY_DDPM, compose_sample, run_program, run_script
 
 MODEL_ARGS = {"vae": ["model=vae"], "ddpm": TINY_DDPM}
 
@@ -24,7 +23,7 @@ MODEL_ARGS = {"vae": ["model=vae"], "ddpm": TINY_DDPM}
 @pytest.fixture(scope="module")
 def tiny_ddpm_checkpoint(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
-    result = run_script(
+    result = run_program(
         "train.py",
         *TINY_DDPM,
         "trainer.max_steps=5",
@@ -45,7 +44,7 @@ def _read_metrics(run_dir):
 @pytest.mark.parametrize("model", ["vae", "ddpm"])
 def test_train_then_sample(model, fast_run_args, tmp_path):
     run_dir, args = fast_run_args
-    result = run_script("train.py", *MODEL_ARGS[model], *args)
+    result = run_program("train.py", *MODEL_ARGS[model], *args)
     assert result.returncode == 0, result.stderr[-3000:]
     # It ends by saying how it ended: steps and time, final metrics, its files, the next command.
     summary = (result.stdout + result.stderr)[(result.stdout + result.stderr).index("done: 30 steps in") :]
@@ -106,7 +105,7 @@ def test_sample_py_runs_each_sampler_with_a_trajectory(sampler, tiny_ddpm_checkp
     if sampler != "ddpm":
         args += ["steps=6", "eta=0.5"]
     if sampler == "ddpm":  # the program itself once (it says what it will cost first); the job for the others
-        result = run_script("sample.py", *args, cwd=tmp_path)
+        result = run_program("sample.py", *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "sampling 3 images: sampler=ddpm steps=20 (20 network evaluations per image)" in result.stdout
     else:
@@ -134,7 +133,7 @@ def test_ddpm_loss_falls_and_resume_continues(fast_run_args):
 
 
 def test_cfg_job_prints_the_composed_config():
-    result = run_script("train.py", "model=ddpm", "schedule=cosine", "--cfg", "job")
+    result = run_program("train.py", "model=ddpm", "schedule=cosine", "--cfg", "job")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "name: cosine" in result.stdout and "_target_: dgmlab.lit.DDPM" in result.stdout
 

@@ -12,9 +12,9 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from dgmlab.images import to_pixel_range
+from dgmlab.core.images import to_pixel_range
 from dgmlab.nn import ConvDecoder, ConvEncoder
-from dgmlab.training import train
+from dgmlab.run.training import train
 from dgmlab.vae import (
     ELBO,
     BernoulliLikelihood,
@@ -356,7 +356,7 @@ def test_every_likelihood_trains_a_step_and_samples_in_its_range(likelihood, pix
 def test_the_vae_declares_what_it_can_do_and_sample_py_refuses_sampler_settings_by_name(tmp_path):
     from omegaconf import OmegaConf
 
-    from dgmlab.config import ConfigError
+    from dgmlab.core.errors import ConfigError
     from dgmlab.metrics.nll import model_nll
     from dgmlab.sampling import sampler_options
 

@@ -21,12 +21,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from .core.errors import reports_user_errors  # noqa: E402
+from .core.images import to_pixel_range  # noqa: E402
+from .core.progress import configure as configure_progress  # noqa: E402
+from .core.progress import track  # noqa: E402
 from .data.sources import letter_t_image, mnist_5k  # noqa: E402
 from .diffusion import make_schedule, q_posterior, q_sample, q_step  # noqa: E402
-from .errors import reports_user_errors  # noqa: E402
-from .images import to_pixel_range  # noqa: E402
-from .progress import configure as configure_progress  # noqa: E402
-from .progress import track  # noqa: E402
 
 SCHEDULE_DEFAULTS = {"linear": {}, "cosine": {}, "sigmoid": {}, "quadratic": {}, "lecture": {}}
 
@@ -124,8 +124,8 @@ def sampler_comparison(out: Path, ckpt: Path, num_samples: int = 36, seed: int =
     panel each, in the precision ``auto`` picks (the images ``sample.py`` would write)."""
     from torchvision.utils import make_grid
 
-    from .checkpoint import load_model
-    from .precision import resolve_precision
+    from .core.precision import resolve_precision
+    from .lit import load_model
     from .sampling import generate
 
     model, _ = load_model(ckpt)

@@ -24,12 +24,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .config import ConfigError, positive_int
+from .core.errors import ConfigError, positive_int, reports_user_errors
+from .core.progress import configure as configure_progress
 from .data.sources import class_interleaved
-from .errors import reports_user_errors
 from .metrics import KIDSettings, build_feature_net, check_feature_settings, load_or_compute_reference, score_features
 from .metrics.nll import model_nll
-from .progress import configure as configure_progress
+from .run.layout import RunDir
 
 log = logging.getLogger(__name__)
 TASKS = ("fid", "nll", "val")
@@ -151,9 +151,9 @@ def evaluate_val(cfg: DictConfig) -> list[dict]:
     """The validation step of each checkpoint in ``cfg.ckpt`` over its data set's whole val split."""
     import lightning as L
 
-    from .checkpoint import load_model, read_checkpoint
+    from .lit import load_model, read_checkpoint
+    from .run.startup import quiet_libraries
     from .sampling import resolve_device, resolve_job_precision
-    from .startup import quiet_libraries
 
     quiet_libraries()  # no tips, banners or deprecation notes around the numbers
     paths = checkpoint_paths(cfg.ckpt)
@@ -181,13 +181,13 @@ def evaluate_val(cfg: DictConfig) -> list[dict]:
 
 
 def nll_output_path(ckpt: Path, split: str) -> Path:
-    return ckpt.parent.parent / "eval" / f"nll_{split}_{ckpt.stem}.json"
+    return RunDir.of_checkpoint(ckpt).eval / f"nll_{split}_{ckpt.stem}.json"
 
 
 def evaluate_nll(cfg: DictConfig) -> list[dict]:
     """The likelihood bound of every checkpoint in ``cfg.ckpt``, printed as one table."""
-    from .checkpoint import load_model
-    from .precision import autocast
+    from .core.precision import autocast
+    from .lit import load_model
     from .sampling import resolve_device, resolve_job_precision
 
     settings = cfg.nll

@@ -8,14 +8,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from .checkpoint import load_model
+from .core.errors import ConfigError, positive_int, reports_user_errors
+from .core.images import save_grid, save_samples_npz
+from .core.precision import autocast, resolve_precision
+from .core.progress import configure as configure_progress
+from .core.progress import progress_bar
+from .core.seeding import ImageNoise
 from .diffusion import ResolvedSampling, SamplingOptions
-from .errors import ConfigError, positive_int, reports_user_errors
-from .images import save_grid, save_samples_npz
-from .precision import autocast, resolve_precision
-from .progress import configure as configure_progress
-from .progress import progress_bar
-from .seeding import ImageNoise
+from .lit import load_model
+from .run.layout import RunDir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -63,7 +64,7 @@ def generate(
     """``num_samples`` images as uint8 NCHW. Image i comes from its own seed (``seeding.image_seed(seed, i)``),
     so it is the same image at any ``batch_size`` and in the sample grid or the FID callback.
     ``options``: resolved ones (``sampler_options``) are taken as they are; others are checked here.
-    On a terminal a bar counts the sampler's steps of every batch (``dgmlab.progress``)."""
+    On a terminal a bar counts the sampler's steps of every batch (``dgmlab.core.progress``)."""
     model = model.to(device)
     if options is not None:
         options = options.resolve(model.schedule.timesteps)  # resolved ones come back as they are
@@ -118,7 +119,7 @@ def sample(cfg: DictConfig) -> Path:
     model, _ = load_model(ckpt)
     options = sampler_options(cfg, model)
     name = options.sampler if options is not None else "model"
-    out = Path(cfg.out) if cfg.out else ckpt.parent.parent / "samples" / f"{ckpt.stem}_{name}_seed{cfg.seed}"
+    out = Path(cfg.out) if cfg.out else RunDir.of_checkpoint(ckpt).samples / f"{ckpt.stem}_{name}_seed{cfg.seed}"
     if (out / "samples.npz").exists() and not cfg.overwrite:
         raise ConfigError(f"out={str(out)!r} already holds samples.npz; choose another out= or pass overwrite=true")
     labels = _labels(model, cfg)

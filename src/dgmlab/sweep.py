@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError
-from .errors import UserError
+from .core.errors import ConfigError, UserError
+from .run.layout import RunDir
 
 # The sweep file's command macros that a local run understands (W&B's agent has the same meanings).
 MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}")
@@ -195,10 +195,10 @@ def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
 
 
 def read_metric(run_dir: Path, name: str) -> float | None:
-    """The last value of ``name`` the run logged (its ``csv/metrics.csv``, which every logger config writes
+    """The last value of ``name`` the run logged (its metrics CSV, which every logger config writes
     beside W&B's offline log); None if it logged none."""
-    path = run_dir / "csv" / "metrics.csv"
-    if not path.is_file():
+    path = RunDir.at(run_dir).metrics_file
+    if path is None or not path.is_file():
         return None
     with open(path, newline="") as f:
         values = [row[name] for row in csv.DictReader(f) if row.get(name) not in (None, "")]

@@ -4,7 +4,7 @@ Every ``every_n_steps`` optimiser steps (and when training ends), the model draw
 ``num_samples`` images with the configured sampler (``eval.sampler``, ``eval.steps``, ...: the
 SamplingOptions settings, null: the model's own; checked against the schedule at setup, before
 training). Image i comes from its own seed (seed, i)
-(``dgmlab.seeding``), so it is the image ``sample.py seed=S`` draws; the images are drawn in
+(``dgmlab.core.seeding``), so it is the image ``sample.py seed=S`` draws; the images are drawn in
 batches of ``batch_size``, under DDP rank r draws batches r, r + W, r + 2W, ..., and the features
 are all-gathered and put back in image order, so the scores are the same on 1 or many devices and
 ``sample.py`` + ``python -m dgmlab.evaluate`` give them again from files. Real statistics come from
@@ -26,7 +26,11 @@ from typing import Any
 import lightning as L
 import torch
 
-from ..errors import ConfigError, positive_int
+from ..core.errors import ConfigError, positive_int
+from ..core.precision import CHOICES as PRECISIONS
+from ..core.precision import autocast, resolve_precision
+from ..core.progress import track
+from ..core.seeding import ImageNoise
 from ..metrics import (
     FeatureNet,
     KIDSettings,
@@ -36,10 +40,6 @@ from ..metrics import (
     load_or_compute_reference,
     score_features,
 )
-from ..precision import CHOICES as PRECISIONS
-from ..precision import autocast, resolve_precision
-from ..progress import track
-from ..seeding import ImageNoise
 
 log = logging.getLogger(__name__)
 SPLITS = ("val", "train")

@@ -9,7 +9,7 @@ import time
 from lightning.pytorch.callbacks.progress import ProgressBar
 from tqdm.auto import tqdm
 
-log = logging.getLogger("dgmlab.training")
+log = logging.getLogger("dgmlab.run.training")
 
 
 def format_duration(seconds: float) -> str:

@@ -8,10 +8,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from ..core.errors import positive_int
+from ..core.images import save_grid
+from ..core.seeding import ImageNoise
 from ..diffusion import ResolvedSampling
-from ..errors import positive_int
-from ..images import save_grid
-from ..seeding import ImageNoise
 
 
 class SampleGrid(L.Callback):

@@ -10,8 +10,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..errors import ConfigError
-from ..images import save_grid
+from ..core.errors import ConfigError
+from ..core.images import save_grid
 
 log = logging.getLogger(__name__)
 

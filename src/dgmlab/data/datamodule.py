@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .sampler import ResumableSampler
 from .sources import Splits, in_class_interleaved_order
 

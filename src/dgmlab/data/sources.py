@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 
 class ImageTensorDataset(Dataset):

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .process import q_posterior, q_sample
 from .samplers import Denoiser
 from .schedules import NoiseSchedule

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import ConfigError, choice, positive_int
+from ..core.errors import ConfigError, choice, positive_int
 from .samplers import SAMPLERS, SPACINGS, VARIANCES, Sampler
 
 
@@ -135,7 +135,7 @@ def sample(
     """A batch of ``shape`` from x_T ~ N(0, I) with the sampler of ``options`` (a SamplingOptions, or a
     sampler's name) changed by ``settings`` (the same names as keywords), checked against ``schedule``
     first (options resolved for it already are taken as they are). ``generator``: a torch.Generator, or
-    per-image generators (:class:`dgmlab.seeding.ImageNoise`)."""
+    per-image generators (:class:`dgmlab.core.seeding.ImageNoise`)."""
     if isinstance(options, str):
         options, settings = None, {"sampler": options, **settings}
     options = (options or SamplingOptions()).override(**settings).resolve(schedule.timesteps)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .schedules import NoiseSchedule
 
 PREDICTIONS = ("eps", "x0", "v")

@@ -28,8 +28,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..seeding import randn
+from ..core.errors import ConfigError
+from ..core.seeding import randn
 from .process import eps_from_x0, q_posterior, x0_and_eps
 from .schedules import NoiseSchedule
 
@@ -118,7 +118,7 @@ def _visited(timesteps: int, steps: int, spacing: str) -> list[int]:
 
 
 def _noise(shape, generator, device):
-    # A torch.Generator, or per-image generators (dgmlab.seeding.ImageNoise); drawn on the CPU so
+    # A torch.Generator, or per-image generators (dgmlab.core.seeding.ImageNoise); drawn on the CPU so
     # that a seed gives the same images on every device.
     return randn(shape, generator, device)
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import ConfigError, choice, positive_int
+from ..core.errors import ConfigError, choice, positive_int
 
 SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {}
 

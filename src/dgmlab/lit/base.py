@@ -8,10 +8,10 @@ from typing import Any, Callable, ClassVar
 import lightning as L
 import torch
 
-from ..checkpoint import CONFIG_KEY
+from ..core.errors import ConfigError
+from ..core.images import to_pixel_range, to_uint8
 from ..diffusion import NoiseSchedule, ResolvedSampling
-from ..errors import ConfigError
-from ..images import to_pixel_range, to_uint8
+from .checkpoint import CONFIG_KEY
 
 LR_DECAYS = ("constant", "cosine")
 

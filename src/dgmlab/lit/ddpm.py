@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from ..core.errors import ConfigError, choice
+from ..core.seeding import image_indices
 from ..diffusion import (
     LOSS_WEIGHTINGS,
     PREDICTIONS,
@@ -18,9 +20,7 @@ from ..diffusion import (
     sample,
 )
 from ..diffusion.likelihood import variational_bound
-from ..errors import ConfigError, choice
 from ..nn import ema_decay, ema_update
-from ..seeding import image_indices
 from ..vae import bits_per_dim
 from .base import GenerativeModule
 

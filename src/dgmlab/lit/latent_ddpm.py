@@ -7,9 +7,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..checkpoint import AUTOENCODER_KEY, load_autoencoder
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from .checkpoint import AUTOENCODER_KEY
 from .ddpm import DDPM
+from .loading import load_autoencoder
 
 
 class LatentDDPM(DDPM):

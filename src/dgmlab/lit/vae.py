@@ -7,8 +7,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import ConfigError, choice, positive_int
-from ..seeding import randn
+from ..core.errors import ConfigError, choice, positive_int
+from ..core.seeding import randn
 from ..vae import (
     ELBO,
     LIKELIHOODS,

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..progress import track
+from ..core.progress import track
 
 
 class FeatureNet:

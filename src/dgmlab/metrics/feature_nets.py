@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
-from ..config import ConfigError
+from ..core.errors import ConfigError
 from .digests import file_sha256
 from .feature_net import FeatureNet
 

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError
-from ..progress import configure as configure_progress
-from ..progress import track
+from ..core.errors import ConfigError
+from ..core.progress import configure as configure_progress
+from ..core.progress import track
 from .digests import data_digest, file_sha256
 from .feature_net import FeatureNet
 
@@ -235,7 +235,7 @@ def main() -> None:
     from hydra.utils import instantiate
     from omegaconf import DictConfig, OmegaConf
 
-    from ..errors import reports_user_errors
+    from ..core.errors import reports_user_errors
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
     @reports_user_errors

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..config import ConfigError
+from ..core.errors import ConfigError
+from ..core.progress import progress_bar, track
 from ..diffusion.likelihood import VariationalBound
-from ..progress import progress_bar, track
 from ..vae import bits_per_dim, importance_weighted_log_likelihood
 
 

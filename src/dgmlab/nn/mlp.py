@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ..errors import positive_int
+from ..core.errors import positive_int
 
 
 def check_latent_dim(latent_dim: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError, choice, positive_int  # noqa: F401  (ConfigError: imported from here too)
+from ..core.errors import ConfigError, positive_int
 
 
 def validate_train_config(cfg: DictConfig) -> None:

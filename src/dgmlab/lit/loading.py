@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError
+from ..core.errors import ConfigError
+from .checkpoint import AUTOENCODER_KEY, CONFIG_KEY, read_checkpoint
 
-if TYPE_CHECKING:
-    from .lit import VAE, GenerativeModule
-
-CONFIG_KEY = "dgmlab_config"  # the resolved run config, in every checkpoint train.py writes
-AUTOENCODER_KEY = "dgmlab_autoencoder_config"  # a latent DDPM's: its autoencoder's run config
-
-
-def read_checkpoint(path: str | Path, setting: str = "ckpt") -> dict:
-    """``torch.load(path, weights_only=True)``: tensors and plain containers only, no code runs.
-
-    A missing, truncated or corrupt file raises a ``ConfigError`` that names the file (``setting``
-    is the command-line key that gave it: ``ckpt``, ``ckpt_path`` or ``resume``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{setting}={str(path)!r}: no such file; pass the path of a .ckpt written by train.py")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        # A truncated zip archive surfaces as OSError [Errno 22] or RuntimeError from the zip reader.
-        size = path.stat().st_size
-        raise ConfigError(
-            f"{setting}={str(path)!r} is not a readable checkpoint ({size} bytes; truncated or corrupt: "
-            f"{type(e).__name__}: {e}). If it is a run's last.ckpt, resume from an earlier file of its "
-            f"checkpoints/ folder with ckpt_path=..."
-        ) from None
+if TYPE_CHECKING:  # types only: the models are built from their config's _target_
+    from .base import GenerativeModule
+    from .vae import VAE
 
 
 def load_model(path: str | Path) -> tuple[GenerativeModule, DictConfig]:

@@ -1,4 +1,16 @@
-"""Loggers that continue a resumed run: the CSV file is appended to, the W&B run keeps its id."""
+"""Loggers that continue a resumed run: the CSV file is appended to, the W&B run keeps its id.
+
+What a logger of a run can take part in (a Lightning ``Logger`` subclass, named in conf/logger/):
+
+- ``drop_rows_from(step)``: called when a run resumes from a checkpoint of ``step``; forget what the
+  interrupted run logged at that step and after, so that every step appears once (``exact_resume.py``).
+- ``log_image(key, images, step)``: sample grids and figures are sent to it (``callbacks/``), as
+  Lightning's WandbLogger takes them.
+- The sweep runner and the run summary read metrics from the CSV logger's file, so every logger
+  config includes ``logger/csv.yaml`` (its path: ``layout.RunDir.metrics_file``).
+
+A logger without the first two still works; it only misses those.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +27,7 @@ from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-WANDB_ID_FILE = "wandb_run_id"
+from .layout import RunDir
 
 
 class AppendingWriter(ExperimentWriter):
@@ -62,7 +74,7 @@ class CSVLogger(LightningCSVLogger):
 
 class WandbLogger(LightningWandbLogger):
     """Lightning's WandbLogger with a run id that belongs to the run directory: the id is stored in
-    ``<save_dir>/wandb_run_id`` when the run starts, and a resumed run (same directory) continues
+    the run directory's id file (``layout.py``) when the run starts, and a resumed run (same directory) continues
     that W&B run. Under ``-m`` every job has its own directory, hence its own W&B run. A run started
     by ``wandb agent`` takes the id the agent gives it (``WANDB_RUN_ID``), so the sweep sees it."""
 
@@ -75,7 +87,7 @@ class WandbLogger(LightningWandbLogger):
 
 def run_id(run_dir: Path) -> str:
     """The W&B run id of ``run_dir``: read from its id file, or (``WANDB_RUN_ID`` or a new one) written there (rank 0)."""
-    path = run_dir / WANDB_ID_FILE
+    path = RunDir.at(run_dir).wandb_id_file
     if path.is_file():
         return path.read_text().strip()
     new_id = os.environ.get("WANDB_RUN_ID") or "".join(

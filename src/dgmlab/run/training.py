@@ -12,13 +12,15 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, validate_train_config
-from .errors import reports_user_errors
-from .guard import fit_guarded, install_guard, log_effective_batch_size
-from .precision import PrecisionChoice, resolve_precision
-from .progress import configure as configure_progress
-from .resume import resume_checkpoint
-from .startup import last_checkpoint, log_start, quiet_libraries, run_summary, shown_path
+from ..callbacks import SampleGrid
+from ..core.errors import ConfigError, reports_user_errors
+from ..core.precision import PrecisionChoice, resolve_precision
+from ..core.progress import configure as configure_progress
+from .config import validate_train_config
+from .layout import RunDir
+from .resume import checkpoint_to_resume
+from .signals import StopOnSignal, fit_stopping_on_signals
+from .startup import last_checkpoint, log_effective_batch_size, log_start, quiet_libraries, run_summary, shown_path
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +39,17 @@ def build(node: DictConfig):
 def train(cfg: DictConfig) -> dict[str, float]:
     """Validate, build datamodule/model/callbacks/loggers/trainer from ``cfg``, and fit.
 
-    Returns the final logged metrics (floats). The resolved config is written to
-    ``<output_dir>/config.yaml`` and travels inside every checkpoint; the run ends with a summary.
+    Returns the final logged metrics (floats). The resolved config is written to the run directory's
+    ``config.yaml`` and travels inside every checkpoint; the run ends with a summary.
     """
     started = time.perf_counter()
     quiet_libraries()
     configure_progress(cfg.get("progress", True))
     validate_train_config(cfg)
     precision = trainer_precision(cfg.trainer)
-    resume_from = resume_checkpoint(cfg)  # resume=/ckpt_path=: a readable checkpoint of the same model and data
-    refuse_to_overwrite(Path(cfg.paths.output_dir), resume_from)
+    run = RunDir.from_config(cfg)
+    resume_from = checkpoint_to_resume(cfg, run)  # a readable checkpoint of the same model and data, or None
+    refuse_to_overwrite(run, resume_from)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = build(cfg.dataset)
@@ -63,22 +66,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     last_validation = LastValidation()
     callbacks.append(last_validation)
-    guard = install_guard(cfg, callbacks)
+    guards = install_guards(cfg, callbacks)
     trainer = build_trainer(cfg.trainer, precision, callbacks=callbacks, logger=loggers or False)
     if cfg.get("checkpoint_io"):  # atomic checkpoint files
         trainer.strategy.checkpoint_io = instantiate(cfg.checkpoint_io)
         trainer.strategy.checkpoint_io.resume_command = f"python train.py resume={shown_path(cfg.paths.output_dir)}"
 
     if trainer.is_global_zero:
-        out = Path(cfg.paths.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(model.run_config))
-        log_start(out, precision, trainer, model)
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.config_file.write_text(OmegaConf.to_yaml(model.run_config))
+        log_start(run.root, precision, trainer, model)
         log_effective_batch_size(cfg, trainer)
     for logger in loggers:
         logger.log_hyperparams(model.run_config)  # the resolved config (W&B: the run's config)
 
-    fit_guarded(trainer, model, datamodule, resume_from, guard)  # a signal: last.ckpt, then exit 128 + signal
+    stopper = next((g for g in guards if isinstance(g, StopOnSignal)), None)
+    fit_stopping_on_signals(trainer, model, datamodule, resume_from, stopper)  # a signal: last.ckpt, exit 128 + signal
     if cfg.get("validate_at_end") and last_validation.step != trainer.global_step:
         trainer.validate(model, datamodule=datamodule, verbose=False)  # the final val metrics (a sweep's metric)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -102,7 +105,7 @@ def next_command(trainer: L.Trainer, model) -> str | None:
     if not checkpoint:
         return None
     command = f"python sample.py ckpt={shown_path(checkpoint)}"
-    grids = [c for c in trainer.callbacks if hasattr(c, "options_for")]
+    grids = [c for c in trainer.callbacks if isinstance(c, SampleGrid)]
     options = grids[0].options_for(model).get("options") if grids else None
     if options is not None:
         command += f" sampler={options.sampler} steps={options.steps}"
@@ -138,11 +141,18 @@ def evaluate_after_fit(trainer: L.Trainer, model: L.LightningModule, datamodule:
     trainer.test(model, datamodule=datamodule)
 
 
-def refuse_to_overwrite(output_dir: Path, ckpt_path: str | Path | None) -> None:
+def install_guards(cfg: DictConfig, callbacks: list) -> list[L.Callback]:
+    """The run's guards (``guard:`` in conf/train.yaml; null switches one off), first among ``callbacks``:
+    their hooks run before the others' (the signal guard wraps theirs)."""
+    guards = [instantiate(node) for node in (cfg.get("guard") or {}).values() if node]
+    callbacks[:0] = guards
+    return guards
+
+
+def refuse_to_overwrite(run: RunDir, ckpt_path: str | Path | None) -> None:
     """A run directory that already holds checkpoints is only reused to resume from them."""
-    checkpoints = output_dir / "checkpoints"
-    if ckpt_path is None and checkpoints.is_dir() and any(checkpoints.glob("*.ckpt")):
+    if ckpt_path is None and run.has_checkpoints():
         raise ConfigError(
-            f"hydra.run.dir={str(output_dir)!r} already holds checkpoints of an earlier run; pass "
-            f"resume={output_dir} to continue it (or ckpt_path=<one of its checkpoints>), or choose another hydra.run.dir"
+            f"hydra.run.dir={str(run.root)!r} already holds checkpoints of an earlier run; pass "
+            f"resume={run.root} to continue it (or ckpt_path=<one of its checkpoints>), or choose another hydra.run.dir"
         )

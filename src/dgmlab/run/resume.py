@@ -1,12 +1,12 @@
 """``python train.py resume=RUN_DIR`` (or ``resume=last``): continue a run in its own directory.
 
-Before Hydra starts, :func:`resume_argv` turns ``resume=...`` into the run's own command-line
-overrides (from ``RUN_DIR/.hydra/overrides.yaml``), followed by the new ones, plus
-``hydra.run.dir=RUN_DIR``; so ``python train.py resume=RUN_DIR trainer.max_steps=4000`` is the old
-run's config with a longer budget. Inside the job, :func:`resume_checkpoint` picks
-``RUN_DIR/checkpoints/last.ckpt`` (or ``ckpt_path=``; or, in a SLURM job that was requeued, the
-``last.ckpt`` of its own run directory, which the job's command names again), checks that it can be read and that no
-setting that cannot change on resume (model, schedule, data set) differs from the run's own.
+Two steps, each in one place. Before Hydra starts, :func:`resume_argv` turns ``resume=...`` into the
+run's own command-line overrides (``RUN_DIR/.hydra/overrides.yaml``) followed by the new ones, plus
+``hydra.run.dir=RUN_DIR`` and ``ckpt_path=`` its ``last.ckpt``; so ``python train.py resume=RUN_DIR
+trainer.max_steps=4000`` is the old run's config with a longer budget. Inside the job,
+:func:`checkpoint_to_resume` decides the one checkpoint to continue from (``ckpt_path=``, or in a SLURM
+job that was requeued the ``last.ckpt`` of its own run directory), reads it once, and refuses every
+setting that cannot change on resume (the model, its schedule, the data set) and differs from the run's own.
 """
 
 from __future__ import annotations
@@ -16,16 +16,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from ..core.errors import ConfigError
 from . import slurm
-from .config import ConfigError
+from .layout import CONFIG_FILE, LAST_CHECKPOINT, RunDir
 
 log = logging.getLogger(__name__)
 
-# Top-level config blocks that a resumed run must share with the checkpoint it continues ...
-FIXED_BLOCKS = ("model", "schedule", "dataset")
+# Top-level config blocks that a resumed run must share with the checkpoint it continues (a diffusion
+# model's schedule is its model.schedule) ...
+FIXED_BLOCKS = ("model", "dataset")
 # ... except these keys (and any key named like a path): they change nothing the weights depend on.
 MAY_CHANGE = ("model.sampling", "dataset.num_workers", "dataset.source.download")
 PATH_KEYS = ("root", "dir", "data_dir", "path")
@@ -57,8 +58,9 @@ def resume_argv(argv: list[str], config_dir: str | Path, config_name: str = "tra
         raise ConfigError(
             f"resume={values[-1]} continues the run in {run_dir}; drop hydra.run.dir={sorted(explicit_dirs)[0]}"
         )
+    run = RunDir.at(run_dir)
     merged: dict[str, str] = {}
-    for override in [*stored_overrides(run_dir), *others]:
+    for override in [*run.stored_overrides(), *others]:
         key = override_key(override)
         if not key.startswith(NOT_CARRIED) and key not in NOT_CARRIED:
             merged.pop(key, None)
@@ -69,37 +71,33 @@ def resume_argv(argv: list[str], config_dir: str | Path, config_name: str = "tra
         *flags,
         *(v for v in merged.values() if not v.startswith("-")),
         f"resume={run_dir}",
+        f"ckpt_path={run.last_checkpoint}",
         f"hydra.run.dir={run_dir}",
     ]
-
-
-def stored_overrides(run_dir: Path) -> list[str]:
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
-    return [str(o) for o in (yaml.safe_load(path.read_text()) or [])]
 
 
 def find_run(value: str, overrides: list[str], config_dir: str | Path, config_name: str) -> Path:
     """The run directory ``resume=value`` names: a directory, or ``last``."""
     if value != "last":
         run_dir = Path(value).expanduser().resolve()
-        if run_dir.is_file() and run_dir.parent.name == "checkpoints":
+        if run_dir.is_file():
+            owner = RunDir.of_checkpoint(run_dir).root
             raise ConfigError(
-                f"resume={value} is a checkpoint file: pass its run directory, resume={run_dir.parent.parent} "
-                f"(or ckpt_path={run_dir} hydra.run.dir={run_dir.parent.parent})"
+                f"resume={value} is a checkpoint file: pass its run directory, resume={owner} "
+                f"(or ckpt_path={run_dir} hydra.run.dir={owner})"
             )
-        if not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        last = RunDir.at(run_dir).last_checkpoint
+        if not last.is_file():
             raise ConfigError(
-                f"resume={value}: {run_dir / 'checkpoints' / 'last.ckpt'} does not exist; pass the directory "
-                "of a run written by train.py (it holds config.yaml and checkpoints/), or resume=last"
+                f"resume={value}: {last} does not exist; pass the directory "
+                f"of a run written by train.py (it holds {CONFIG_FILE} and its checkpoints), or resume=last"
             )
         return run_dir
     folder = output_folder(overrides, config_dir, config_name)
-    runs = sorted(p for p in folder.glob("*") if (p / "checkpoints" / "last.ckpt").is_file()) if folder.is_dir() else []
+    runs = sorted(p for p in folder.glob("*") if RunDir.at(p).last_checkpoint.is_file()) if folder.is_dir() else []
     if not runs:
         raise ConfigError(
-            f"resume=last: no run with checkpoints/last.ckpt under {folder} (this config's output folder); "
+            f"resume=last: no run with a {LAST_CHECKPOINT} under {folder} (this config's output folder); "
             "pass the same model=/experiment= as the run, or resume=RUN_DIR"
         )
     return runs[-1].resolve()
@@ -118,30 +116,26 @@ def output_folder(overrides: list[str], config_dir: str | Path, config_name: str
     return Path(OmegaConf.select(cfg, "hydra.run.dir")).resolve().parent
 
 
-def resume_checkpoint(cfg: DictConfig) -> Path | None:
-    """The checkpoint this run continues (``resume=``: ``<run dir>/checkpoints/last.ckpt``;
-    ``ckpt_path=``: that file), after checking it; None for a new run."""
-    from .checkpoint import CONFIG_KEY, read_checkpoint
+def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> Path | None:
+    """The checkpoint this run continues, checked; None for a new run. ``ckpt_path=`` (which
+    ``resume=`` became before Hydra started), or, in a SLURM job that was requeued, ``run``'s last.ckpt."""
+    from ..lit.checkpoint import CONFIG_KEY, read_checkpoint
 
-    output_dir = Path(cfg.paths.output_dir).resolve()
-    if cfg.get("resume"):
-        if Path(cfg.resume).resolve() != output_dir:
-            raise ConfigError(
-                f"resume={cfg.resume} must be run through train.py (which sets hydra.run.dir to it); "
-                f"this run's directory is {output_dir}"
-            )
-        path = output_dir / "checkpoints" / "last.ckpt"
-        setting = "resume"
-    elif cfg.get("ckpt_path"):
-        path, setting = Path(cfg.ckpt_path), "ckpt_path"
-    elif slurm.restart_count() > 0 and (output_dir / "checkpoints" / "last.ckpt").is_file():
-        path, setting = output_dir / "checkpoints" / "last.ckpt", "resume"
+    if cfg.get("ckpt_path"):
+        path, setting = Path(cfg.ckpt_path), "resume" if cfg.get("resume") else "ckpt_path"
+    elif cfg.get("resume"):
+        raise ConfigError(
+            f"resume={cfg.resume} must be run through train.py (which turns it into the run's overrides, "
+            f"its hydra.run.dir and ckpt_path=); this run's directory is {run.root}"
+        )
+    elif slurm.restart_count() > 0 and run.last_checkpoint.is_file():
+        path, setting = run.last_checkpoint, "resume"
         log.warning(
             "SLURM job %s was requeued (restart %d): resuming from %s", slurm.job_id(), slurm.restart_count(), path
         )
     else:
         return None
-    checkpoint = read_checkpoint(path, setting=setting)
+    checkpoint = read_checkpoint(path, setting=setting, mmap=True)  # the config and the step; tensors stay on disk
     if CONFIG_KEY in checkpoint:
         check_fixed_settings(checkpoint[CONFIG_KEY], OmegaConf.to_container(cfg, resolve=True), path)
     return path

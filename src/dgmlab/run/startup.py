@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .callbacks.progress import format_duration
-from .precision import PrecisionChoice
+from ..callbacks.progress import format_duration
+from ..core.precision import PrecisionChoice
 
-log = logging.getLogger("dgmlab.training")
+log = logging.getLogger("dgmlab.run.training")
 
 
 def quiet_libraries() -> None:
@@ -85,3 +85,19 @@ def shown_path(path) -> str:
 def last_checkpoint(trainer) -> str | None:
     callback = trainer.checkpoint_callback
     return (callback.last_model_path or callback.best_model_path or None) if callback is not None else None
+
+
+def log_effective_batch_size(cfg, trainer) -> None:
+    """One line at start: the images per optimiser step, all devices and accumulation together."""
+    per_device = int(cfg.dataset.batch_size)
+    devices, nodes = trainer.num_devices, trainer.num_nodes
+    accumulation = trainer.accumulate_grad_batches
+    log.info(
+        "effective batch size: %d images per optimiser step (dataset.batch_size=%d per device x %d device(s) "
+        "x %d node(s) x %d accumulated batch(es))",
+        per_device * devices * nodes * accumulation,
+        per_device,
+        devices,
+        nodes,
+        accumulation,
+    )

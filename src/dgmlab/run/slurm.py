@@ -1,11 +1,11 @@
 """SLURM: what a job needs to know about the cluster it runs on.
 
 A job that SLURM pre-empts or times out gets a warning signal first (``--signal=USR1@120`` in
-``slurm/train.sbatch``; USR2 under the Hydra launcher, which is submitit's choice). The run guard
-(``guard.py``) then saves ``checkpoints/last.ckpt`` and :func:`requeue` puts the job back in the queue.
+``slurm/train.sbatch``; USR2 under the Hydra launcher, which is submitit's choice). The signal guard
+(``signals.py``) then saves ``last.ckpt`` and :func:`requeue` puts the job back in the queue.
 A job that SLURM requeues itself (``scontrol requeue``, pre-emption with ``--requeue``) gets SIGTERM
 and saves the same way. When the job starts again, ``SLURM_RESTART_COUNT`` is set and the run resumes
-from its own directory's ``last.ckpt`` (:func:`dgmlab.resume.resume_checkpoint`).
+from its own directory's ``last.ckpt`` (:func:`dgmlab.run.resume.checkpoint_to_resume`).
 """
 
 from __future__ import annotations
@@ -45,5 +45,5 @@ def requeue() -> bool:
             result.stderr.strip() or result.returncode,
         )
         return False
-    log.warning("Requeued SLURM job %s: it resumes from checkpoints/last.ckpt when it starts again", jid)
+    log.warning("Requeued SLURM job %s: it resumes from its last.ckpt when it starts again", jid)
     return True

@@ -1,0 +1,122 @@
+"""Checkpoint files written atomically, and a full disk named instead of a half-written file."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ..core.errors import DiskFullError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file in the same directory, fsyncs it, then renames it over
+    the target (``os.replace`` is atomic on POSIX): a process killed while writing leaves the
+    previous file intact, never a truncated one. A full disk raises DiskFullError, which names the
+    space needed, the checkpoint still intact and ``resume_command``."""
+
+    resume_command: str | None = None  # set by the training job: how to continue once space is freed
+
+    def __init__(self):
+        super().__init__()
+        self.saved_steps: dict[Path, int] = {}  # the global step of each file this writer completed
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        path = Path(path)
+        try:
+            self.save_atomically(checkpoint, path)
+        except (OSError, RuntimeError) as e:
+            if not out_of_space(e, path.parent, checkpoint_nbytes(checkpoint)):
+                raise
+            raise DiskFullError(self.disk_full_message(path, checkpoint)) from None
+        self.saved_steps[path] = int(checkpoint.get("global_step", -1))
+
+    def save_atomically(self, checkpoint: dict[str, Any], path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed while writing
+            stale.unlink(missing_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(temporary, "wb") as f:
+                self.write(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        fsync_folder(path.parent)  # make the rename itself durable
+
+    def write(self, checkpoint: dict[str, Any], f) -> None:
+        """The bytes of the checkpoint into the open temporary file."""
+        torch.save(checkpoint, f)
+
+    def disk_full_message(self, path: Path, checkpoint: dict[str, Any]) -> str:
+        free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+        message = (
+            f"no space left on the device of {path}: a checkpoint needs about "
+            f"{megabytes(checkpoint_nbytes(checkpoint))}, {megabytes(free)} are free."
+        )
+        if path.exists():
+            step = self.saved_steps.get(path)
+            step = stored_step(path) if step is None else step
+            at = f" (step {step})" if step is not None else ""
+            message += f" {path}{at} is intact: the last good checkpoint."
+        else:
+            message += " No checkpoint of this run was written."
+        if self.resume_command:
+            message += f" Free some space, then continue with: {self.resume_command}"
+        return message
+
+
+def fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def out_of_space(error: BaseException, folder: Path, needed: int) -> bool:
+    """Whether ``error`` (or one it was raised while handling) is the disk being full. torch.save's
+    zip writer reports a failed write as a RuntimeError; the free space then tells."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(error, RuntimeError) and "inline_container" in str(error):
+            return folder.exists() and shutil.disk_usage(folder).free < needed
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def checkpoint_nbytes(checkpoint: Any) -> int:
+    """The bytes of the tensors in a (nested) checkpoint: about the size of its file."""
+    if isinstance(checkpoint, torch.Tensor):
+        return checkpoint.nelement() * checkpoint.element_size()
+    if isinstance(checkpoint, dict):
+        return sum(checkpoint_nbytes(v) for v in checkpoint.values())
+    if isinstance(checkpoint, (list, tuple)):
+        return sum(checkpoint_nbytes(v) for v in checkpoint)
+    return 0
+
+
+def stored_step(path: Path) -> int | None:
+    """The global step a checkpoint file records, or None if it cannot be read."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception:
+        return None
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"

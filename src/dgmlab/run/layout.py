@@ -1,0 +1,124 @@
+"""A run directory and what it holds: the one place that knows where a run keeps its files.
+
+    RUN_DIR/                    paths.output_dir (hydra.run.dir=RUN_DIR sets it)
+      config.yaml               the resolved config (it also travels inside every checkpoint)
+      .hydra/overrides.yaml     the command line's overrides (resume=RUN_DIR repeats them)
+      checkpoints/              callbacks.model_checkpoint.dirpath: step_XXXXXX.ckpt, and last.ckpt
+      samples/                  the sample grids, and sample.py's folders for this run's checkpoints
+      csv/metrics.csv           every logged metric (logger/csv.yaml; written beside W&B's log too)
+      wandb_run_id              the W&B run id, so that a resumed run continues its W&B run
+      eval/                     FID scores and NLL results
+
+Training, resume, the run guards, SLURM requeue, the sweep runner and sample.py ask a :class:`RunDir`
+for these paths. The folders that are settings (checkpoints, metrics) are read from the run's config:
+the composed one inside a job, the run's ``config.yaml`` for a run on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_FILE = "config.yaml"
+OVERRIDES_FILE = ".hydra/overrides.yaml"  # Hydra's hydra.output_subdir (.hydra) / overrides.yaml
+LAST_CHECKPOINT = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"  # last.ckpt
+WANDB_ID_FILE = "wandb_run_id"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one training run. ``checkpoints``: its checkpoint folder; ``metrics_file``: the CSV
+    of its metrics, or None for a run without the CSV logger."""
+
+    root: Path
+    checkpoints: Path
+    metrics_file: Path | None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | Mapping[str, Any], root: str | Path | None = None) -> RunDir:
+        """The layout a train config gives its run. ``root``: where the run directory is now, when it
+        is not ``paths.output_dir`` (a run directory moved since it ran)."""
+        cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+        stored = Path(OmegaConf.select(cfg, "paths.output_dir"))
+        here = Path(root) if root is not None else stored
+        checkpoints = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+        csv = OmegaConf.select(cfg, "logger.csv", default=None)
+        metrics = None
+        if csv is not None:
+            metrics = (
+                Path(csv.save_dir) / str(csv.name or "") / str(csv.version or "") / ExperimentWriter.NAME_METRICS_FILE
+            )
+        return cls(
+            root=here,
+            checkpoints=_moved(Path(checkpoints), stored, here) if checkpoints else here / "checkpoints",
+            metrics_file=_moved(metrics, stored, here) if metrics is not None else None,
+        )
+
+    @classmethod
+    def at(cls, root: str | Path) -> RunDir:
+        """The run directory ``root`` on disk, laid out as its ``config.yaml`` says (the defaults
+        when it has none)."""
+        root = Path(root)
+        config = root / CONFIG_FILE
+        if config.is_file():
+            stored = yaml.safe_load(config.read_text()) or {}
+            if OmegaConf.select(OmegaConf.create(stored), "paths.output_dir"):
+                return cls.from_config(stored, root=root)
+        return cls(root=root, checkpoints=root / "checkpoints", metrics_file=root / "csv" / "metrics.csv")
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> RunDir:
+        """The run a checkpoint file belongs to: the directory above its checkpoint folder."""
+        return cls.at(Path(checkpoint).parent.parent)
+
+    @classmethod
+    def of_trainer(cls, trainer) -> RunDir:
+        """The run a Trainer writes: its ``default_root_dir``, with its checkpoint callback's folder."""
+        root = Path(trainer.default_root_dir)
+        callback = trainer.checkpoint_callback
+        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else root / "checkpoints"
+        return cls(root=root, checkpoints=folder, metrics_file=None)
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / LAST_CHECKPOINT
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def overrides_file(self) -> Path:
+        return self.root / OVERRIDES_FILE
+
+    @property
+    def wandb_id_file(self) -> Path:
+        return self.root / WANDB_ID_FILE
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    def stored_overrides(self) -> list[str]:
+        """The command-line overrides the run was started with (none if Hydra did not record them)."""
+        if not self.overrides_file.is_file():
+            return []
+        return [str(o) for o in (yaml.safe_load(self.overrides_file.read_text()) or [])]
+
+    def has_checkpoints(self) -> bool:
+        return self.checkpoints.is_dir() and any(self.checkpoints.glob("*.ckpt"))
+
+
+def _moved(path: Path, stored_root: Path, root: Path) -> Path:
+    """``path`` of a run that ran in ``stored_root``, for the run directory now at ``root``."""
+    return root / path.relative_to(stored_root) if path.is_relative_to(stored_root) else path
