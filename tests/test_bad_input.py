@@ -13,7 +13,7 @@ import torch
 from dgmlab.core.errors import ConfigError
 from dgmlab.run.training import train
 
-from conftest import REPO, TINY_DDPM, compose_train, needs_system, run_script
+from conftest import REPO, TINY_DDPM, compose_train, needs_system, run_program
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,7 @@ from conftest import REPO, TINY_DDPM, compose_train, needs_system, run_script
 )
 def test_train_py_rejects_bad_overrides_before_training(overrides, message, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_script("train.py", *overrides, f"hydra.run.dir={run_dir}")
+    result = run_program("train.py", *overrides, f"hydra.run.dir={run_dir}")
     assert result.returncode != 0
     assert re.search(message, result.stderr + result.stdout), result.stderr[-2000:]
     assert not (run_dir / "checkpoints").exists()
@@ -96,7 +96,7 @@ def test_config_error_is_a_value_error():
     ],
 )
 def test_sample_py_rejects_bad_arguments(args, message, tmp_path):
-    result = run_script("sample.py", *args, f"out={tmp_path / 'out'}")
+    result = run_program("sample.py", *args, f"out={tmp_path / 'out'}")
     assert_one_line_refusal(result, message)
     assert not (tmp_path / "out").exists()
 

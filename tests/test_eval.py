@@ -45,7 +45,7 @@ from dgmlab.metrics import (
 from dgmlab.metrics.lenet import LeNetSettings, load_or_train_lenet, train_lenet
 from dgmlab.metrics.nll import ddpm_nll
 
-from conftest import CONF, TINY_DDPM, compose_train, run_script
+from conftest import CONF, TINY_DDPM, compose_train, run_program, run_script
 
 # A LeNet that trains in seconds; every test (and the train.py runs) shares it through the cache.
 FAST_LENET = {"train_steps": 300, "batch_size": 64, "lr": 2.0e-3, "hidden": 128, "seed": 0}
@@ -318,7 +318,7 @@ def test_callback_gives_the_same_scores_on_one_and_two_ddp_processes(lenet, cach
 def test_sample_py_and_evaluate_reproduce_the_callbacks_fid_and_grid(lenet, cache_dir, tmp_path):
     run_dir = tmp_path / "run"
     sampling = ["sampler=ddim", "steps=4"]
-    result = run_script(
+    result = run_program(
         "train.py",
         *TINY_DDPM,
         "trainer.max_steps=2",
@@ -337,13 +337,12 @@ def test_sample_py_and_evaluate_reproduce_the_callbacks_fid_and_grid(lenet, cach
         f"eval.cache_dir={cache_dir}",
         *FAST_LENET_ARGS,
         f"hydra.run.dir={run_dir}",
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = [json.loads(line) for line in (run_dir / "eval" / "fid.jsonl").read_text().splitlines()]
     # Another batch size than the callback's 16: image i of seed 0 is the same image.
     out = tmp_path / "samples"
-    result = run_script(
+    result = run_program(
         "sample.py",
         f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
         "n=40",

@@ -15,7 +15,7 @@ from dgmlab.core.errors import ConfigError
 from dgmlab.lit import CONFIG_KEY, load_model
 from dgmlab.run.training import train
 
-from conftest import compose_train, run_script
+from conftest import compose_train, run_program
 
 TINY_AUTOENCODER = [
     "experiment=ldm_autoencoder",
@@ -39,7 +39,7 @@ def _short_run(run_dir, steps: int) -> list[str]:
 @pytest.fixture(scope="module")
 def autoencoder_ckpt(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("ae") / "run"
-    result = run_script("train.py", *TINY_AUTOENCODER, *_short_run(run_dir, 60), "trainer.limit_val_batches=1")
+    result = run_program("train.py", *TINY_AUTOENCODER, *_short_run(run_dir, 60), "trainer.limit_val_batches=1")
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir / "checkpoints" / "last.ckpt"
 
@@ -85,7 +85,7 @@ def test_a_latent_run_samples_pixel_images_without_its_autoencoder_file(autoenco
     run_dir = tmp_path / "latent"
     ae_copy = tmp_path / "ae.ckpt"
     shutil.copy(autoencoder_ckpt, ae_copy)
-    result = run_script("train.py", *TINY_LATENT_DDPM, f"model.autoencoder_ckpt={ae_copy}", *_short_run(run_dir, 6))
+    result = run_program("train.py", *TINY_LATENT_DDPM, f"model.autoencoder_ckpt={ae_copy}", *_short_run(run_dir, 6))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "samples" / "step_000006.png").exists()  # the sample grid decoded to pixels
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
@@ -94,7 +94,7 @@ def test_a_latent_run_samples_pixel_images_without_its_autoencoder_file(autoenco
 
     ae_copy.unlink()  # the checkpoint carries its autoencoder
     out = tmp_path / "samples"
-    result = run_script(
+    result = run_program(
         "sample.py", f"ckpt={checkpoint}", "n=5", "sampler=ddim", "steps=4", f"out={out}", "trajectory=1"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -141,7 +141,7 @@ def test_a_checkpoint_that_is_not_a_vae_is_refused(autoencoder_ckpt, tmp_path):
 
 def test_a_vae_with_a_latent_vector_is_refused(tmp_path):
     vae_run = tmp_path / "vae"
-    result = run_script("train.py", "model=vae", *_short_run(vae_run, 2))
+    result = run_program("train.py", "model=vae", *_short_run(vae_run, 2))
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = vae_run / "checkpoints" / "last.ckpt"
     _train_fails([f"model.autoencoder_ckpt={ckpt}"], tmp_path, r"latent vector .*experiment=ldm_autoencoder")

@@ -32,7 +32,7 @@ from dgmlab.vae import (
     reparameterize,
 )
 
-from conftest import TINY_DDPM, compose_train, run_script
+from conftest import TINY_DDPM, compose_train, run_program
 
 Normal = torch.distributions.Normal
 
@@ -194,7 +194,7 @@ def test_conv_networks_fit_the_image_shape(image_shape):
 @pytest.fixture
 def one_thread(monkeypatch):
     """The MLP VAE is tiny: one thread is fastest, and two threads crawl when another job holds a core."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for run_script's subprocess
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for any process the test starts
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -234,7 +234,7 @@ def _tile(grid: np.ndarray, row: int, col: int, size: int = 28) -> np.ndarray:
 
 def test_lecture_vae_writes_its_figures_and_test_metrics(tmp_path, one_thread):
     run_dir = tmp_path / "run"
-    result = run_script(
+    result = run_program(
         "train.py",
         "experiment=lecture_vae",
         f"hydra.run.dir={run_dir}",
