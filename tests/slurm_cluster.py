@@ -1,8 +1,15 @@
-"""A real single-node SLURM cluster for the tests (Debian's slurm-wlm and munge, run as root).
+"""A real SLURM cluster for the tests (Debian's slurm-wlm and munge, run as root), of one node or two.
 
 ``SlurmCluster.start()`` writes a slurm.conf for this machine into a fresh directory, starts munged
-(if it is not running), slurmctld and slurmd, and waits for the node to be idle; ``stop()`` shuts
-them down. Commands see the cluster through ``SLURM_CONF``, which ``env()`` sets.
+(if it is not running), slurmctld and one slurmd per node, and waits for the nodes to be idle;
+``stop()`` shuts them down. Commands see the cluster through ``SLURM_CONF``, which ``env()`` sets.
+
+Two nodes on one machine are two slurmd processes (``slurmd -N NAME``), each with its own ``Port=``
+and ``%n`` (the node's name) in its pid, spool and log paths. Their names are this machine's host
+name and ``localhost``: both resolve to this machine without touching /etc/hosts, and DDP's master
+address comes from the job's node list. (Own UTS or network namespaces per node would give each its
+own host name and address, closer to a real cluster, but need unshare and a veth pair per node for
+what this test needs: two nodes that SLURM schedules, and rank addresses that resolve.)
 """
 
 from __future__ import annotations
@@ -34,11 +41,11 @@ ReturnToService=2
 JobRequeue=1
 KillWait=60
 SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
-SlurmdSpoolDir={root}/slurmd
+SlurmdPidFile={root}/slurmd-%n.pid
+SlurmdSpoolDir={root}/slurmd-%n
 StateSaveLocation={root}/state
 SlurmctldLogFile={root}/slurmctld.log
-SlurmdLogFile={root}/slurmd.log
+SlurmdLogFile={root}/slurmd-%n.log
 SlurmUser=root
 SlurmdUser=root
 SchedulerType=sched/backfill
@@ -48,9 +55,14 @@ JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 MinJobAge=600
-NodeName={host} CPUs={cpus} Sockets=1 CoresPerSocket={cpus} ThreadsPerCore=1 RealMemory={memory_mb} State=UNKNOWN
-PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+{node_lines}
+PartitionName=debug Nodes={node_names} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 """
+NODE_LINE = (
+    "NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} CPUs={cpus} Sockets=1 "
+    "CoresPerSocket={cpus} ThreadsPerCore=1 RealMemory={memory_mb} State=UNKNOWN"
+)
+FIRST_SLURMD_PORT = 6818
 
 
 def missing_programs() -> list[str]:
@@ -58,9 +70,10 @@ def missing_programs() -> list[str]:
 
 
 class SlurmCluster:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, nodes: int = 1):
         self.root = Path(root)
         self.host = socket.gethostname().split(".")[0]
+        self.nodes = [self.host, "localhost"][:nodes]  # names that resolve to this machine (module docstring)
         self.conf = self.root / "slurm.conf"
         self._started: list[str] = []
 
@@ -73,18 +86,28 @@ class SlurmCluster:
         return subprocess.run(list(args), env=self.env(), capture_output=True, text=True, check=check, timeout=120)
 
     def start(self) -> "SlurmCluster":
-        (self.root / "slurmd").mkdir(parents=True, exist_ok=True)
         (self.root / "state").mkdir(parents=True, exist_ok=True)
-        memory_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.9)
-        self.conf.write_text(
-            SLURM_CONF.format(host=self.host, root=self.root, cpus=os.cpu_count() or 1, memory_mb=memory_mb)
-        )
+        self.conf.write_text(self._config())
         self._start_munge()
         subprocess.run(["slurmctld", "-f", str(self.conf), "-i"], env=self.env(), check=True, timeout=60)
-        subprocess.run(["slurmd", "-f", str(self.conf)], env=self.env(), check=True, timeout=60)
-        self._started += ["slurmctld", "slurmd"]
-        self._wait_for_idle_node()
+        self._started.append("slurmctld")
+        for name in self.nodes:
+            (self.root / f"slurmd-{name}").mkdir(parents=True, exist_ok=True)
+            subprocess.run(["slurmd", "-f", str(self.conf), "-N", name], env=self.env(), check=True, timeout=60)
+        self._started.append("slurmd")
+        self._wait_for_idle_nodes()
         return self
+
+    def _config(self) -> str:
+        cpus = os.cpu_count() or 1
+        memory_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.9 / len(self.nodes))
+        lines = [
+            NODE_LINE.format(name=name, host=self.host, port=FIRST_SLURMD_PORT + i, cpus=cpus, memory_mb=memory_mb)
+            for i, name in enumerate(self.nodes)
+        ]
+        return SLURM_CONF.format(
+            host=self.host, root=self.root, node_lines="\n".join(lines), node_names=",".join(self.nodes)
+        )
 
     def _start_munge(self) -> None:
         if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode == 0:
@@ -97,18 +120,20 @@ class SlurmCluster:
         self._started.append("munged")
 
     def node_state(self) -> str:
-        return self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip()
+        """``idle`` when every node is; else the states of the nodes, one per line."""
+        states = self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split()
+        return "idle" if states and all(s == "idle" for s in states) else "\n".join(states)
 
-    def _wait_for_idle_node(self, timeout: float = 60) -> None:
+    def _wait_for_idle_nodes(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         state = ""
         while time.monotonic() < deadline:
             state = self.node_state()
-            if state.startswith("idle"):
+            if state == "idle":
                 return
             time.sleep(0.5)
         raise RuntimeError(
-            f"the SLURM node did not become idle (state {state!r}); see {self.root}/slurmctld.log and slurmd.log"
+            f"the SLURM nodes did not become idle (states {state!r}); see {self.root}/slurmctld.log and slurmd-*.log"
         )
 
     def stop(self) -> None:
@@ -120,7 +145,7 @@ class SlurmCluster:
             time.sleep(1)
         self.run("scontrol", "shutdown", check=False)
         for name in ("slurmd", "slurmctld"):
-            subprocess.run(["pkill", "-f", f"{name} -f {self.conf}"], capture_output=True)
+            subprocess.run(["pkill", "-f", f"{name} -f {self.conf}"], capture_output=True)  # every slurmd -N
         if "munged" in self._started:
             subprocess.run(["pkill", "-x", "munged"], capture_output=True)
 

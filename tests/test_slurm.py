@@ -1,13 +1,16 @@
-"""SLURM jobs on a real single-node cluster (Debian's slurm-wlm + munge, started for this module).
+"""SLURM jobs on a real two-node cluster (Debian's slurm-wlm + munge, two slurmd on this machine,
+started for this module; tests/slurm_cluster.py).
 
-Two-task CPU DDP jobs through the Hydra launcher (hydra-submitit-launcher) and through
-slurm/train.sbatch; a job requeued with `scontrol requeue`, and one warned with USR1 (the signal
-before its time limit), resume from their checkpoints in the same run directory."""
+CPU DDP jobs through the Hydra launcher (hydra-submitit-launcher) and through slurm/train.sbatch, on
+one node (2 tasks) and on two (2 x 2 tasks); a job whose tasks disagree with trainer.num_nodes x
+trainer.devices is refused at start; a job requeued with `scontrol requeue`, and one warned with
+USR1 (the signal before its time limit), resume from their checkpoints in the same run directory."""
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,7 +42,7 @@ def cluster(tmp_path_factory):
         needs_system(f"{', '.join(missing)} not found: {INSTALL_HINT}")
     if os.geteuid() != 0:
         needs_system(f"not root: {INSTALL_HINT}")
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=2).start()
     yield cluster
     cluster.stop()
 
@@ -79,6 +82,19 @@ def wait_for_file(path: Path, cluster: SlurmCluster, job: str, timeout: float = 
         assert state in ("PENDING", "RUNNING", "CONFIGURING"), f"job {job} is {state} before {path} appeared"
         assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
         time.sleep(0.5)
+
+
+def processes(log: str) -> list[tuple[int, int, int, str]]:
+    """(global rank, node rank, local rank, node) of each DDP process, from its start-up line."""
+    found = re.findall(r"process: global rank (\d+) of \d+, node rank (\d+), local rank (\d+), on (\S+)", log)
+    return sorted((int(g), int(n), int(local), node) for g, n, local, node in found)
+
+
+def assert_two_nodes_of_two(log: str) -> None:
+    """Four ranks: global 0-3, local 0-1 on each node, node ranks 0 and 1 on two SLURM nodes."""
+    ranks = processes(log)
+    assert [r[:3] for r in ranks] == [(0, 0, 0), (1, 0, 1), (2, 1, 0), (3, 1, 1)], ranks
+    assert len({node for *_, node in ranks}) == 2 and ranks[0][3] == ranks[1][3]
 
 
 def start_now(cluster: SlurmCluster, job: str) -> None:
@@ -147,6 +163,7 @@ def test_sbatch_script_runs_a_two_task_ddp_job(cluster, tmp_path):
     assert logged_steps(run_dir) == list(range(12))  # every step once, logged by rank 0 only
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["scontrol requeue", "USR1 before the time limit"])
 def test_a_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path, how):
     run_dir = tmp_path / "run"
@@ -177,3 +194,60 @@ def test_a_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path, how):
         assert f"Requeued SLURM job {job}" in output
     assert step_of(run_dir / "checkpoints" / "last.ckpt") == 400
     assert logged_steps(run_dir) == list(range(400))  # continued where it stopped: no step twice, none missing
+
+
+TWO_NODES = ["trainer=ddp_cpu", "trainer.num_nodes=2", "trainer.max_steps=8", "trainer.val_check_interval=4"]
+
+
+def test_sbatch_script_runs_a_two_node_ddp_job(cluster, tmp_path):
+    run_dir = tmp_path / "run"
+    job = submit_train(
+        cluster,
+        tmp_path,
+        ["--nodes=2", "--ntasks-per-node=2"],
+        *TWO_NODES,
+        "callbacks.model_checkpoint.every_n_train_steps=4",
+    )
+    assert cluster.wait(job, timeout=400) == "COMPLETED", (tmp_path / "job.out").read_text()[-3000:]
+    log = (run_dir / "train.log").read_text()
+    assert_two_nodes_of_two(log)
+    assert "x 2 device(s) x 2 node(s)" in log and "32 images per optimiser step" in log  # 8 x 2 devices x 2 nodes
+    # One run directory: rank 0 alone wrote the checkpoints and every metric row, once.
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {
+        "step_000004.ckpt",
+        "step_000008.ckpt",
+        "last.ckpt",
+    }
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == 8
+    assert logged_steps(run_dir) == list(range(8))
+
+
+def test_hydra_launcher_runs_a_two_node_ddp_job(cluster, tmp_path):
+    sweep_dir = tmp_path / "multirun"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}",
+         "hydra.launcher.timeout_min=10", *RUN, *TWO_NODES],
+        cwd=REPO, env=job_env(cluster), capture_output=True, text=True, timeout=500,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    script = next(sweep_dir.glob(".submitit/*/*_submission.sh")).read_text()
+    assert "--nodes=2" in script and "--ntasks-per-node=2" in script  # from trainer.num_nodes and trainer.devices
+    log = (sweep_dir / "0" / "train.log").read_text()
+    assert_two_nodes_of_two(log)
+    assert "32 images per optimiser step" in log
+    assert step_of(sweep_dir / "0" / "checkpoints" / "last.ckpt") == 8
+
+
+def test_a_job_whose_tasks_disagree_with_the_trainer_is_refused_at_start(cluster, tmp_path):
+    """--nodes=2 --ntasks-per-node=2 (4 tasks) with trainer.num_nodes left at 1: refused by name in every
+    task before any of them waits for the others (a DDP job of the wrong world size hangs)."""
+    job = submit_train(cluster, tmp_path, ["--nodes=2", "--ntasks-per-node=2"], "trainer=ddp_cpu")
+    assert cluster.wait(job, timeout=180) == "FAILED"
+    output = (tmp_path / "job.out").read_text()
+    refusal = (
+        f"Error: trainer.num_nodes=1 x trainer.devices=2 = 2 processes, but SLURM job {job} has 4 task(s) on 2 "
+        "node(s) (SLURM_NNODES=2, SLURM_NTASKS=4, SLURM_NTASKS_PER_NODE=2): pass trainer.num_nodes=2 "
+        "trainer.devices=2, or submit the job with --nodes=1 --ntasks-per-node=2"
+    )
+    assert refusal in output, output[-3000:]
+    assert "Traceback" not in output and not (tmp_path / "run" / "checkpoints").exists()

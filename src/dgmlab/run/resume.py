@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # Top-level config blocks that a resumed run must share with the checkpoint it continues (a diffusion
 # model's schedule is its model.schedule) ...
 FIXED_BLOCKS = ("model", "dataset")
+# ... and the world size: an exact resume continues the data order of each rank's shard.
+FIXED_KEYS = ("trainer.devices", "trainer.num_nodes")
 # ... except these keys (and any key named like a path): they change nothing the weights depend on.
 MAY_CHANGE = ("model.sampling", "dataset.num_workers", "dataset.source.download")
 PATH_KEYS = ("root", "dir", "data_dir", "path")
@@ -154,10 +156,18 @@ def may_change(key: str) -> bool:
     return key.startswith(MAY_CHANGE) or key.rsplit(".", 1)[-1] in PATH_KEYS
 
 
+def fixed_settings(config: dict) -> dict[str, Any]:
+    """The settings of ``config`` that a resumed run must keep, flattened (``model.schedule.timesteps``)."""
+    settings = {k: v for b in FIXED_BLOCKS for k, v in flatten(config.get(b, {}), f"{b}.").items()}
+    flat_trainer = flatten(config.get("trainer", {}), "trainer.")
+    settings.update({k: flat_trainer[k] for k in FIXED_KEYS if k in flat_trainer})
+    return settings
+
+
 def check_fixed_settings(run_config: dict, new_config: dict, path: Path) -> None:
-    """Refuse, by name, every model/schedule/dataset setting that differs from the checkpoint's run."""
-    old = {k: v for b in FIXED_BLOCKS for k, v in flatten(run_config.get(b, {}), f"{b}.").items()}
-    new = {k: v for b in FIXED_BLOCKS for k, v in flatten(new_config.get(b, {}), f"{b}.").items()}
+    """Refuse, by name, every setting of the model, the data set and the world size that differs from
+    the checkpoint's run."""
+    old, new = fixed_settings(run_config), fixed_settings(new_config)
     changed = [
         k
         for k in sorted(old.keys() | new.keys())
@@ -169,6 +179,7 @@ def check_fixed_settings(run_config: dict, new_config: dict, path: Path) -> None
         )
         more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
         raise ConfigError(
-            f"cannot resume {path}: settings of the model, schedule and data set cannot change on resume, and these "
-            f"differ from the run's own config: {listing}{more}. Drop them from the command line, or start a new run."
+            f"cannot resume {path}: settings of the model, schedule and data set, and the number of devices and nodes "
+            f"(the data order is sharded by them), cannot change on resume, and these differ from the run's own "
+            f"config: {listing}{more}. Drop them from the command line, or start a new run."
         )

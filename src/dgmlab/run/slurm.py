@@ -14,6 +14,8 @@ import logging
 import os
 import subprocess
 
+from ..core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -47,3 +49,40 @@ def requeue() -> bool:
         return False
     log.warning("Requeued SLURM job %s: it resumes from its last.ckpt when it starts again", jid)
     return True
+
+
+def allocation() -> dict[str, int] | None:
+    """The job's tasks as SLURM allocated them (``nodes``, ``tasks``, ``tasks_per_node``), or None
+    outside a SLURM batch job's tasks. ``tasks_per_node`` is 0 where SLURM does not say (``--ntasks``
+    without ``--ntasks-per-node``)."""
+    if job_id() is None or "SLURM_NTASKS" not in os.environ:
+        return None
+    per_node = os.environ.get("SLURM_NTASKS_PER_NODE", "").split("(")[0]  # "2(x2)": 2 on each of 2 nodes
+    try:
+        return {
+            "nodes": int(os.environ.get("SLURM_NNODES") or os.environ.get("SLURM_JOB_NUM_NODES") or 1),
+            "tasks": int(os.environ["SLURM_NTASKS"]),
+            "tasks_per_node": int(per_node) if per_node.isdigit() else 0,
+        }
+    except ValueError:
+        return None
+
+
+def check_allocation(num_nodes: int, devices: int) -> None:
+    """Refuse, before any process waits for another, trainer settings that disagree with the SLURM
+    allocation: Lightning starts one process per task, and a DDP job whose world size
+    (``num_nodes`` x ``devices``) is not the number of tasks waits forever for the missing ones."""
+    given = allocation()
+    if given is None:
+        return
+    nodes, tasks, per_node = given["nodes"], given["tasks"], given["tasks_per_node"]
+    if num_nodes == nodes and num_nodes * devices == tasks and per_node in (0, devices):
+        return
+    want_devices = per_node or max(1, tasks // max(1, nodes))
+    raise ConfigError(
+        f"trainer.num_nodes={num_nodes} x trainer.devices={devices} = {num_nodes * devices} processes, but SLURM job "
+        f"{job_id()} has {tasks} task(s) on {nodes} node(s) (SLURM_NNODES={nodes}, SLURM_NTASKS={tasks}"
+        + (f", SLURM_NTASKS_PER_NODE={per_node}" if per_node else "")
+        + f"): pass trainer.num_nodes={nodes} trainer.devices={want_devices}, or submit the job with "
+        f"--nodes={num_nodes} --ntasks-per-node={devices}"
+    )

@@ -4,6 +4,8 @@ device, and the model size, without the libraries' tips and deprecation noise.""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import warnings
 from pathlib import Path
 
@@ -57,6 +59,21 @@ def log_start(output_dir, precision: PrecisionChoice, trainer, model: nn.Module)
     log.info("%s", precision)
     log.info("device: %s", describe_device(trainer))
     log.info("model: %s", describe_model(model))
+
+
+def log_process(trainer) -> None:
+    """Under DDP, one line in every process's log: its ranks, and the SLURM node it runs on."""
+    if trainer.world_size <= 1:
+        return
+    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    log.info(
+        "process: global rank %d of %d, node rank %d, local rank %d, on %s",
+        trainer.global_rank,
+        trainer.world_size,
+        trainer.node_rank,
+        trainer.local_rank,
+        node,
+    )
 
 
 def run_summary(trainer, seconds: float, metrics: dict[str, float], next_command: str | None) -> str:

@@ -7,20 +7,30 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..callbacks import SampleGrid
 from ..core.errors import ConfigError, reports_user_errors
 from ..core.precision import PrecisionChoice, resolve_precision
 from ..core.progress import configure as configure_progress
+from . import slurm
 from .config import validate_train_config
 from .layout import RunDir
 from .resume import checkpoint_to_resume
 from .signals import StopOnSignal, fit_stopping_on_signals
-from .startup import last_checkpoint, log_effective_batch_size, log_start, quiet_libraries, run_summary, shown_path
+from .startup import (
+    last_checkpoint,
+    log_effective_batch_size,
+    log_process,
+    log_start,
+    quiet_libraries,
+    run_summary,
+    shown_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     configure_progress(cfg.get("progress", True))
     validate_train_config(cfg)
     precision = trainer_precision(cfg.trainer)
+    slurm.check_allocation(int(cfg.trainer.num_nodes), devices_per_node(cfg.trainer))  # before any collective
     run = RunDir.from_config(cfg)
     resume_from = checkpoint_to_resume(cfg, run)  # a readable checkpoint of the same model and data, or None
     refuse_to_overwrite(run, resume_from)
@@ -72,6 +83,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.strategy.checkpoint_io = instantiate(cfg.checkpoint_io)
         trainer.strategy.checkpoint_io.resume_command = f"python train.py resume={shown_path(cfg.paths.output_dir)}"
 
+    log_process(trainer)
     if trainer.is_global_zero:
         run.root.mkdir(parents=True, exist_ok=True)
         run.config_file.write_text(OmegaConf.to_yaml(model.run_config))
@@ -120,6 +132,19 @@ class LastValidation(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self.step = trainer.global_step
+
+
+def devices_per_node(trainer_cfg: DictConfig) -> int:
+    """``trainer.devices`` as a count: a list of device ids, or ``auto``/-1 (every GPU; one CPU process)."""
+    devices = trainer_cfg.devices
+    if isinstance(devices, (list, ListConfig)):
+        return len(devices)
+    if str(devices) in ("auto", "-1"):
+        uses_gpu = trainer_cfg.accelerator in ("gpu", "cuda") or (
+            trainer_cfg.accelerator == "auto" and torch.cuda.is_available()
+        )
+        return torch.cuda.device_count() if uses_gpu else 1
+    return int(devices)
 
 
 def trainer_precision(trainer_cfg: DictConfig) -> PrecisionChoice:
