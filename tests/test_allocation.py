@@ -80,3 +80,15 @@ def test_a_resume_with_another_number_of_devices_is_refused(tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     assert "cannot change on resume" in result.stderr and "trainer.devices (run: 1, now: 2)" in result.stderr
     assert last.read_bytes() == before
+
+
+def test_a_local_multirun_of_ddp_jobs_is_refused(tmp_path, monkeypatch):
+    """Hydra's local launcher and Lightning's DDP processes do not mix: Lightning starts a job's second
+    process with the command line, which under -m is the whole sweep (it would train every job again)."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    result = run_program(
+        "train.py", "-m", "schedule=linear,cosine", *TINY_DDPM[1:], "trainer=ddp_cpu", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "-m/--multirun with 2 DDP processes per job runs on SLURM only (hydra/launcher=slurm" in result.stderr
+    assert not list(tmp_path.glob("*/checkpoints"))

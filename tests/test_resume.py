@@ -264,9 +264,11 @@ def test_wandb_offline_run_holds_metrics_config_and_grid_and_resume_keeps_its_id
 
 
 @pytest.mark.slow
-def test_resume_under_ddp_on_two_cpu_processes(tmp_path):
+def test_resume_under_ddp_on_two_cpu_processes(tmp_path, tmp_path_factory):
     run_dir = tmp_path / "run"
     ddp = ["trainer=ddp_cpu", "dataset.batch_size=4"]
+    whole = tmp_path_factory.mktemp("whole") / "run"  # the same 6 steps, uninterrupted
+    assert run_script("train.py", *train_args(whole, 6, every=3), *ddp).returncode == 0
     result = run_script("train.py", *train_args(run_dir, 3, every=3), *ddp)
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = run_script("train.py", f"resume={run_dir}", "trainer.max_steps=6")
@@ -278,3 +280,7 @@ def test_resume_under_ddp_on_two_cpu_processes(tmp_path):
     assert steps == list(range(6))
     log = (run_dir / "train.log").read_text()
     assert log.count("effective batch size: 8 images per optimiser step") == 2  # once per start, rank 0 only
+    # Weight for weight the uninterrupted run: the network, its EMA and the optimiser state.
+    a, b = load(whole / "checkpoints" / "last.ckpt"), load(run_dir / "checkpoints" / "last.ckpt")
+    assert max_difference(a["state_dict"], b["state_dict"], "net.") < 1e-5
+    assert max_difference(a["state_dict"], b["state_dict"], "ema.") < 1e-5

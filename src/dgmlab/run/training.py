@@ -8,7 +8,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -57,6 +59,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     configure_progress(cfg.get("progress", True))
     validate_train_config(cfg)
     precision = trainer_precision(cfg.trainer)
+    refuse_local_ddp_multirun(int(cfg.trainer.num_nodes) * devices_per_node(cfg.trainer))
     slurm.check_allocation(int(cfg.trainer.num_nodes), devices_per_node(cfg.trainer))  # before any collective
     run = RunDir.from_config(cfg)
     resume_from = checkpoint_to_resume(cfg, run)  # a readable checkpoint of the same model and data, or None
@@ -132,6 +135,20 @@ class LastValidation(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self.step = trainer.global_step
+
+
+def refuse_local_ddp_multirun(processes: int) -> None:
+    """``-m`` with several DDP processes per job and Hydra's local launcher: Lightning starts a job's
+    other processes by running its command line again, which under ``-m`` is the whole sweep."""
+    if processes <= 1 or slurm.allocation() is not None or not HydraConfig.initialized():
+        return
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(
+            f"-m/--multirun with {processes} DDP processes per job runs on SLURM only (hydra/launcher=slurm: one "
+            "job per run, its processes started by srun); locally Lightning would start each job's other "
+            "processes with the whole sweep's command line. Run the jobs one at a time without -m, or with "
+            "trainer.devices=1"
+        )
 
 
 def devices_per_node(trainer_cfg: DictConfig) -> int:
