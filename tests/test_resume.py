@@ -284,3 +284,55 @@ def test_resume_under_ddp_on_two_cpu_processes(tmp_path, tmp_path_factory):
     a, b = load(whole / "checkpoints" / "last.ckpt"), load(run_dir / "checkpoints" / "last.ckpt")
     assert max_difference(a["state_dict"], b["state_dict"], "net.") < 1e-5
     assert max_difference(a["state_dict"], b["state_dict"], "ema.") < 1e-5
+
+
+def ddp_run_until_a_checkpoint(run_dir: Path) -> subprocess.Popen:
+    """A long 2-process DDP run (Lightning starts rank 1 as a child process), once it has a checkpoint."""
+    process = popen_train(
+        *train_args(run_dir, 100000, every=5), "trainer=ddp_cpu", "callbacks.sample_grid.every_n_steps=100000"
+    )
+    wait_for(lambda: (run_dir / "checkpoints" / "step_000010.ckpt").is_file(), 180, process)
+    return process
+
+
+def ranks_left(run_dir: Path) -> list[str]:
+    return subprocess.run(["pgrep", "-f", f"hydra.run.dir={run_dir}"], capture_output=True, text=True).stdout.split()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["rank 0", "rank 1 alone"])
+def test_sigterm_to_one_ddp_rank_stops_every_rank_with_one_checkpoint(tmp_path, target):
+    """The ranks agree after every step on a signal any of them received, so a SIGTERM to one rank
+    stops both after the same step, with one last.ckpt written together and exit 128 + 15."""
+    run_dir = tmp_path / "run"
+    process = ddp_run_until_a_checkpoint(run_dir)
+    rank_1 = int(subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()[0])
+    start = time.monotonic()
+    os.kill(process.pid if target == "rank 0" else rank_1, signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert time.monotonic() - start < 30, output[-3000:]
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    time.sleep(1)
+    assert ranks_left(run_dir) == []
+    step = int(output.split("Stopped by SIGTERM at step ")[1].split(":")[0])
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == step >= 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["rank 0", "rank 1"])
+def test_a_killed_ddp_rank_ends_the_others_within_seconds(tmp_path, target):
+    """SIGKILL leaves no chance to save: the other rank's next collective fails at once (gloo sees the
+    connection closed) and Lightning's launcher stops what is left; last.ckpt stays the last good one."""
+    run_dir = tmp_path / "run"
+    process = ddp_run_until_a_checkpoint(run_dir)
+    rank_1 = int(subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()[0])
+    start = time.monotonic()
+    os.kill(process.pid if target == "rank 0" else rank_1, signal.SIGKILL)
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while ranks_left(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ranks_left(run_dir) == [] and time.monotonic() - start < 30
+    assert process.returncode != 0
+    # Loadable: a periodic one (the kill may land while last.ckpt of step 10 is still being written).
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] in (5, 10, 15)

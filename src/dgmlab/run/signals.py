@@ -2,7 +2,8 @@
 
 SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 (SLURM's warnings before pre-emption or the time limit) ask
 Lightning to stop at the end of the current optimiser step, through the flag its own SIGTERM handler
-sets (so its DDP broadcast of that flag keeps all ranks in step). :class:`StopOnSignal` then writes
+sets. Under DDP the ranks agree after every step on any signal one of them received, so a signal to
+all ranks or to one alone stops every rank after the same step. :class:`StopOnSignal` then writes
 ``last.ckpt`` and the process exits with 128 + the signal number; in a SLURM job, a warning signal
 (``requeue_signals``) also requeues the job, which then resumes from that checkpoint (``slurm.py``).
 Work of other callbacks after a step or at the end of training (sample grids, figures, FID) is
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -81,9 +83,10 @@ class StopOnSignal(L.Callback):
             if callback is not self and not isinstance(callback, (Checkpoint, ProgressBar)):
                 self._make_interruptible(callback)
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
         # Lightning registers its own SIGTERM handler (and, under SLURM with auto-requeue, a SIGUSR1
-        # one) just before this hook; ours runs first and then calls theirs.
+        # one) before this hook (Lightning 2.6: after on_fit_start, wrapping any handler already
+        # there); ours replaces them for the fit and puts them back at teardown.
         for signum in self.signals:
             self._previous_handlers[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle_signal)
@@ -100,13 +103,13 @@ class StopOnSignal(L.Callback):
         if first:
             self.signum = signum
             log.warning("Received %s: stopping after the current step and saving last.ckpt", signal_name(signum))
-        previous = self._previous_handlers.get(signum)
-        if callable(previous) and signum != signal.SIGINT and signum not in self.requeue_signals:
-            # Lightning's: SIGTERM sets its stop flag (DDP: tells the other ranks). Not for the SLURM
-            # warnings: Lightning's and submitit's handlers would requeue without our checkpoint.
-            previous(signum, frame)
-        if self._trainer is not None:
-            internals.request_stop(self._trainer)  # every rank stops after the same step
+        # Lightning's own handlers are not called: its SIGTERM handler broadcasts from inside the signal
+        # handler (Lightning 2.6), which a signal to one rank alone turns into mismatched collectives, and
+        # its and submitit's requeue handlers would requeue without our checkpoint.
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size == 1:
+            internals.request_stop(trainer)  # Lightning stops after this step
+        # Under DDP every rank learns of the signal after this step (_agree_to_stop) and stops with it.
         if self._in_interruptible_hook and first:
             raise RunInterrupted(signum)
 
@@ -130,6 +133,20 @@ class StopOnSignal(L.Callback):
                 self._in_interruptible_hook -= 1
 
         return run
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.world_size > 1:
+            self._agree_to_stop(trainer, pl_module)
+
+    def _agree_to_stop(self, trainer, pl_module) -> None:
+        """Under DDP a signal can reach one rank only (``kill -TERM PID``, one node pre-empted): after
+        every step the ranks agree on the signal any of them received, so that all stop after the same
+        step and save one checkpoint together (a rank that stopped alone would wait for the others)."""
+        received = torch.tensor(float(self.signum or 0), device=pl_module.device)
+        agreed = int(trainer.strategy.reduce(received, reduce_op="max").item())
+        if agreed:
+            self.signum = self.signum or agreed
+            internals.request_stop(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
         # last.ckpt before the end-of-run work of the other callbacks (which run after this one): a
