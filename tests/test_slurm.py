@@ -251,3 +251,78 @@ def test_a_job_whose_tasks_disagree_with_the_trainer_is_refused_at_start(cluster
     )
     assert refusal in output, output[-3000:]
     assert "Traceback" not in output and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def net_and_ema(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith(("net.", "ema."))}
+
+
+TWO_NODE_JOB = ["--nodes=2", "--ntasks-per-node=2"]
+LONG_TWO_NODES = [
+    "trainer=ddp_cpu",
+    "trainer.num_nodes=2",
+    "trainer.max_steps=60",
+    "trainer.val_check_interval=30",
+    "callbacks.model_checkpoint.every_n_train_steps=10",
+    "callbacks.sample_grid.every_n_steps=1000",
+]
+
+
+@pytest.mark.slow
+def test_a_requeued_two_node_job_equals_an_uninterrupted_one(cluster, tmp_path):
+    """scontrol requeue of a 2 x 2 job mid-run: it resumes from last.ckpt on both nodes, and its final
+    network and EMA weights equal those of the same job run without interruption (fp32, 1e-5)."""
+    whole_dir = tmp_path / "whole"
+    whole_dir.mkdir()
+    whole = submit_train(cluster, whole_dir, TWO_NODE_JOB, *LONG_TWO_NODES)
+    assert cluster.wait(whole, timeout=600) == "COMPLETED", (whole_dir / "job.out").read_text()[-3000:]
+
+    run_dir = tmp_path / "run"
+    job = submit_train(cluster, tmp_path, TWO_NODE_JOB, *LONG_TWO_NODES)
+    wait_for_file(run_dir / "checkpoints" / "step_000020.ckpt", cluster, job, timeout=300)
+    cluster.run("scontrol", "requeue", job)
+    start_now(cluster, job)
+    assert cluster.wait(job, timeout=600) == "COMPLETED", (tmp_path / "job.out").read_text()[-3000:]
+    output = (tmp_path / "job.out").read_text()
+    assert cluster.job_field(job, "Restarts") == "1"
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in output
+    assert logged_steps(run_dir) == list(range(60))
+    a, b = (
+        net_and_ema(whole_dir / "run" / "checkpoints" / "last.ckpt"),
+        net_and_ema(run_dir / "checkpoints" / "last.ckpt"),
+    )
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_task_of_a_two_node_job_stops_every_rank(cluster, tmp_path):
+    """SIGTERM to the task of global rank 3 alone (a process on the second node): all four ranks stop
+    after the same step within 30 s, one loadable last.ckpt, the job ends with 128 + 15."""
+    run_dir = tmp_path / "run"
+    job = submit_train(cluster, tmp_path, TWO_NODE_JOB, *LONG_TWO_NODES[:2], "trainer.max_steps=100000",
+                       "callbacks.model_checkpoint.every_n_train_steps=10", "callbacks.sample_grid.every_n_steps=100000")  # fmt: skip
+    wait_for_file(run_dir / "checkpoints" / "step_000010.ckpt", cluster, job, timeout=300)
+    rank_3 = next(pid for pid in ranks_of(run_dir) if task_variable(pid, "SLURM_PROCID") == "3")
+    start = time.monotonic()
+    os.kill(rank_3, 15)
+    state = cluster.wait(job, timeout=60)
+    assert time.monotonic() - start < 30 and state in ("FAILED", "CANCELLED"), state
+    assert cluster.job_field(job, "ExitCode") == "143:0"
+    output = (tmp_path / "job.out").read_text()
+    step = int(output.split("Stopped by SIGTERM at step ")[1].split(":")[0])
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == step >= 10
+    assert ranks_of(run_dir) == []
+
+
+def ranks_of(run_dir: Path) -> list[int]:
+    """The training processes of a run directory on this machine (both nodes are here)."""
+    found = subprocess.run(["pgrep", "-f", f"hydra.run.dir={run_dir}"], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found if "train.py" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+
+
+def task_variable(pid: int, name: str) -> str | None:
+    for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if entry.startswith(f"{name}=".encode()):
+            return entry.split(b"=", 1)[1].decode()
+    return None

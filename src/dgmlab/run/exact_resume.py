@@ -21,6 +21,10 @@ warnings.filterwarnings("ignore", message="You're resuming from a checkpoint tha
 class ExactResume(L.Callback):
     """Stores the RNG states and the training batches done in every checkpoint, and restores them."""
 
+    # Its hooks run even after a stop signal (signals.py skips other callbacks' work then): the step
+    # that the signal follows is complete, and the checkpoint written next must count it.
+    keeps_run_state = True
+
     def __init__(self):
         self._batches_done = 0  # training batches of this run so far, across resumes
         self._loaded: dict[str, Any] | None = None

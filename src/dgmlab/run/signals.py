@@ -81,7 +81,8 @@ class StopOnSignal(L.Callback):
         self._trainer = trainer
         for callback in trainer.callbacks:
             if callback is not self and not isinstance(callback, (Checkpoint, ProgressBar)):
-                self._make_interruptible(callback)
+                if not getattr(callback, "keeps_run_state", False):  # e.g. ExactResume: counts every step
+                    self._make_interruptible(callback)
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Lightning registers its own SIGTERM handler (and, under SLURM with auto-requeue, a SIGUSR1
