@@ -326,3 +326,33 @@ def task_variable(pid: int, name: str) -> str | None:
         if entry.startswith(f"{name}=".encode()):
             return entry.split(b"=", 1)[1].decode()
     return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["SIGTERM to every task", "SIGKILL to one task"])
+def test_a_two_node_job_ends_within_seconds_on_a_fault(cluster, tmp_path, fault):
+    """scancel --signal=TERM (every task): all ranks stop together, one last.ckpt of the step they
+    stopped at, exit 143. SIGKILL of global rank 3 alone: no chance to save; srun --kill-on-bad-exit
+    (slurm/train.sbatch) ends the other tasks, and last.ckpt stays a whole, loadable one."""
+    run_dir = tmp_path / "run"
+    job = submit_train(cluster, tmp_path, TWO_NODE_JOB, *LONG_TWO_NODES[:2], "trainer.max_steps=100000",
+                       "callbacks.model_checkpoint.every_n_train_steps=10", "callbacks.sample_grid.every_n_steps=100000")  # fmt: skip
+    wait_for_file(run_dir / "checkpoints" / "step_000010.ckpt", cluster, job, timeout=300)
+    start = time.monotonic()
+    if fault == "SIGTERM to every task":
+        cluster.run("scancel", "--signal=TERM", job)
+    else:
+        os.kill(next(pid for pid in ranks_of(run_dir) if task_variable(pid, "SLURM_PROCID") == "3"), 9)
+    state = cluster.wait(job, timeout=60)
+    assert time.monotonic() - start < 30 and state in ("FAILED", "CANCELLED"), state
+    deadline = time.monotonic() + 10
+    while ranks_of(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ranks_of(run_dir) == []
+    last = step_of(run_dir / "checkpoints" / "last.ckpt")
+    if fault == "SIGTERM to every task":
+        assert cluster.job_field(job, "ExitCode") == "143:0"
+        output = (tmp_path / "job.out").read_text()
+        assert last == int(output.split("Stopped by SIGTERM at step ")[1].split(":")[0]) >= 10
+    else:
+        assert last % 10 == 0 and last >= 10  # a periodic one, written whole
