@@ -5,6 +5,7 @@ Every run is the tiny DDPM in fp32 through the real train.py / sample.py."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -150,10 +151,16 @@ def test_sigterm_during_training_saves_last_ckpt_and_exits_nonzero(tmp_path):
     step = load(last)["global_step"]
     assert step >= 3  # written by the guard when the signal arrived (the step may be a periodic one's too)
     assert f"Stopped by SIGTERM at step {step}: saved {last}" in output and "resume=" in output
-    # ... and the run continues from it.
+    status = json.loads((run_dir / "status.json").read_text())  # what python -m dgmlab.runs shows
+    assert status["state"] == "interrupted" and "SIGTERM" in status["reason"] and status["step"] == step
+    assert (run_dir / "curves.png").is_file()
+    # ... and the run continues from it, its metrics at the steps the uninterrupted run's would be.
     resumed = run_script("train.py", f"resume={run_dir}", f"trainer.max_steps={step + 2}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert load(last)["global_step"] == step + 2
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "finished" and status["resumed"] == 1 and status["step"] == step + 2
+    assert [int(r["step"]) for r in metrics(run_dir) if r["train/loss"]] == list(range(step + 2))
 
 
 def test_sigterm_during_the_final_sample_grid(tmp_path):
@@ -221,6 +228,9 @@ def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     last = load(run_dir / "checkpoints" / "last.ckpt")
     assert last["global_step"] < 20
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "diverged" and status["reason"].startswith("Training diverged: the loss is")
+    assert (run_dir / "curves.png").is_file()  # drawn from the steps before
 
 
 @pytest.mark.slow

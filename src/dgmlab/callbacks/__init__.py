@@ -1,8 +1,9 @@
-"""Lightning callbacks: sample grids, the VAE's figures (and, later, evaluation metrics)."""
+"""Lightning callbacks: sample grids, the VAE's figures, FID, the step bar, the run's curves."""
 
+from .curves import Curves
 from .fid import FIDCallback
 from .progress import StepProgressBar
 from .sample_grid import SampleGrid
 from .vae_figures import VAEFigures
 
-__all__ = ["SampleGrid", "VAEFigures", "FIDCallback", "StepProgressBar"]
+__all__ = ["SampleGrid", "VAEFigures", "FIDCallback", "StepProgressBar", "Curves"]

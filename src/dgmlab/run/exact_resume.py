@@ -14,6 +14,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from . import internals
+
 # Lightning warns that a plain DataLoader cannot resume mid-epoch; ResumableSampler (data/sampler.py) does.
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
@@ -28,6 +30,14 @@ class ExactResume(L.Callback):
     def __init__(self):
         self._batches_done = 0  # training batches of this run so far, across resumes
         self._loaded: dict[str, Any] | None = None
+        self._resumed_at: int | None = None  # the step training resumed at, until its first batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # The metrics of a resumed run continue at its step (the CSV's, hence curves.png's, steps are
+        # those of the uninterrupted run), wherever in Lightning's loop the checkpoint was written.
+        if self._resumed_at is not None:
+            internals.set_logging_step(trainer, self._resumed_at)
+            self._resumed_at = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # Runs before the checkpoint callbacks (Lightning calls them last), so a checkpoint written
@@ -46,6 +56,7 @@ class ExactResume(L.Callback):
         state, self._loaded = self._loaded, None
         self._batches_done = state["batches_done"]
         set_rng_states(state["rng"])
+        self._resumed_at = trainer.global_step
         self._continue_data_order(trainer)
         for logger in trainer.loggers:
             if hasattr(logger, "drop_rows_from"):  # the logger contract (loggers.py)

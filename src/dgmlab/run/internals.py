@@ -39,3 +39,10 @@ def save_last_through(callback, trainer) -> None:
     """Write ``last.ckpt`` through the ModelCheckpoint, so that it knows the file is written (writing
     it any other way makes the callback write ``last-v1.ckpt`` at the end)."""
     callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
+def set_logging_step(trainer, step: int) -> None:
+    """The step that Lightning logs the next metrics at (``epoch_loop._batches_that_stepped``, the
+    optimiser steps done). On restart Lightning re-derives it from where the checkpoint was written,
+    one too many for a ``last.ckpt`` written when training ended (it then also starts a new epoch)."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped = step

@@ -7,6 +7,10 @@
       samples/                  the sample grids, and sample.py's folders for this run's checkpoints
       csv/metrics.csv           every logged metric (logger/csv.yaml; written beside W&B's log too)
       wandb_run_id              the W&B run id, so that a resumed run continues its W&B run
+      mlflow_run_id             the MLflow run id, likewise (logger=mlflow)
+      tensorboard/              TensorBoard's event files (logger/tensorboard.yaml)
+      status.json               how the run started and ended (status.py), what the run browser reads
+      curves.png                the run's metrics against the step (callbacks/curves.py)
       eval/                     FID scores and NLL results
 
 Training, resume, the run guards, SLURM requeue, the sweep runner and sample.py ask a :class:`RunDir`
@@ -21,14 +25,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
 
+# Lightning's own names, written out so that reading a run directory (python -m dgmlab.runs) does not
+# import torch; tests/test_runs.py checks them against Lightning's constants.
+LAST_CHECKPOINT = "last.ckpt"  # ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION
+METRICS_FILE = "metrics.csv"  # lightning.pytorch.loggers.csv_logs.ExperimentWriter.NAME_METRICS_FILE
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = ".hydra/overrides.yaml"  # Hydra's hydra.output_subdir (.hydra) / overrides.yaml
-LAST_CHECKPOINT = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"  # last.ckpt
 WANDB_ID_FILE = "wandb_run_id"
+MLFLOW_ID_FILE = "mlflow_run_id"
+STATUS_FILE = "status.json"
+CURVES_FILE = "curves.png"
 
 
 @dataclass(frozen=True)
@@ -51,9 +59,7 @@ class RunDir:
         csv = OmegaConf.select(cfg, "logger.csv", default=None)
         metrics = None
         if csv is not None:
-            metrics = (
-                Path(csv.save_dir) / str(csv.name or "") / str(csv.version or "") / ExperimentWriter.NAME_METRICS_FILE
-            )
+            metrics = Path(csv.save_dir) / str(csv.name or "") / str(csv.version or "") / METRICS_FILE
         return cls(
             root=here,
             checkpoints=_moved(Path(checkpoints), stored, here) if checkpoints else here / "checkpoints",
@@ -70,7 +76,7 @@ class RunDir:
             stored = yaml.safe_load(config.read_text()) or {}
             if OmegaConf.select(OmegaConf.create(stored), "paths.output_dir"):
                 return cls.from_config(stored, root=root)
-        return cls(root=root, checkpoints=root / "checkpoints", metrics_file=root / "csv" / "metrics.csv")
+        return cls(root=root, checkpoints=root / "checkpoints", metrics_file=root / "csv" / METRICS_FILE)
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | Path) -> RunDir:
@@ -79,11 +85,16 @@ class RunDir:
 
     @classmethod
     def of_trainer(cls, trainer) -> RunDir:
-        """The run a Trainer writes: its ``default_root_dir``, with its checkpoint callback's folder."""
+        """The run a Trainer writes: its ``default_root_dir``, with its checkpoint callback's folder and
+        its CSV logger's metrics file (None without one)."""
         root = Path(trainer.default_root_dir)
         callback = trainer.checkpoint_callback
         folder = Path(callback.dirpath) if callback is not None and callback.dirpath else root / "checkpoints"
-        return cls(root=root, checkpoints=folder, metrics_file=None)
+        from lightning.pytorch.loggers import CSVLogger  # here: reading a run on disk needs no Lightning
+
+        csv = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
+        metrics = Path(csv.log_dir) / METRICS_FILE if csv is not None else None
+        return cls(root=root, checkpoints=folder, metrics_file=metrics)
 
     @property
     def last_checkpoint(self) -> Path:
@@ -100,6 +111,18 @@ class RunDir:
     @property
     def wandb_id_file(self) -> Path:
         return self.root / WANDB_ID_FILE
+
+    @property
+    def mlflow_id_file(self) -> Path:
+        return self.root / MLFLOW_ID_FILE
+
+    @property
+    def status_file(self) -> Path:
+        return self.root / STATUS_FILE
+
+    @property
+    def curves_file(self) -> Path:
+        return self.root / CURVES_FILE
 
     @property
     def samples(self) -> Path:

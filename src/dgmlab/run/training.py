@@ -20,6 +20,7 @@ from ..core.errors import ConfigError, reports_user_errors
 from ..core.precision import PrecisionChoice, resolve_precision
 from ..core.progress import configure as configure_progress
 from . import slurm
+from . import status as run_status
 from .config import validate_train_config
 from .layout import RunDir
 from .resume import checkpoint_to_resume
@@ -66,16 +67,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     refuse_to_overwrite(run, resume_from)
     L.seed_everything(cfg.seed, workers=True)
 
+    loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]  # a tracker not installed: refused here
     datamodule = build(cfg.dataset)
     datamodule.setup("fit")  # reads the data now, so a missing data set fails before training
 
     model = build(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]  # null: switched off
     if cfg.get("eval"):  # eval=fid: FID/KID every eval.every_n_steps steps (conf/eval/)
         callbacks.append(instantiate(cfg.eval))
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     if not loggers:  # logger=none: nothing to send the learning rate to (Lightning would refuse the monitor)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     last_validation = LastValidation()
@@ -96,13 +97,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(model.run_config)  # the resolved config (W&B: the run's config)
 
     stopper = next((g for g in guards if isinstance(g, StopOnSignal)), None)
-    fit_stopping_on_signals(trainer, model, datamodule, resume_from, stopper)  # a signal: last.ckpt, exit 128 + signal
-    if cfg.get("validate_at_end") and last_validation.step != trainer.global_step:
-        trainer.validate(model, datamodule=datamodule, verbose=False)  # the final val metrics (a sweep's metric)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if cfg.get("test_after_fit"):
-        evaluate_after_fit(trainer, model, datamodule)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})  # the test's, with fit's
+    with run_status.recorded(run, cfg, trainer):  # status.json: running, then how the run ended
+        # a signal: last.ckpt, exit 128 + signal
+        fit_stopping_on_signals(trainer, model, datamodule, resume_from, stopper)
+        if cfg.get("validate_at_end") and last_validation.step != trainer.global_step:
+            trainer.validate(model, datamodule=datamodule, verbose=False)  # the final val metrics (a sweep's metric)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test_after_fit"):
+            evaluate_after_fit(trainer, model, datamodule)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})  # the test's, with fit's
     if trainer.is_global_zero:
         for line in run_summary(
             trainer, time.perf_counter() - started, metrics, next_command(trainer, model)

@@ -1,0 +1,25 @@
+"""Pictures of runs without a server: a run's curves (``curves.py``) and a sweep's results (``sweep.py``).
+
+Drawn with matplotlib's Agg backend (files only, no display), each figure made and closed here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: a run on a cluster node has no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save(figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``figure`` as PNG through a temporary file (a reader never sees half a picture), close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    temporary.replace(path)
+    return path

@@ -1,0 +1,128 @@
+"""How a run started and how it ended, in ``status.json`` of its run directory: what the run browser
+(``python -m dgmlab.runs``) reads, one small file a run.
+
+Written by rank 0 when training starts (``running``, with the process id and host) and again when the
+run ends: ``finished``, ``interrupted`` (a signal: ``last.ckpt`` holds the state to continue from),
+``diverged`` (a nan/inf loss) or ``failed`` (any other error), with the step reached, the final
+metrics and the reason. A run killed outright (SIGKILL, out of memory, a lost node) never writes its
+end: it stays ``running``, and the browser calls it ``killed`` when its process is gone. A resumed run
+keeps the time the run first started. The file is replaced atomically, so it is never half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from datetime import datetime
+from typing import Any, Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..core.errors import DivergedError
+from .layout import RunDir
+
+ENDED = ("finished", "interrupted", "diverged", "failed")
+# Overrides that say where a run is or what it continues, not how it is set up.
+NOT_SETTINGS = ("hydra.", "resume", "ckpt_path")
+
+
+def now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def write(run: RunDir, status: dict[str, Any]) -> None:
+    """``status.json``, replaced atomically (a reader sees the old file or the new one)."""
+    temporary = run.status_file.with_name(f".{run.status_file.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(status, indent=1) + "\n")
+    os.replace(temporary, run.status_file)
+
+
+def read(run: RunDir) -> dict[str, Any] | None:
+    """The run's status, None when it has no status file; ValueError when the file is not one."""
+    try:
+        text = run.status_file.read_text()
+    except FileNotFoundError:
+        return None
+    status = json.loads(text)  # json.JSONDecodeError is a ValueError
+    if not isinstance(status, dict) or "state" not in status:
+        raise ValueError("not a status file (no state)")
+    return status
+
+
+def settings(overrides: list[str]) -> list[str]:
+    """The command-line overrides that set the run up (not its directory, nor what it resumed)."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(NOT_SETTINGS)]
+
+
+def task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig  # here: the run browser reads status files without Hydra
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def started(run: RunDir, cfg: DictConfig) -> dict[str, Any]:
+    """The status of a run starting now; a resumed run keeps its first start time."""
+    try:
+        earlier = read(run) or {}
+    except ValueError:
+        earlier = {}
+    status = {
+        "state": "running",
+        "started": earlier.get("started") or now(),
+        "resumed": earlier.get("resumed", -1) + 1,  # how many times it was continued
+        "last_started": now(),
+        "model": OmegaConf.select(cfg, "model.name"),
+        "dataset": OmegaConf.select(cfg, "dataset.name"),
+        "overrides": settings(task_overrides()),
+        "max_steps": int(cfg.trainer.max_steps),
+        "step": earlier.get("step", 0),
+        "seconds": earlier.get("seconds", 0),  # of training, all starts together
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
+    write(run, status)
+    return status
+
+
+def ending(error: BaseException | None) -> tuple[str, str]:
+    """(state, reason) for a run that ended with ``error`` (None: it finished)."""
+    from .signals import RunInterrupted, signal_name  # here: the run browser reads status files without torch
+
+    if error is None:
+        return "finished", ""
+    if isinstance(error, RunInterrupted):
+        return "interrupted", f"{signal_name(error.signum)}; resume from last.ckpt"
+    if isinstance(error, SystemExit) and error.code in (0, None):
+        return "finished", ""
+    if isinstance(error, (SystemExit, KeyboardInterrupt)):
+        return "interrupted", "aborted without a checkpoint (a second Ctrl-C)"
+    if isinstance(error, DivergedError):
+        return "diverged", str(error).split(";")[0]
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return "failed", f"{type(error).__name__}: {first_line}"[:300]
+
+
+def ended(run: RunDir, status: dict[str, Any], error: BaseException | None, trainer, seconds: float) -> None:
+    state, reason = ending(error)
+    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if "/" in k and not k.endswith("_step")}
+    status.update(state=state, reason=reason, ended=now(), step=int(trainer.global_step), metrics=metrics)
+    status["seconds"] = round(status.get("seconds", 0) + seconds)
+    write(run, status)
+
+
+@contextlib.contextmanager
+def recorded(run: RunDir, cfg: DictConfig, trainer) -> Iterator[None]:
+    """``status.json`` written as the block starts and as it ends, however it ends (rank 0 only)."""
+    if not trainer.is_global_zero:
+        yield
+        return
+    start, status = time.perf_counter(), started(run, cfg)
+    try:
+        yield
+    except BaseException as error:
+        ended(run, status, error, trainer, time.perf_counter() - start)
+        raise
+    ended(run, status, None, trainer, time.perf_counter() - start)

@@ -1,0 +1,316 @@
+"""The runs under an output folder: ``python -m dgmlab.runs [DIR] [--compare RUN RUN ...]``.
+
+Lists every run directory under DIR (default ``outputs``): when it started, the model, the overrides
+it was started with, the steps done of its ``trainer.max_steps``, its final metrics and how it ended
+(``run/status.py``: finished, interrupted, diverged, failed; running, or killed when its process is
+gone). It reads only small files of each run (``status.json``, else ``config.yaml``, the overrides and
+the last bytes of the metrics CSV and of ``train.log``) and never imports torch, so hundreds of runs
+list in a second. A run whose files are broken or half-written is listed as ``broken``, with what is
+wrong, and the listing carries on.
+
+``--compare RUN RUN ...`` draws the runs' curves into one picture (``--out``, default
+``compare.png``) and prints the settings in which their configs differ, with their final metrics.
+
+    python -m dgmlab.runs
+    python -m dgmlab.runs outputs/sweeps --compare RUN_A RUN_B --out compare.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .core.errors import ConfigError, UserError
+from .run import status as run_status
+from .run.layout import CONFIG_FILE, OVERRIDES_FILE, STATUS_FILE, RunDir
+from .run.resume import flatten
+
+# Folders inside a run directory, or tracker stores beside runs, that hold no run of their own.
+NOT_RUNS = {"checkpoints", "samples", "csv", "eval", "figures", "logs", "tensorboard", "wandb", "mlruns", "profile"}
+TAIL_BYTES = 8192  # what is read of the end of a metrics CSV or train.log
+
+
+@dataclass
+class Run:
+    """One row of the listing."""
+
+    path: Path
+    state: str = "unknown"
+    started: str = ""
+    model: str = ""
+    overrides: list[str] = field(default_factory=list)
+    step: int | None = None
+    max_steps: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    note: str = ""  # why it failed, what is broken
+
+
+# --- finding runs ----------------------------------------------------------------------------------
+def is_run(path: Path) -> bool:
+    return (path / STATUS_FILE).is_file() or (path / CONFIG_FILE).is_file() or (path / OVERRIDES_FILE).is_file()
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Every run directory under ``root`` (``root`` itself if it is one); runs hold no runs."""
+    if is_run(root):
+        return [root]
+    found = []
+    for top, folders, _ in os.walk(root):
+        here = Path(top)
+        if here != root and is_run(here):
+            found.append(here)
+            folders.clear()
+            continue
+        folders[:] = sorted(f for f in folders if f not in NOT_RUNS and not f.startswith("."))
+    return found
+
+
+# --- reading one run ---------------------------------------------------------------------------------
+def read_run(path: Path) -> Run:
+    """What the run's small files say; a broken file makes the run ``broken`` with its reason."""
+    run = Run(path=path)
+    broken = ""
+    try:
+        status = run_status.read(RunDir(root=path, checkpoints=path, metrics_file=None))
+    except (OSError, ValueError) as e:
+        status, broken = None, f"{STATUS_FILE}: {one_line(e)}"
+    try:
+        if status is not None:
+            from_status(run, status)
+        else:
+            from_config(run)  # an older run, one stopped before training, or one whose status is broken
+        if run.state not in run_status.ENDED or run.step is None:  # running, killed, older runs: the CSV's end
+            step, last = metrics_tail(path)
+            run.step = max(filter(None, [run.step, step]), default=run.step)
+            run.metrics = run.metrics or last
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:
+        broken = broken or one_line(e)
+    if broken:
+        run.state, run.note = "broken", broken
+    return run
+
+
+def from_status(run: Run, status: dict[str, Any]) -> None:
+    run.state, run.note = status["state"], status.get("reason", "")
+    run.started = short_time(status.get("started", ""))
+    run.model = str(status.get("model") or "")
+    run.overrides = [str(o) for o in status.get("overrides") or []]
+    run.step, run.max_steps = status.get("step"), status.get("max_steps")
+    run.metrics = {k: float(v) for k, v in (status.get("metrics") or {}).items()}
+    if run.state == "running" and status.get("host") == socket.gethostname() and not alive(status.get("pid")):
+        run.state, run.note = "killed", "its process is gone without an end (SIGKILL, out of memory, a crash)"
+
+
+def from_config(run: Run) -> None:
+    """A run without ``status.json``: from before dgmlab wrote one, or stopped before training."""
+    layout = RunDir(root=run.path, checkpoints=run.path, metrics_file=None)
+    run.overrides = run_status.settings(layout.stored_overrides())
+    config_file = run.path / CONFIG_FILE
+    run.started = short_time(datetime.fromtimestamp(run.path.stat().st_mtime).isoformat())
+    if not config_file.is_file():
+        run.state, run.note = "not started", "no config.yaml: it stopped before training (see its train.log)"
+        return
+    config = yaml.load(config_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{CONFIG_FILE} is not a config")
+    run.model = str((config.get("model") or {}).get("name") or "")
+    run.max_steps = (config.get("trainer") or {}).get("max_steps")
+    log = tail(run.path / "train.log")
+    if "] - done: " in log:
+        run.state = "finished"
+    elif "Interrupted by " in log:
+        run.state = "interrupted"
+
+
+def alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, TypeError, ValueError):
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def tail(path: Path, size: int = TAIL_BYTES) -> str:
+    """The last ``size`` bytes of a file as text ("" if there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def metrics_tail(path: Path) -> tuple[int | None, dict[str, float]]:
+    """The last step in the run's metrics CSV and the last value of each metric there, from its
+    header and its last lines only."""
+    metrics = RunDir.at(path).metrics_file
+    if metrics is None or not metrics.is_file():
+        return None, {}
+    with open(metrics, newline="") as f:
+        header = f.readline()
+    lines = tail(metrics).splitlines()[1:]  # the first may be cut
+    step, last = None, {}
+    for row in csv.DictReader(io.StringIO(header + "\n".join(lines))):
+        values = {k: number(v) for k, v in row.items() if k and v not in (None, "")}
+        if values.get("step") is None:
+            continue
+        step = max(step or 0, int(values.pop("step")) + 1)  # Lightning logs step k of training as k - 1
+        last.update({k: v for k, v in values.items() if v is not None and "/" in k})
+    return step, last
+
+
+def number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def one_line(error: BaseException) -> str:
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text[:200]
+
+
+def short_time(stamp: str) -> str:
+    """``2026-12-03T13:11:05+00:00`` -> ``2026-12-03 13:11``."""
+    return stamp.replace("T", " ")[:16]
+
+
+# --- the listing -------------------------------------------------------------------------------------
+def shown_metrics(metrics: dict[str, float]) -> str:
+    """The val and test metrics (train/loss when there are none), 4 significant digits."""
+    chosen = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
+    chosen = chosen or {k: v for k, v in metrics.items() if k == "train/loss"}
+    return ", ".join(f"{k} {v:.4g}" for k, v in sorted(chosen.items()))
+
+
+def table(runs: list[Run], root: Path) -> list[str]:
+    header = ["run", "started", "model", "steps", "state", "last metrics", "overrides"]
+    rows = [header]
+    for run in runs:
+        steps = f"{run.step if run.step is not None else '?'}/{run.max_steps if run.max_steps is not None else '?'}"
+        name = str(run.path.relative_to(root)) if run.path != root else run.path.name
+        rows.append(
+            [name, run.started, run.model, steps, run.state, shown_metrics(run.metrics), " ".join(run.overrides)]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def notes(runs: list[Run], root: Path) -> list[str]:
+    return [
+        f"  {run.path.relative_to(root) if run.path != root else run.path.name}: {run.state}: {run.note}"
+        for run in runs
+        if run.note
+    ]
+
+
+def list_runs(root: Path) -> list[Run]:
+    runs = [read_run(p) for p in find_runs(root)]
+    return sorted(runs, key=lambda r: (r.started, str(r.path)))
+
+
+# --- comparing runs ----------------------------------------------------------------------------------
+def resolve_runs(names: list[str], root: Path) -> list[Path]:
+    paths = []
+    for name in names:
+        path = next((p for p in (Path(name), root / name) if is_run(p)), None)
+        if path is None:
+            raise ConfigError(f"--compare {name}: no run directory there (nor under {root})")
+        paths.append(path)
+    return paths
+
+
+def differing_settings(paths: list[Path]) -> dict[str, list[Any]]:
+    """The config keys whose values differ between the runs (their own paths left out)."""
+    flat = []
+    for path in paths:
+        config = yaml.load((path / CONFIG_FILE).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        stored_root = str((config.get("paths") or {}).get("output_dir") or path)
+        flat.append({k: v for k, v in flatten(config).items() if not (isinstance(v, str) and stored_root in v)})
+    keys = sorted(set().union(*flat))
+    missing = "<unset>"
+    return {
+        k: [f.get(k, missing) for f in flat]
+        for k in keys
+        if not k.startswith(("paths.", "hydra.")) and len({repr(f.get(k, missing)) for f in flat}) > 1
+    }
+
+
+def labels(paths: list[Path]) -> list[str]:
+    """Short names for the runs: their folder names, with their parents' when those repeat."""
+    for depth in range(1, 6):
+        names = ["/".join(p.resolve().parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]
+
+
+def compare(names: list[str], root: Path, out: Path) -> list[str]:
+    """Draw the runs' curves into ``out``; the lines that print their differing settings and metrics."""
+    from .plots.curves import read_metrics, write_curves  # matplotlib only when a picture is drawn
+
+    paths = resolve_runs(names, root)
+    names = labels(paths)
+    series = {}
+    for name, path in zip(names, paths):
+        metrics_file = RunDir.at(path).metrics_file
+        series[name] = read_metrics(metrics_file) if metrics_file is not None and metrics_file.is_file() else {}
+    drawn = write_curves(series, out, title=" vs ".join(names))
+    rows = [["setting", *names]]
+    rows += [[k, *(short_value(v) for v in values)] for k, values in differing_settings(paths).items()]
+    runs = [read_run(p) for p in paths]
+    for key in sorted({k for r in runs for k in r.metrics if k.startswith(("val/", "test/", "train/loss"))}):
+        rows.append([f"final {key}", *(f"{r.metrics[key]:.4g}" if key in r.metrics else "" for r in runs)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.append(f"curves: {drawn}" if drawn else "curves: none of these runs has a metrics CSV")
+    return lines
+
+
+def short_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dgmlab.runs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", nargs="?", default="outputs", help="the folder to list (default: outputs)")
+    parser.add_argument("--compare", nargs="+", metavar="RUN", help="runs (paths, or relative to DIR) to compare")
+    parser.add_argument("--out", default="compare.png", help="the picture --compare draws (default: compare.png)")
+    args = parser.parse_args(argv)
+    root = Path(args.dir)
+    try:
+        if not root.is_dir():
+            raise ConfigError(f"{root} is not a folder; give the output folder to list (default: outputs)")
+        if args.compare:
+            if len(args.compare) < 2:
+                raise ConfigError("--compare needs at least two runs")
+            print("\n".join(compare(args.compare, root, Path(args.out))))
+            return 0
+        runs = list_runs(root)
+    except UserError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return e.exit_code
+    if not runs:
+        print(f"no runs under {root}")
+        return 0
+    print("\n".join(table(runs, root) + notes(runs, root)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
