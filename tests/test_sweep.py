@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from dgmlab.core.errors import ConfigError
-from dgmlab.sweep import Trial, dry_run, load_sweep_file, open_sweep, propose, read_metric
+from dgmlab.plots import plt
+from dgmlab.plots.sweep import draw
+from dgmlab.sweep import Trial, dry_run, load_sweep_file, open_sweep, propose, read_metric, write_picture
 
 from conftest import REPO
 
@@ -124,6 +127,8 @@ def test_local_sweep_runs_two_trainings_and_ranks_them(local_sweep):
     elbos = [float(r["val/elbo"]) for r in rows]
     assert elbos[0] >= elbos[1]  # maximise: best first
     assert "2 runs, best first" in stdout
+    with Image.open(directory / "results.png") as picture:  # drawn beside results.csv
+        assert picture.width > 600
     for row in rows:
         run_dir = Path(row["run_dir"])
         assert 0.1 <= float(row["model.beta"]) <= 10 and 0 <= int(row["model.kl_warmup_steps"]) <= 2000
@@ -189,3 +194,54 @@ def test_failed_runs_are_recorded_and_ranked_last(tmp_path):
     from dgmlab.sweep import ranked
 
     assert [t.name for t in ranked(sweep)] == ["c", "b", "a"]
+
+
+def grid_trials(count: int, seed: int = 0) -> list[Trial]:
+    """``count`` trials of sweeps/ddpm_beta_grid.yaml's grid, every seventh failed."""
+    config = load_sweep_file(REPO / "sweeps" / "ddpm_beta_grid.yaml")
+    rng = np.random.default_rng(seed)
+    trials = []
+    for i in range(count):
+        params = {k: p["values"][rng.integers(len(p["values"]))] for k, p in config["parameters"].items()}
+        fid = 5.0 + 3000 * params["schedule.beta_start"] + float(rng.random())
+        trials.append(Trial(f"t{i}", params, "failed" if i % 7 == 3 else "finished", None if i % 7 == 3 else fid))
+    return trials
+
+
+@pytest.mark.parametrize("count", [2, 50])
+def test_results_png_shows_the_metric_against_each_parameter_and_every_run(tmp_path, count):
+    sweep = open_sweep(REPO / "sweeps" / "ddpm_beta_grid.yaml", tmp_path, [])
+    sweep.trials = grid_trials(count)
+    path = write_picture(sweep)
+    with Image.open(path) as picture:
+        assert path == tmp_path / "results.png" and picture.width >= 1000
+    finished = [t for t in sweep.trials if t.state == "finished"]
+    runs = [(t.params, t.metric if t.state == "finished" else None) for t in sweep.trials]
+    figure = draw(runs, sweep.config["parameters"], sweep.metric, sweep.maximize)
+    scatters, parallel = figure.axes[:4], figure.axes[4]
+    assert [ax.get_xlabel() for ax in scatters] == list(sweep.config["parameters"])
+    for ax in scatters:  # every finished run once, at its metric
+        assert sorted(ax.collections[0].get_offsets()[:, 1]) == pytest.approx(sorted(t.metric for t in finished))
+    assert len(parallel.lines) == len(finished) + 5  # one line a run, and the five vertical axes
+    assert parallel.lines[len(finished) - 1].get_ydata()[-1] == pytest.approx(0.0)  # the best (min), drawn last
+    assert parallel.lines[len(finished) - 1].get_linewidth() > parallel.lines[0].get_linewidth()
+    assert [t.get_text() for t in parallel.get_xticklabels()][-1] == "val/fid"
+    failed = len(sweep.trials) - len(finished)
+    assert (f"{failed} without a val/fid" in figure._suptitle.get_text()) == (failed > 0)
+    assert parallel.lines[len(finished) - 1].get_color() == pytest.approx(plt.get_cmap("viridis")(0.0))
+
+
+def test_results_png_puts_a_log_distributed_parameter_on_a_log_axis(tmp_path):
+    sweep = open_sweep(REPO / "sweeps" / "vae_beta_bayes.yaml", tmp_path, [])
+    sweep.trials = [
+        Trial("a", {"model.beta": 0.1, "model.kl_warmup_steps": 0}, "finished", -170.0),
+        Trial("b", {"model.beta": 1.0, "model.kl_warmup_steps": 1000}, "finished", -160.0),
+        Trial("c", {"model.beta": 10.0, "model.kl_warmup_steps": 2000}, "finished", -165.0),
+    ]
+    figure = draw([(t.params, t.metric) for t in sweep.trials], sweep.config["parameters"], sweep.metric, True)
+    beta, warmup = figure.axes[:2]
+    assert beta.get_xlabel() == "model.beta (log)" and warmup.get_xlabel() == "model.kl_warmup_steps"
+    # 0.1, 1, 10 evenly spaced on the log axis; 0, 1000, 2000 on the linear one.
+    assert list(beta.collections[0].get_offsets()[:, 0]) == pytest.approx([0.0, 0.5, 1.0])
+    assert list(warmup.collections[0].get_offsets()[:, 0]) == pytest.approx([0.0, 0.5, 1.0])
+    assert figure.axes[2].lines[-1].get_ydata()[-1] == pytest.approx(1.0)  # maximise: the best (-160) on top

@@ -5,8 +5,9 @@ The same sweep file that ``wandb sweep`` takes. W&B's own open-source sweep engi
 Bayesian); the run goes through the sweep file's ``command`` (``train.py`` in this Python), with the
 ``key=value`` overrides given here added to every run, logs to W&B offline, and its metric is read
 back from the run's metrics.csv and fed to the engine for the next proposal. Each finished run is added to
-``runs.jsonl`` and the table of runs, best first, is written to ``results.csv`` in the sweep
-directory; ``--dir`` an existing sweep directory continues that sweep.
+``runs.jsonl``, the table of runs, best first, is written to ``results.csv`` in the sweep directory
+and drawn in ``results.png`` (the metric against each parameter, and all runs in parallel
+coordinates: ``plots/sweep.py``); ``--dir`` an existing sweep directory continues that sweep.
 
     python -m dgmlab.sweep sweeps/vae_beta_bayes.yaml --count 8 trainer.max_steps=500
     python -m dgmlab.sweep sweeps/ddpm_beta_grid.yaml --dry-run     # the commands, each config composed
@@ -38,7 +39,7 @@ from .run.layout import RunDir
 
 # The sweep file's command macros that a local run understands (W&B's agent has the same meanings).
 MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}")
-RESULTS, RUNS = "results.csv", "runs.jsonl"
+RESULTS, RUNS, PICTURE = "results.csv", "runs.jsonl", "results.png"
 
 
 def import_engine():
@@ -263,6 +264,20 @@ def write_results(sweep: Sweep) -> Path:
     return path
 
 
+def write_picture(sweep: Sweep) -> Path | None:
+    """``results.png``; a picture that cannot be drawn is a warning, never the end of a sweep."""
+    from .plots.sweep import write_results_picture  # matplotlib only once there are results
+
+    path = sweep.directory / PICTURE
+    try:
+        runs = [(t.params, t.metric if t.state == "finished" else None) for t in sweep.trials]
+        parameters = sweep.config.get("parameters", {})
+        return write_results_picture(runs, parameters, sweep.metric, sweep.maximize, path, title=sweep.path.stem)
+    except Exception as e:
+        print(f"warning: {path} not drawn: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return None
+
+
 def print_table(sweep: Sweep) -> None:
     with open(sweep.directory / RESULTS, newline="") as f:
         rows = [row[:-1] for row in csv.reader(f)]  # without run_dir
@@ -343,8 +358,9 @@ def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
         sweep.trials.append(trial)
         record(sweep, trial)
         write_results(sweep)
+        write_picture(sweep)
     if sweep.trials:
-        print(f"\n{len(sweep.trials)} runs, best first ({sweep.directory / RESULTS}):")
+        print(f"\n{len(sweep.trials)} runs, best first ({sweep.directory / RESULTS}; {PICTURE} beside it):")
         print_table(sweep)
     return sweep
 
