@@ -1,4 +1,5 @@
-"""Loggers that continue a resumed run: the CSV file is appended to, the W&B run keeps its id.
+"""Loggers that continue a resumed run: the CSV file is appended to, the W&B and MLflow runs keep
+their ids, TensorBoard writes into the same folder.
 
 What a logger of a run can take part in (a Lightning ``Logger`` subclass, named in conf/logger/):
 
@@ -9,24 +10,32 @@ What a logger of a run can take part in (a Lightning ``Logger`` subclass, named 
 - The sweep runner and the run summary read metrics from the CSV logger's file, so every logger
   config includes ``logger/csv.yaml`` (its path: ``layout.RunDir.metrics_file``).
 
-A logger without the first two still works; it only misses those.
+A logger without the first two still works; it only misses those. A tracker whose package is an
+optional extra (TensorBoard, MLflow) refuses to start without it, in one line naming the extra.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import os
 import secrets
 import string
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from PIL import Image
 
+from ..core.errors import ConfigError
 from .layout import RunDir
 
 
@@ -97,3 +106,117 @@ def run_id(run_dir: Path) -> str:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(new_id + "\n")
     return new_id
+
+
+def require_extra(module: str, logger: str) -> None:
+    """A ConfigError naming the extra to install when ``module`` (that extra's package) is missing."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f'logger={logger} needs the {logger} extra: pip install "dgmlab[{logger}]"') from None
+
+
+def as_text(config: dict) -> str:
+    """The resolved config as YAML, indented as a Markdown code block (TensorBoard's text tab)."""
+    return "\n".join("    " + line for line in yaml.safe_dump(config, sort_keys=False).splitlines())
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoardLogger, one folder a run (``version=""``): a resumed run writes into the
+    same folder, so TensorBoard shows one run, and a run resumed from an earlier checkpoint tells
+    TensorBoard to drop what the interrupted run logged from that step on (``purge_step``). The
+    resolved config goes to the text tab as well as the hparams tab; sample grids to the images tab."""
+
+    def __init__(self, save_dir: str, name: str = "tensorboard", version: str = "", **kwargs: Any):
+        require_extra("tensorboard", "tensorboard")
+        kwargs.setdefault("default_hp_metric", False)  # no placeholder hp_metric of -1
+        super().__init__(save_dir=save_dir, name=name, version=version, **kwargs)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, metrics: Any = None) -> None:
+        super().log_hyperparams(params, metrics)
+        if isinstance(params, dict):
+            self.experiment.add_text("config", as_text(params))
+
+    @rank_zero_only
+    def log_image(self, key: str, images: list, step: int | None = None) -> None:
+        for image in images:
+            with Image.open(image) as picture:
+                pixels = np.asarray(picture.convert("RGB"))
+            self.experiment.add_image(key, pixels, global_step=step, dataformats="HWC")
+
+    @rank_zero_only
+    def drop_rows_from(self, step: int) -> None:
+        if self._experiment is not None:
+            self._experiment.close()
+            self._experiment = None
+        self._kwargs["purge_step"] = step  # the next writer's first event: TensorBoard drops steps >= step
+
+
+class MLFlowLogger(LightningMLFlowLogger):
+    """Lightning's MLFlowLogger with a run that belongs to the run directory: its id is kept in the run
+    directory's id file (``layout.py``), so a resumed run logs into the same MLflow run (set running
+    again). The resolved config goes in as parameters (MLflow keeps a parameter's first value, so a
+    resumed run adds only new ones) and as the artifact ``config.yaml`` (the newest); sample grids as
+    artifacts under their key (``samples/step_000100.png``). A local file store (``file:...``) is
+    allowed explicitly: MLflow 3 refuses one unless ``MLFLOW_ALLOW_FILE_STORE`` is set."""
+
+    def __init__(self, run_dir: str, tracking_uri: str, experiment_name: str = "dgmlab", **kwargs: Any):
+        require_extra("mlflow", "mlflow")
+        if tracking_uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self._id_file = RunDir.at(run_dir).mlflow_id_file
+        stored = self._id_file.read_text().strip() if self._id_file.is_file() else None
+        super().__init__(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=stored, **kwargs)
+        self._resumed = stored is not None
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if not self._initialized and self._run_id is None and self._experiment_id is None:
+            self._experiment_id = self._find_or_create_experiment()
+        client = LightningMLFlowLogger.experiment.fget(self)
+        if not self._id_file.is_file():
+            self._id_file.parent.mkdir(parents=True, exist_ok=True)
+            self._id_file.write_text(self._run_id + "\n")
+        elif self._resumed:
+            self._resumed = False
+            client.update_run(self._run_id, status="RUNNING")
+        return client
+
+    def _find_or_create_experiment(self) -> str:
+        """The experiment's id; two runs starting together may both try to create it."""
+        from mlflow.exceptions import MlflowException
+
+        for _ in range(2):
+            found = self._mlflow_client.get_experiment_by_name(self._experiment_name)
+            if found is not None and found.lifecycle_stage != "deleted":
+                return found.experiment_id
+            try:
+                return self._mlflow_client.create_experiment(self._experiment_name, self._artifact_location)
+            except MlflowException:  # created meanwhile by another run: look again
+                continue
+        raise ConfigError(f"logger.mlflow: cannot create the MLflow experiment {self._experiment_name!r}")
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        if isinstance(params, dict):
+            self.experiment.log_text(self.run_id, yaml.safe_dump(params, sort_keys=False), "config.yaml")
+            logged = self.experiment.get_run(self.run_id).data.params
+            params = {k: v for k, v in flatten_config(params).items() if k not in logged}
+        super().log_hyperparams(params)
+
+    @rank_zero_only
+    def log_image(self, key: str, images: list, step: int | None = None) -> None:
+        for image in images:
+            self.experiment.log_artifact(self.run_id, str(image), artifact_path=key)
+
+
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``, as Lightning flattens hyperparameters."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten_config(value, f"{prefix}/{key}" if prefix else str(key)))
+    return flat
