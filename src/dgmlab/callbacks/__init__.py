@@ -2,8 +2,9 @@
 
 from .curves import Curves
 from .fid import FIDCallback
+from .loss_trend import LossTrend
 from .progress import StepProgressBar
 from .sample_grid import SampleGrid
 from .vae_figures import VAEFigures
 
-__all__ = ["SampleGrid", "VAEFigures", "FIDCallback", "StepProgressBar", "Curves"]
+__all__ = ["SampleGrid", "VAEFigures", "FIDCallback", "StepProgressBar", "Curves", "LossTrend"]
