@@ -30,8 +30,10 @@ import _common as bench  # noqa: E402
 RUNS = [("ddpm", None), ("ddim", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10)]
 
 
-def score(images, cfg, cache_dir: str) -> tuple[float, float, float]:
-    """(seconds to load lenet and the cached val statistics, seconds to score ``images``, FID)."""
+def lenet_scorer(cfg, cache_dir: str, timings: dict | None = None):
+    """A function scoring uint8 images by lenet FID/KID against ``cfg``'s data set's val split (the
+    scoring of ``python -m dgmlab.evaluate``); ``timings["setup"]``: seconds to load lenet and the
+    cached val statistics."""
     datamodule = instantiate(OmegaConf.create(cfg.dataset))
     datamodule.setup()
     settings = bench.compose("evaluate").eval
@@ -47,10 +49,19 @@ def score(images, cfg, cache_dir: str) -> tuple[float, float, float]:
     reference = load_or_compute_reference(
         datamodule.splits.val, datamodule.name, "val", net, cache_dir, log=lambda *_: None
     )
-    setup = time.perf_counter() - start
+    if timings is not None:
+        timings["setup"] = time.perf_counter() - start
+    kid = KIDSettings(**OmegaConf.to_container(settings.kid))
+    return lambda images: score_features(net(images).numpy(), reference, kid)
+
+
+def score(images, cfg, cache_dir: str) -> tuple[float, float, float]:
+    """(seconds to load lenet and the cached val statistics, seconds to score ``images``, FID)."""
+    timings = {}
+    scorer = lenet_scorer(cfg, cache_dir, timings)
     start = time.perf_counter()
-    scores = score_features(net(images).numpy(), reference, KIDSettings(**OmegaConf.to_container(settings.kid)))
-    return setup, time.perf_counter() - start, scores.fid
+    scores = scorer(images)
+    return timings["setup"], time.perf_counter() - start, scores.fid
 
 
 def main() -> None:

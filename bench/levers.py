@@ -1,15 +1,21 @@
 """What each speed lever of the default DDPM buys, side by side in one process (not a test).
 
-    python bench/levers.py [--steps 15] [--warmup 3] [--rounds 2] [--compile]
+    python bench/levers.py [--steps 15] [--warmup 3] [--rounds 2] [--compile] [--variants NAME ...] [--precision auto]
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python bench/levers.py     # as on an AVX2-only CPU
 
 Times one training step (forward, backward, clipping, optimiser, EMA: the plain loop of
 ``train_throughput.py``) of the shipped default DDPM and of variants that each change one
-thing: the network of dgmlab 0.1, its upsampling convolutions, 2x2 patches, the channels-last
-layout, a non-foreach Adam, and bf16 autocast, each in fp32 and in the precision ``auto``
-picks. Variants run in turn, ``--rounds`` times, each keeping its best round; the last line
+thing: the default of November 2026 (``experiment=ddpm_nov2026``: batch 64 and self-attention in
+the 7x7 blocks) and each of those two changes alone, the network of dgmlab 0.1, its upsampling
+convolutions, 2x2 patches, the channels-last layout, a non-foreach Adam, and bf16 autocast, each
+in fp32 and in the precision ``auto`` picks. Times are per optimiser step, and a run takes
+``trainer.max_steps`` of them at any batch size.
+Variants run in turn, ``--rounds`` times, each keeping its best round; the last line
 gives every variant's step time over the default's (> 1: slower than the default).
-``--compile`` adds ``torch.compile`` of the network, with its compile time.
+``--compile`` adds ``torch.compile`` of the network, with its compile time. Inductor keeps what it
+compiled in its cache on disk (``TORCHINDUCTOR_CACHE_DIR``, default under /tmp), so a second
+process compiles the same network faster: run ``--compile --variants default`` twice to see both
+compile times.
 """
 
 from __future__ import annotations
@@ -25,8 +31,12 @@ from train_throughput import plain_step  # noqa: E402
 import _common as bench  # noqa: E402
 
 V01_NETWORK = ["model.network.base_channels=32", "model.network.narrow_upsample=false"]
+NOV2026 = ["dataset.batch_size=64", "model.network.attention_resolutions=[7]"]  # experiment=ddpm_nov2026's step
 VARIANTS = {  # name: (config overrides, precision: None = the one measured)
     "default": ([], None),
+    "nov2026_default": (NOV2026, None),
+    "batch_64": (NOV2026[:1], None),
+    "attention_at_7x7": (NOV2026[1:], None),
     "v01_network": (V01_NETWORK, None),
     "v01_network_narrow_upsample": (["model.network.base_channels=32"], None),
     "patch_2x2_48ch": (
@@ -51,7 +61,7 @@ def measure(precision: str, args, splits) -> dict[str, float]:
     best: dict[str, float] = {}
     for _ in range(args.rounds):
         for name, (overrides, forced) in VARIANTS.items():
-            if forced and forced == precision:
+            if name not in args.variants or (forced and forced == precision):
                 continue  # the same as "default" in that precision
             cfg = bench.compose("train", overrides)
             step = plain_step(cfg, forced or precision, splits)
@@ -71,13 +81,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"])
     bench.add_json_arg(parser, "levers")
     args = parser.parse_args()
     cpu = bench.describe_cpu()
     bench.print_cpu(cpu)
     splits = bench.mnist_5k_splits()
     results, rows, ratios = {}, [], {}
-    for precision in bench.precisions_to_measure("auto"):
+    args.variants = ["default", *(v for v in args.variants if v != "default")]  # the ratios' reference
+    for precision in bench.precisions_to_measure(args.precision):
         times = results[precision] = measure(precision, args, splits)
         suffix = "" if precision == bench.auto_precision().precision else f"_{bench.short(precision)}"
         for name, seconds in times.items():

@@ -19,11 +19,16 @@ The loops run in turn, ``--rounds`` times, and each keeps its best round. Model 
 come from ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions, forward and
 backward); divided by the Lightning step time they give FLOP/s, reported as a fraction of this
 CPU's matrix-multiply peak measured here with 2048x2048 products (fp32, and bf16 for bf16-mixed).
+That peak is a product no small network reaches; the kernel floor is the limit this step can reach:
+every convolution, matrix product and attention kernel of one step recorded with its shapes and
+dtypes, each replayed alone and summed (``bench/_kernel_floor.py``). ``--no-peers`` measures our
+two loops and the floor only.
 
 ``--precision auto`` (default) measures fp32 and the precision ``precision: auto`` picks here (once
 if that is fp32). The last line holds the ratios for auto's pick, and ``*_fp32`` ones if it differs:
 ``lightning_vs_plain`` = plain time / Lightning time (> 1: Lightning faster); ``vs_diffusers``,
-``vs_lucidrains`` = our Lightning images/s / theirs; ``fraction_of_peak``.
+``vs_lucidrains`` = our Lightning images/s / theirs; ``fraction_of_peak``; ``step_over_kernel_floor`` =
+the Lightning step time / the kernel floor (1 would be a step that is nothing but its kernels).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from dgmlab.nn import ema_decay, ema_update  # noqa: E402
 from dgmlab.run.training import train  # noqa: E402
 
 import _common as bench  # noqa: E402
+from _kernel_floor import floor_seconds, record  # noqa: E402
 
 LOOPS = ("lightning", "plain", "diffusers", "lucidrains")
 
@@ -177,11 +183,20 @@ def training_flops(cfg, precision: str) -> int:
     return counter.get_total_flops()
 
 
+def kernel_floor(cfg, precision: str, splits) -> tuple[float, dict[str, float]]:
+    """Seconds per step of the default step's own convolutions and matrix products, each replayed
+    alone at its shapes and dtypes (bench/_kernel_floor.py), and those seconds by operator."""
+    step = plain_step(cfg, precision, splits)
+    step()  # the first step allocates Adam's state: record a steady one
+    return floor_seconds(record(step))
+
+
 def measure(cfg, peers: dict, precision: str, args, splits) -> dict[str, float]:
     """Best seconds per step of every loop over ``args.rounds`` rounds, loops in turn."""
     best = {}
+    loops = [name for name in LOOPS if name in peers or name in ("lightning", "plain")]
     for round_index in range(args.rounds):
-        for name in LOOPS:
+        for name in loops:
             if name == "lightning":
                 seconds = lightning_seconds(precision, args.warmup, args.steps)
             else:
@@ -211,6 +226,7 @@ def main() -> None:
     parser.add_argument("--peer-steps", type=int, default=20, help="timed steps of the peers (several times slower)")
     parser.add_argument("--rounds", type=int, default=2, help="repeats of all loops in turn; each loop keeps its best")
     parser.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"])
+    parser.add_argument("--no-peers", action="store_true", help="only our loops and the kernel floor (~1 min each)")
     bench.add_json_arg(parser, "train_throughput")
     args = parser.parse_args()
 
@@ -220,8 +236,10 @@ def main() -> None:
     batch = cfg.dataset.batch_size
     ours = bench.count_params(bench.instantiate_network(cfg))
     shape = bench.network_shape(cfg)
-    peers = {"diffusers": bench.matched_diffusers(shape, ours), "lucidrains": bench.matched_lucidrains(shape, ours)}
-    print(bench.peer_table(ours, list(peers.values()), shape.image_size), "\n", flush=True)
+    peers = {}
+    if not args.no_peers:
+        peers = {"diffusers": bench.matched_diffusers(shape, ours), "lucidrains": bench.matched_lucidrains(shape, ours)}
+        print(bench.peer_table(ours, list(peers.values()), shape.image_size), "\n", flush=True)
     splits = bench.mnist_5k_splits()
 
     precisions = bench.precisions_to_measure(args.precision)
@@ -229,16 +247,19 @@ def main() -> None:
     results, rows, ratios = {}, [], {}
     for precision in precisions:
         seconds = measure(cfg, peers, precision, args, splits)
+        floor, floor_by_op = kernel_floor(cfg, precision, splits)
         flops = training_flops(cfg, precision)
         achieved = flops / seconds["lightning"]
         results[precision] = {
             "seconds_per_step": seconds,
+            "kernel_floor_seconds": floor,
+            "kernel_floor_by_op": floor_by_op,
             "flops_per_step": flops,
             "flops_per_second": achieved,
             "matmul_peak": peaks[precision],
             "fraction_of_peak": achieved / peaks[precision],
         }
-        for name in LOOPS:
+        for name in seconds:
             rows.append(
                 [
                     bench.short(precision),
@@ -252,9 +273,9 @@ def main() -> None:
         ratios.update(
             {
                 f"lightning_vs_plain{suffix}": seconds["plain"] / seconds["lightning"],
-                f"vs_diffusers{suffix}": seconds["diffusers"] / seconds["lightning"],
-                f"vs_lucidrains{suffix}": seconds["lucidrains"] / seconds["lightning"],
+                **{f"vs_{peer}{suffix}": seconds[peer] / seconds["lightning"] for peer in peers},
                 f"fraction_of_peak{suffix}": achieved / peaks[precision],
+                f"step_over_kernel_floor{suffix}": seconds["lightning"] / floor,
             }
         )
 
@@ -266,7 +287,15 @@ def main() -> None:
     print(
         "\n"
         + bench.markdown_table(
-            ["precision", "model GFLOP/step", "GFLOP/s (lightning)", "matmul peak GFLOP/s", "fraction of peak"],
+            [
+                "precision",
+                "model GFLOP/step",
+                "GFLOP/s (lightning)",
+                "matmul peak GFLOP/s",
+                "fraction of peak",
+                "kernel floor ms/step (conv, mm, attention alone)",
+                "lightning step / kernel floor",
+            ],
             [
                 [
                     bench.short(p),
@@ -274,6 +303,10 @@ def main() -> None:
                     f"{r['flops_per_second'] / 1e9:.1f}",
                     f"{r['matmul_peak'] / 1e9:.1f}",
                     f"{r['fraction_of_peak']:.1%}",
+                    f"{r['kernel_floor_seconds'] * 1000:.1f} ("
+                    + ", ".join(f"{op} {t * 1000:.0f}" for op, t in sorted(r["kernel_floor_by_op"].items()))
+                    + ")",
+                    f"{r['seconds_per_step']['lightning'] / r['kernel_floor_seconds']:.2f}",
                 ]
                 for p, r in results.items()
             ],

@@ -15,6 +15,7 @@ from dgmlab.diffusion import (
     Sampler,
     SamplingOptions,
     ancestral_sample,
+    diffusion_loss,
     eps_from_x0,
     loss_weight,
     make_denoiser,
@@ -24,6 +25,7 @@ from dgmlab.diffusion import (
     q_step,
     register,
     sample,
+    timestep_distribution,
     timestep_sequence,
     v_target,
     x0_and_eps,
@@ -179,6 +181,33 @@ def test_min_snr_weights_are_finite_where_snr_is_zero_or_huge():
     assert loss_weight(s, "eps", t, "min_snr")[0].item() == pytest.approx(5 / s.snr[0].item(), rel=1e-5)
     assert loss_weight(s, "x0", t, "min_snr")[2].item() == 0.0  # SNR 0: no x0 information at all
     assert torch.equal(loss_weight(s, "eps", t, "uniform"), torch.ones(3))
+
+
+def test_the_log_normal_timestep_distribution_follows_the_noise_level():
+    s = make_schedule("linear", 1000)
+    assert torch.equal(timestep_distribution(s, "uniform"), torch.full((1000,), 1e-3, dtype=torch.float64))
+    p = timestep_distribution(s, "log_normal", mean=-1.2, std=1.2, uniform_fraction=0.1)
+    assert p.sum().item() == pytest.approx(1.0) and (p >= 0.1 / 1000).all()  # every t keeps its uniform share
+    log_sigma = -0.5 * s.snr.double().log()
+    # the median of log sigma under p is the normal's mean (the uniform tenth moves it a little)
+    median_t = int(torch.searchsorted(p.cumsum(0), torch.tensor(0.5, dtype=torch.float64)))
+    assert log_sigma[median_t].item() == pytest.approx(-1.2, abs=0.15)
+    without = timestep_distribution(s, "log_normal", uniform_fraction=0.0)
+    # beyond 3 std above the mean: the normal's tail, 0.135% (up to the interval at the edge)
+    assert without[log_sigma > -1.2 + 3 * 1.2].sum().item() == pytest.approx(0.00135, abs=2e-4)
+    zero_snr = timestep_distribution(make_schedule("linear", 1000, zero_terminal_snr=True), "log_normal")
+    assert torch.isfinite(zero_snr).all() and zero_snr.sum().item() == pytest.approx(1.0)
+
+
+def test_the_loss_draws_t_from_the_given_distribution():
+    s = make_schedule("linear", 100)
+    only_t7 = torch.zeros(100)
+    only_t7[7] = 1.0
+    seen = []
+    diffusion_loss(
+        s, lambda x, t: seen.append(t) or torch.zeros_like(x), torch.zeros(16, 1, 4, 4), timestep_probs=only_t7
+    )
+    assert torch.equal(seen[0], torch.full((16,), 7))
 
 
 def test_timestep_sequences():

@@ -14,6 +14,7 @@ from .schedules import NoiseSchedule
 
 PREDICTIONS = ("eps", "x0", "v")
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
+TIMESTEP_DISTRIBUTIONS = ("uniform", "log_normal")
 
 
 def gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -109,6 +110,33 @@ def loss_weight(schedule: NoiseSchedule, prediction: str, t: torch.Tensor, weigh
     return clipped / (snr + 1)
 
 
+def timestep_distribution(
+    schedule: NoiseSchedule,
+    distribution: str = "uniform",
+    mean: float = -1.2,
+    std: float = 1.2,
+    uniform_fraction: float = 0.1,
+) -> torch.Tensor:
+    """p(t) over the T training timesteps, for the loss's draw of t.
+
+    uniform: 1/T (Ho et al. 2020). log_normal (Karras et al. 2022, "EDM"): the noise level
+    sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) = SNR_t^(-1/2) is log-normal,
+    log sigma ~ N(mean, std^2), each t taking the probability of the log-sigma interval around it;
+    mixed with ``uniform_fraction`` of the uniform distribution so that every t, the nearly pure
+    noise of the first sampling steps included, is still trained. With the linear schedule about
+    half of the uniform draws have SNR < 0.1, where x_t is nearly all noise; EDM's default
+    (mean -1.2, std 1.2) centres the draws at SNR 11.
+    """
+    T = schedule.timesteps
+    uniform = torch.full((T,), 1.0 / T, dtype=torch.float64)
+    if distribution == "uniform":
+        return uniform
+    log_sigma = -0.5 * schedule.snr.double().log()  # rises with t; +inf where SNR is 0
+    edges = torch.distributions.Normal(mean, std).cdf((log_sigma[1:] + log_sigma[:-1]) / 2)
+    interval = torch.cat([edges.new_zeros(1), edges, edges.new_ones(1)]).diff()
+    return (1 - uniform_fraction) * interval + uniform_fraction * uniform
+
+
 def diffusion_loss(
     schedule: NoiseSchedule,
     model,
@@ -117,10 +145,16 @@ def diffusion_loss(
     weighting: str = "uniform",
     min_snr_gamma: float = 5.0,
     generator=None,
+    timestep_probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """E_{t, eps} w(t) || target - model(x_t, t) ||^2 with t uniform; for eps and uniform
-    weighting this is L_simple (Ho et al. 2020): || eps - eps_theta(x_t, t) ||^2."""
-    t = torch.randint(0, schedule.timesteps, (x0.shape[0],), device=x0.device, generator=generator)
+    """E_{t, eps} w(t) || target - model(x_t, t) ||^2 with t uniform, or drawn from ``timestep_probs``
+    (:func:`timestep_distribution`); for eps, uniform t and uniform weighting this is L_simple
+    (Ho et al. 2020): || eps - eps_theta(x_t, t) ||^2."""
+    n = x0.shape[0]
+    if timestep_probs is None:
+        t = torch.randint(0, schedule.timesteps, (n,), device=x0.device, generator=generator)
+    else:
+        t = torch.multinomial(timestep_probs, n, replacement=True, generator=generator).to(x0.device)
     eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     target = training_target(schedule, prediction, x0, t, eps)
     per_sample = (model(q_sample(schedule, x0, t, eps), t).float() - target.float()).pow(2).flatten(1).mean(1)

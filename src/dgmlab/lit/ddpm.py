@@ -12,12 +12,14 @@ from ..core.seeding import image_indices
 from ..diffusion import (
     LOSS_WEIGHTINGS,
     PREDICTIONS,
+    TIMESTEP_DISTRIBUTIONS,
     NoiseSchedule,
     ResolvedSampling,
     SamplingOptions,
     diffusion_loss,
     make_denoiser,
     sample,
+    timestep_distribution,
 )
 from ..diffusion.likelihood import variational_bound
 from ..nn import ema_decay, ema_update
@@ -29,7 +31,8 @@ class DDPM(GenerativeModule):
     """DDPM (Ho et al. 2020) with an EMA copy of the network for sampling and evaluation.
 
     ``prediction`` is what the network outputs (eps, x0 or v); ``loss_weighting`` is uniform
-    or min_snr. With ``class_conditional``, labels are dropped with probability
+    or min_snr; ``training_timesteps`` the distribution of t in the loss (uniform, or log-normal in
+    the noise level: :func:`~dgmlab.diffusion.process.timestep_distribution`). With ``class_conditional``, labels are dropped with probability
     ``label_dropout`` in training so that sampling can use classifier-free guidance.
     ``sampling`` holds the default sampler settings (sampler, steps, eta, guidance, ...).
     ``clip_denoised`` clips each step's estimate of x_0 to [-1, 1], where pixels lie.
@@ -59,10 +62,15 @@ class DDPM(GenerativeModule):
         name: str = "ddpm",
         lr_decay: str = "constant",
         lr_final_fraction: float = 0.1,
+        training_timesteps: dict | None = None,
     ):
         super().__init__(optimizer, pixel_range, warmup_steps, lr_decay, lr_final_fraction)
         choice(prediction, "model.prediction", PREDICTIONS)
         choice(loss_weighting, "model.loss_weighting", LOSS_WEIGHTINGS)
+        training_timesteps = dict(training_timesteps or {"distribution": "uniform"})
+        choice(training_timesteps.get("distribution"), "model.training_timesteps.distribution", TIMESTEP_DISTRIBUTIONS)
+        if not 0 <= training_timesteps.get("uniform_fraction", 0.1) <= 1:
+            raise ConfigError("model.training_timesteps.uniform_fraction must lie in [0, 1]")
         if prediction == "eps" and schedule.alphas_cumprod[-1] == 0:
             raise ConfigError(
                 "schedule.zero_terminal_snr=true needs model.prediction=v or x0 (eps cannot give x0 at SNR 0)"
@@ -76,6 +84,11 @@ class DDPM(GenerativeModule):
         self.loss_weighting, self.min_snr_gamma = loss_weighting, min_snr_gamma
         self.class_conditional, self.label_dropout = class_conditional, label_dropout
         self.ema_max_decay, self.clip_denoised = ema_decay, clip_denoised
+        # p(t) of the loss (uniform: None, torch.randint), a buffer so that it follows the module's device
+        probs = timestep_distribution(schedule, **training_timesteps).float()
+        self.register_buffer(
+            "timestep_probs", None if training_timesteps["distribution"] == "uniform" else probs, False
+        )
         # The defaults of sample grids, sample.py and FID, checked here where the model config arrives.
         self.sampling = SamplingOptions.from_settings(sampling).resolve(schedule.timesteps, prefix="model.sampling.")
 
@@ -89,6 +102,7 @@ class DDPM(GenerativeModule):
             self.loss_weighting,
             self.min_snr_gamma,
             generator,
+            self.timestep_probs,
         )
 
     def _training_labels(self, labels, generator):

@@ -1,0 +1,96 @@
+"""FID against the number of network evaluations (NFE), for each sampler of one checkpoint (not a test).
+
+    python bench/fid_per_nfe.py RUN_DIR/checkpoints/last.ckpt [--n 1000] [--steps 10 20 50 100]
+
+Draws --n images (seed 0, image i from its own seed as in ``sample.py``, batches of 250) with each
+sampler at each number of steps, in the precision ``auto`` picks, and scores every set by lenet FID
+and KID against the data set's val split, the scoring of ``python -m dgmlab.evaluate``. The
+samplers: DDIM deterministic (eta 0), DDIM with eta 1 (ancestral-like: DDPM's posterior noise on a
+coarser grid of steps) and DPM-Solver++(2M); ``--ancestral`` adds the T-step ancestral sampler
+(T network evaluations, once). Each of these samplers takes one network evaluation per step.
+
+The choice it prints is the rule the shipped defaults follow (model.sampling, the FID callback and
+the sample grid): among every setting measured, the one with the fewest network evaluations whose
+FID is within ``--tolerance`` (5%) of the lowest FID of the table. Ratios: ``chosen_nfe`` and
+``chosen_fid``, and ``fid_<sampler>_<steps>`` for every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_speed import lenet_scorer  # noqa: E402
+
+from dgmlab.lit import load_model  # noqa: E402
+
+import _common as bench  # noqa: E402
+
+SAMPLERS = {  # row name: sampler settings
+    "ddim": {"sampler": "ddim", "eta": 0.0},
+    "ddim_eta1": {"sampler": "ddim", "eta": 1.0},
+    "dpmpp_2m": {"sampler": "dpmpp_2m"},
+}
+
+
+def choose(rows: list[dict], tolerance: float) -> dict:
+    """The row with the fewest network evaluations whose FID is within ``tolerance`` of the best."""
+    best = min(row["fid"] for row in rows)
+    return min((row for row in rows if row["fid"] <= best * (1 + tolerance)), key=lambda row: (row["nfe"], row["fid"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("ckpt", type=Path)
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100])
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument("--ancestral", action="store_true", help="also the T-step ancestral sampler")
+    parser.add_argument("--tolerance", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"])
+    parser.add_argument("--cache-dir", default=str(bench.REPO / ".dgmlab_cache"))
+    bench.add_json_arg(parser, "fid_per_nfe")
+    args = parser.parse_args()
+    bench.print_cpu(bench.describe_cpu())
+    precision = bench.auto_precision().precision if args.precision == "auto" else args.precision
+    model, cfg = load_model(args.ckpt)
+    score = lenet_scorer(cfg, args.cache_dir)
+
+    settings = [(name, steps, SAMPLERS[name]) for name in args.samplers for steps in args.steps]
+    if args.ancestral:
+        settings.append(("ddpm", model.schedule.timesteps, {"sampler": "ddpm"}))
+    rows = []
+    for name, steps, options in settings:
+        options = options if name == "ddpm" else {**options, "steps": steps}
+        images, seconds = bench.sample_uint8(model, args.n, args.seed, precision, 250, **options)
+        scores = score(images)
+        rows.append(
+            {"sampler": name, "steps": steps, "nfe": steps, "fid": scores.fid, "kid": scores.kid, "seconds": seconds}
+        )
+        print(f"  {name} {steps}: FID {scores.fid:.3f}, {seconds:.0f} s", flush=True)
+
+    chosen = choose(rows, args.tolerance)
+    print(f"\n{args.n} samples per setting, seed {args.seed}, {bench.short(precision)}, lenet features, val split:\n")
+    print(
+        bench.markdown_table(
+            ["sampler", "steps = NFE", "lenet FID", "KID", "seconds"],
+            [[r["sampler"], r["steps"], f"{r['fid']:.3f}", f"{r['kid']:.4f}", f"{r['seconds']:.0f}"] for r in rows],
+        )
+    )
+    print(
+        f"\nchosen (fewest NFE within {args.tolerance:.0%} of the best FID): {chosen['sampler']} with "
+        f"{chosen['steps']} steps, FID {chosen['fid']:.3f}"
+    )
+    ratios = {"chosen_nfe": chosen["nfe"], "chosen_fid": chosen["fid"]}
+    ratios.update({f"fid_{r['sampler']}_{r['steps']}": r["fid"] for r in rows})
+    bench.write_json(
+        args.json, {"ckpt": str(args.ckpt), "precision": precision, "n": args.n, "rows": rows, "chosen": chosen}
+    )
+    print(bench.ratio_line(ratios))
+
+
+if __name__ == "__main__":
+    main()

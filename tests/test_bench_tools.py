@@ -1,0 +1,67 @@
+"""The measuring tools of bench/ that a figure in the docs rests on: the kernel floor records the
+convolutions and matrix products a step really runs (forward and backward, in the dtype autocast
+gives them) and replays them; the FID-per-NFE rule picks the fewest network evaluations within its
+tolerance of the best FID."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+from _kernel_floor import floor_seconds, record  # noqa: E402
+from fid_per_nfe import choose  # noqa: E402
+
+
+def small_step(dtype: torch.dtype | None = None):
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.SiLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    x = torch.randn(5, 1, 6, 6)
+
+    def step():
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            loss = net(x).float().square().mean()
+        loss.backward()
+
+    return step
+
+
+def test_the_floor_records_every_kernel_of_forward_and_backward_once_per_call():
+    calls = record(small_step())
+    names = sorted(func.__name__ for func, _, _ in calls)
+    # the linear layer: addmm forward, two products backward (the input's and the weight's gradients)
+    assert names == ["addmm.default", "convolution.default", "convolution_backward.default", "mm.default", "mm.default"]
+    assert all(count == 1 for count in calls.values())
+    conv = next(args for func, args, _ in calls if func.__name__ == "convolution.default")
+    assert conv[0][0] == (5, 1, 6, 6)  # the input's shape, as the step ran it
+
+    twice = record(lambda: (small_step()(), small_step()()))
+    assert sum(twice.values()) == 2 * sum(calls.values()) and len(twice) == len(calls)
+
+
+def test_under_autocast_the_floor_replays_the_kernels_in_bf16():
+    calls = record(small_step(torch.bfloat16))
+    conv = next(args for func, args, _ in calls if func.__name__ == "convolution.default")
+    assert conv[0][2] == torch.bfloat16 and conv[1][2] == torch.bfloat16  # input and weight
+
+
+def test_the_floor_sums_positive_times_by_operator():
+    total, by_op = floor_seconds(record(small_step()), repeats=2)
+    assert total > 0 and set(by_op) == {"addmm", "convolution", "convolution_backward", "mm"}
+    assert sum(by_op.values()) == pytest.approx(total)
+
+
+def test_the_sampler_choice_is_the_fewest_evaluations_within_the_tolerance():
+    rows = [
+        {"sampler": "ddim", "nfe": 10, "fid": 2.0},
+        {"sampler": "ddim", "nfe": 50, "fid": 1.05},
+        {"sampler": "dpmpp_2m", "nfe": 20, "fid": 1.04},
+        {"sampler": "ddim", "nfe": 100, "fid": 1.0},
+    ]
+    assert choose(rows, tolerance=0.05)["sampler"] == "dpmpp_2m"
+    assert choose(rows, tolerance=0.0)["nfe"] == 100
+    assert choose(rows, tolerance=1.5)["nfe"] == 10
