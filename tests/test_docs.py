@@ -116,7 +116,7 @@ COMMANDS = doc_commands()
 
 def test_the_docs_have_commands_of_every_program():
     programs = {c.program for c in COMMANDS}
-    assert {"train", "sample", "dgmlab.evaluate", "dgmlab.sweep"} <= programs, programs
+    assert {"train", "sample", "dgmlab.evaluate", "dgmlab.sweep", "dgmlab.runs"} <= programs, programs
     assert any(p.startswith("bench/") for p in programs), programs
 
 

@@ -57,6 +57,11 @@ class Run:
 
 
 # --- finding runs ----------------------------------------------------------------------------------
+def files_of(path: Path) -> RunDir:
+    """The run directory ``path`` for its fixed file names (status, overrides): no config is read."""
+    return RunDir(root=path, checkpoints=path / "checkpoints", metrics_file=None)
+
+
 def is_run(path: Path) -> bool:
     return (path / STATUS_FILE).is_file() or (path / CONFIG_FILE).is_file() or (path / OVERRIDES_FILE).is_file()
 
@@ -82,7 +87,7 @@ def read_run(path: Path) -> Run:
     run = Run(path=path)
     broken = ""
     try:
-        status = run_status.read(RunDir(root=path, checkpoints=path, metrics_file=None))
+        status = run_status.read(files_of(path))
     except (OSError, ValueError) as e:
         status, broken = None, f"{STATUS_FILE}: {one_line(e)}"
     try:
@@ -114,8 +119,7 @@ def from_status(run: Run, status: dict[str, Any]) -> None:
 
 def from_config(run: Run) -> None:
     """A run without ``status.json``: from before dgmlab wrote one, or stopped before training."""
-    layout = RunDir(root=run.path, checkpoints=run.path, metrics_file=None)
-    run.overrides = run_status.settings(layout.stored_overrides())
+    run.overrides = run_status.settings(files_of(run.path).stored_overrides())
     config_file = run.path / CONFIG_FILE
     run.started = short_time(datetime.fromtimestamp(run.path.stat().st_mtime).isoformat())
     if not config_file.is_file():
