@@ -1,5 +1,5 @@
 """Debug modes (issue 22): ``debug=fast``, ``debug=overfit``, ``debug=profile`` and ``debug=anomaly``
-through the real train.py, on the one-minute smoke model."""
+through the real train.py, on the one-minute smoke model (profile and anomaly: -m slow)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import re
 
 import lightning as L
+import pytest
 import torch
 
 from conftest import run_program
@@ -37,6 +38,7 @@ def test_overfit_fits_one_batch_and_reports_the_first_and_last_loss(tmp_path):
     assert not list(run_dir.rglob("*.ckpt"))
 
 
+@pytest.mark.slow  # the default set keeps debug=fast and debug=overfit
 def test_profile_writes_a_report_and_a_trace_and_logs_the_top_ops(tmp_path):
     run_dir = tmp_path / "run"
     args = ["debug=profile", "trainer.max_steps=6", "trainer.val_check_interval=6", f"hydra.run.dir={run_dir}"]
@@ -44,8 +46,8 @@ def test_profile_writes_a_report_and_a_trace_and_logs_the_top_ops(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (report,) = (run_dir / "profile").glob("fit-report.txt")
     assert "Self CPU" in report.read_text()
-    traces = list((run_dir / "profile").glob("*.pt.trace.json"))
-    assert traces
+    traces = list((run_dir / "profile").glob("*training_step*.pt.trace.json"))
+    assert len(traces) == 1
     events = json.loads(traces[0].read_text())["traceEvents"]  # the Chrome trace format
     assert any(e.get("name", "").startswith("aten::conv") for e in events)
     assert "the 10 most expensive ops (by cpu_time_total)" in result.stdout
@@ -60,6 +62,7 @@ class AnomalyProbe(L.Callback):
         AnomalyProbe.seen.append(torch.is_anomaly_enabled())
 
 
+@pytest.mark.slow
 def test_anomaly_trains_with_anomaly_detection_in_fp32(tmp_path):
     run_dir = tmp_path / "run"
     args = ["experiment=smoke", "debug=anomaly", "trainer.max_steps=2", "callbacks.sample_grid=null"]
