@@ -159,7 +159,7 @@ class MLFlowLogger(LightningMLFlowLogger):
     again). The resolved config goes in as parameters (MLflow keeps a parameter's first value, so a
     resumed run adds only new ones) and as the artifact ``config.yaml`` (the newest); sample grids as
     artifacts under their key (``samples/step_000100.png``). A local file store (``file:...``) is
-    allowed explicitly: MLflow 3 refuses one unless ``MLFLOW_ALLOW_FILE_STORE`` is set."""
+    allowed explicitly: recent MLflow (3.18) refuses one unless ``MLFLOW_ALLOW_FILE_STORE`` is set."""
 
     def __init__(self, run_dir: str, tracking_uri: str, experiment_name: str = "dgmlab", **kwargs: Any):
         require_extra("mlflow", "mlflow")
