@@ -5,8 +5,8 @@
 
 Times one training step (forward, backward, clipping, optimiser, EMA: the plain loop of
 ``train_throughput.py``) of the shipped default DDPM and of variants that each change one
-thing: the default of November 2026 (``experiment=ddpm_nov2026``: batch 64 and self-attention in
-the 7x7 blocks) and each of those two changes alone, the network of dgmlab 0.1, its upsampling
+thing (or two): half the batch, no self-attention in the 7x7 blocks (the middle block keeps
+its own), both, half the batch at 20 base channels, the network of dgmlab 0.1, its upsampling
 convolutions, 2x2 patches, the channels-last layout, a non-foreach Adam, and bf16 autocast, each
 in fp32 and in the precision ``auto`` picks. Times are per optimiser step, and a run takes
 ``trainer.max_steps`` of them at any batch size.
@@ -31,12 +31,13 @@ from train_throughput import plain_step  # noqa: E402
 import _common as bench  # noqa: E402
 
 V01_NETWORK = ["model.network.base_channels=32", "model.network.narrow_upsample=false"]
-NOV2026 = ["dataset.batch_size=64", "model.network.attention_resolutions=[7]"]  # experiment=ddpm_nov2026's step
+HALF_BATCH, NO_7X7_ATTENTION = ["dataset.batch_size=32"], ["model.network.attention_resolutions=[]"]
 VARIANTS = {  # name: (config overrides, precision: None = the one measured)
     "default": ([], None),
-    "nov2026_default": (NOV2026, None),
-    "batch_64": (NOV2026[:1], None),
-    "attention_at_7x7": (NOV2026[1:], None),
+    "batch_32": (HALF_BATCH, None),
+    "no_attention_at_7x7": (NO_7X7_ATTENTION, None),
+    "batch_32_no_attention_at_7x7": (HALF_BATCH + NO_7X7_ATTENTION, None),
+    "batch_32_base_20": (HALF_BATCH + ["model.network.base_channels=20"], None),
     "v01_network": (V01_NETWORK, None),
     "v01_network_narrow_upsample": (["model.network.base_channels=32"], None),
     "patch_2x2_48ch": (

@@ -170,7 +170,12 @@ def test_the_grid_and_the_fid_callback_refuse_more_steps_than_t_at_setup(overrid
         ConfigError, match=rf"^{re.escape(setting)}steps must lie in \[1, schedule\.timesteps=20\], got 21$"
     ):
         instantiate(OmegaConf.select(cfg, callback)).setup(None, model, "fit")  # before the trainer is touched
-    default = compose_train([*TINY_DDPM, *overrides[:-1]], tmp_path / "run")  # steps: null, DDIM's 50 at most T
-    built = instantiate(OmegaConf.select(default, callback))
-    built.resolve_sampling(model)  # what setup does first
-    assert (built.options.sampler, built.options.steps) == ("ddim", 20)
+    for sampler, expected in (
+        (None, ("dpmpp_2m", 20)),
+        ("ddim", ("ddim", 20)),
+    ):  # null: the model's; DDIM's 50 at most T
+        chosen = [f"{setting}sampler={sampler}"] if sampler else []
+        default = compose_train([*TINY_DDPM, *overrides[:-1], *chosen], tmp_path / "run")
+        built = instantiate(OmegaConf.select(default, callback))
+        built.resolve_sampling(model)  # what setup does first
+        assert (built.options.sampler, built.options.steps) == expected

@@ -121,7 +121,8 @@ def test_every_trainer_config_composes_and_validates(trainer, tmp_path):
 def test_every_sampling_setting_reaches_sample_py_the_grid_and_the_fid_callback(tmp_path):
     """sampling/overrides.yaml, included once in each: a setting given there is the one the program uses."""
     names = set(SamplingOptions.names())
-    overrides = ["eval=fid", "callbacks.sample_grid.eta=0.5", "eval.spacing=leading", "eval.steps=4"]
+    grid_ddim = ["callbacks.sample_grid.sampler=ddim", "callbacks.sample_grid.eta=0.5"]
+    overrides = ["eval=fid", *grid_ddim, "eval.spacing=leading", "eval.steps=4"]
     cfg = compose_train(overrides, tmp_path)
     assert names <= set(cfg.callbacks.sample_grid) and names <= set(cfg.eval)
     sample = compose_sample(["ckpt=x", "sampler=ddim", "steps=7"])  # at sample.py's top level
@@ -131,7 +132,8 @@ def test_every_sampling_setting_reaches_sample_py_the_grid_and_the_fid_callback(
     grid.resolve_sampling(model)
     fid.resolve_sampling(model)
     assert (grid.options.sampler, grid.options.eta, grid.options.steps) == ("ddim", 0.5, 50)
-    assert (fid.options.sampler, fid.options.spacing, fid.options.steps) == ("ddim", "leading", 4)
+    # the FID callback's sampler is the model's own (model.sampling: dpmpp_2m) with the given settings
+    assert (fid.options.sampler, fid.options.spacing, fid.options.steps) == ("dpmpp_2m", "leading", 4)
     typo = instantiate(compose_train(["+callbacks.sample_grid.etta=1"], tmp_path).callbacks.sample_grid)
     with pytest.raises(ConfigError, match=r"callbacks\.sample_grid\.etta is not a sampling setting"):
         typo.resolve_sampling(model)
