@@ -69,7 +69,14 @@ def main() -> None:
         images, seconds = bench.sample_uint8(model, args.n, args.seed, precision, 250, **options)
         scores = score(images)
         rows.append(
-            {"sampler": name, "steps": steps, "nfe": steps, "fid": scores.fid, "kid": scores.kid_mean, "seconds": seconds}
+            {
+                "sampler": name,
+                "steps": steps,
+                "nfe": steps,
+                "fid": scores.fid,
+                "kid": scores.kid_mean,
+                "seconds": seconds,
+            }
         )
         print(f"  {name} {steps}: FID {scores.fid:.3f}, {seconds:.0f} s", flush=True)
 
