@@ -385,6 +385,21 @@ def sample_uint8(
     return torch.cat(chunks), time.perf_counter() - start
 
 
+def add_checkpoint_sampling_args(parser: argparse.ArgumentParser, num_samples: int) -> None:
+    """The arguments of a bench that samples from one checkpoint: CKPT, --n, --seed, --precision,
+    --cache-dir (the lenet weights and real statistics)."""
+    parser.add_argument("ckpt", type=Path)
+    parser.add_argument("--n", type=int, default=num_samples)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"])
+    parser.add_argument("--cache-dir", default=str(REPO / ".dgmlab_cache"))
+
+
+def sampling_precision(flag: str) -> str:
+    """``--precision``: ``auto`` is what ``precision: auto`` picks on this CPU."""
+    return auto_precision().precision if flag == "auto" else flag
+
+
 # --- output -------------------------------------------------------------------------------------------
 def add_json_arg(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument(

@@ -66,15 +66,11 @@ def score(images, cfg, cache_dir: str) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("ckpt", type=Path)
-    parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"])
-    parser.add_argument("--cache-dir", default=str(bench.REPO / ".dgmlab_cache"))
+    bench.add_checkpoint_sampling_args(parser, num_samples=64)
     bench.add_json_arg(parser, "eval_speed")
     args = parser.parse_args()
     bench.print_cpu(bench.describe_cpu())
-    precision = bench.auto_precision().precision if args.precision == "auto" else args.precision
+    precision = bench.sampling_precision(args.precision)
     model, cfg = load_model(args.ckpt)
 
     rows, seconds, images = [], {}, None

@@ -44,19 +44,15 @@ def choose(rows: list[dict], budget: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("ckpt", type=Path)
-    parser.add_argument("--n", type=int, default=1000)
+    bench.add_checkpoint_sampling_args(parser, num_samples=1000)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100])
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
     parser.add_argument("--ancestral", action="store_true", help="also the T-step ancestral sampler")
     parser.add_argument("--budget", type=int, default=20, help="network evaluations per image of the choice")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"])
-    parser.add_argument("--cache-dir", default=str(bench.REPO / ".dgmlab_cache"))
     bench.add_json_arg(parser, "fid_per_nfe")
     args = parser.parse_args()
     bench.print_cpu(bench.describe_cpu())
-    precision = bench.auto_precision().precision if args.precision == "auto" else args.precision
+    precision = bench.sampling_precision(args.precision)
     model, cfg = load_model(args.ckpt)
     score = lenet_scorer(cfg, args.cache_dir)
 
