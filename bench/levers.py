@@ -5,11 +5,12 @@
 
 Times one training step (forward, backward, clipping, optimiser, EMA: the plain loop of
 ``train_throughput.py``) of the shipped default DDPM and of variants that each change one
-thing (or two): half the batch, no self-attention in the 7x7 blocks (the middle block keeps
-its own), both, half the batch at 20 base channels, the network of dgmlab 0.1, its upsampling
-convolutions, 2x2 patches, the channels-last layout, a non-foreach Adam, and bf16 autocast, each
-in fp32 and in the precision ``auto`` picks. Times are per optimiser step, and a run takes
-``trainer.max_steps`` of them at any batch size.
+thing (or two): the default network of November 2026 (24/48/48 channels) and the narrower ones
+tried for the December default (16 channels at 28x28, 32 or 48 below; also with batch 48), half
+the batch, no self-attention in the 7x7 blocks (the middle block keeps its own), both, the network
+of dgmlab 0.1, its upsampling convolutions, 2x2 patches, the channels-last layout, a non-foreach
+Adam, and bf16 autocast, each in fp32 and in the precision ``auto`` picks. Times are per optimiser
+step, and a run takes ``trainer.max_steps`` of them at any batch size.
 Variants run in turn, ``--rounds`` times, each keeping its best round; the last line
 gives every variant's step time over the default's (> 1: slower than the default).
 ``--compile`` adds ``torch.compile`` of the network, with its compile time. Inductor keeps what it
@@ -30,20 +31,28 @@ from train_throughput import plain_step  # noqa: E402
 
 import _common as bench  # noqa: E402
 
-V01_NETWORK = ["model.network.base_channels=32", "model.network.narrow_upsample=false"]
+
+def network(base: int, mults: str, **more: str) -> list[str]:
+    """Overrides for a U-Net of ``base`` channels times ``mults`` (e.g. "[1,2,2]")."""
+    extra = [f"model.network.{key}={value}" for key, value in more.items()]
+    return [f"model.network.base_channels={base}", f"model.network.channel_mults={mults}", *extra]
+
+
 HALF_BATCH, NO_7X7_ATTENTION = ["dataset.batch_size=32"], ["model.network.attention_resolutions=[]"]
+NOV2026_NETWORK = network(24, "[1,2,2]")  # the default until December 2026 (experiment=ddpm_nov2026)
 VARIANTS = {  # name: (config overrides, precision: None = the one measured)
     "default": ([], None),
+    "nov2026_network": (NOV2026_NETWORK, None),
+    "base_16_mults_133": (network(16, "[1,3,3]"), None),
+    "base_16_mults_133_batch_48": (network(16, "[1,3,3]") + ["dataset.batch_size=48"], None),
+    "base_16_mults_123": (network(16, "[1,2,3]"), None),
+    "base_12_mults_134": (network(12, "[1,3,4]"), None),
     "batch_32": (HALF_BATCH, None),
     "no_attention_at_7x7": (NO_7X7_ATTENTION, None),
     "batch_32_no_attention_at_7x7": (HALF_BATCH + NO_7X7_ATTENTION, None),
-    "batch_32_base_20": (HALF_BATCH + ["model.network.base_channels=20"], None),
-    "v01_network": (V01_NETWORK, None),
-    "v01_network_narrow_upsample": (["model.network.base_channels=32"], None),
-    "patch_2x2_48ch": (
-        ["model.network.patch_size=2", "model.network.base_channels=48", "model.network.channel_mults=[1,2]"],
-        None,
-    ),
+    "v01_network": (network(32, "[1,2,2]", narrow_upsample="false"), None),
+    "v01_network_narrow_upsample": (network(32, "[1,2,2]"), None),
+    "patch_2x2_48ch": (network(48, "[1,2]", patch_size=2), None),
     "channels_last": (["model.network.channels_last=true"], None),
     "adam_not_foreach": (["model.optimizer.foreach=false"], None),
     "bf16_autocast": ([], "bf16-mixed"),

@@ -137,3 +137,17 @@ def test_every_sampling_setting_reaches_sample_py_the_grid_and_the_fid_callback(
     typo = instantiate(compose_train(["+callbacks.sample_grid.etta=1"], tmp_path).callbacks.sample_grid)
     with pytest.raises(ConfigError, match=r"callbacks\.sample_grid\.etta is not a sampling setting"):
         typo.resolve_sampling(model)
+
+
+# The networks of the named experiments, counted when they were the default: they must not move when
+# model/ddpm.yaml's defaults change (the tables of docs/performance.md and docs/evaluation.md).
+PINNED_EXPERIMENTS = {"ddpm_v01": 1_114_209, "ddpm_nov2026": 612_289}
+
+
+@pytest.mark.parametrize("experiment", sorted(PINNED_EXPERIMENTS))
+def test_named_experiments_keep_their_network_and_length(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    model = instantiate(cfg.model)
+    assert sum(p.numel() for p in model.net.parameters()) == PINNED_EXPERIMENTS[experiment]
+    assert (cfg.trainer.max_steps, cfg.dataset.batch_size, cfg.model.warmup_steps) == (2000, 64, 200)
+    assert tuple(model.optimizer_factory([torch.zeros(1, requires_grad=True)]).defaults["betas"]) == (0.9, 0.999)
