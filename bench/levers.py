@@ -5,11 +5,12 @@
 
 Times one training step (forward, backward, clipping, optimiser, EMA: the plain loop of
 ``train_throughput.py``) of the shipped default DDPM and of variants that each change one
-thing (or two): the default network of November 2026 (24/48/48 channels) and the narrower ones
-tried for the December default (16 channels at 28x28, 32 or 48 below; also with batch 48), half
-the batch, no self-attention in the 7x7 blocks (the middle block keeps its own), both, the network
-of dgmlab 0.1, its upsampling convolutions, 2x2 patches, the channels-last layout, a non-foreach
-Adam, and bf16 autocast, each in fp32 and in the precision ``auto`` picks. Times are per optimiser
+thing (or two): the default network of November 2026 (24/48/48 channels) and the others tried
+for the December default (16 channels at 28x28 and 32/32 or 48/48 below, the latter also with
+batch 48; 12/36/48), half the batch, no self-attention in the 7x7 blocks (the middle block keeps
+its own), both, the network of dgmlab 0.1, its upsampling convolutions, 2x2 patches, the
+channels-last layout, a non-foreach Adam, and bf16 autocast, each in fp32 and in the precision
+``auto`` picks. Times are per optimiser
 step, and a run takes ``trainer.max_steps`` of them at any batch size.
 Variants run in turn, ``--rounds`` times, each keeping its best round; the last line
 gives every variant's step time over the default's (> 1: slower than the default).
@@ -43,9 +44,9 @@ NOV2026_NETWORK = network(24, "[1,2,2]")  # the default until December 2026 (exp
 VARIANTS = {  # name: (config overrides, precision: None = the one measured)
     "default": ([], None),
     "nov2026_network": (NOV2026_NETWORK, None),
+    "base_16_mults_122": (network(16, "[1,2,2]"), None),  # the first December 2026 default (0.27M)
     "base_16_mults_133": (network(16, "[1,3,3]"), None),
     "base_16_mults_133_batch_48": (network(16, "[1,3,3]") + ["dataset.batch_size=48"], None),
-    "base_16_mults_123": (network(16, "[1,2,3]"), None),
     "base_12_mults_134": (network(12, "[1,3,4]"), None),
     "batch_32": (HALF_BATCH, None),
     "no_attention_at_7x7": (NO_7X7_ATTENTION, None),
