@@ -1,10 +1,12 @@
 """FID against the number of network evaluations (NFE), for each sampler of one checkpoint (not a test).
 
-    python bench/fid_per_nfe.py RUN_DIR/checkpoints/last.ckpt [--n 1000] [--steps 10 20 50 100]
+    python bench/fid_per_nfe.py RUN_DIR/checkpoints/last.ckpt [--n 1000] [--steps 10 20 50 100] [--seeds 0 1]
 
 Draws --n images (seed 0, image i from its own seed as in ``sample.py``, batches of 250) with each
 sampler at each number of steps, in the precision ``auto`` picks, and scores every set by lenet FID
-and KID against the data set's val split, the scoring of ``python -m dgmlab.evaluate``. The
+and KID against the data set's val split, the scoring of ``python -m dgmlab.evaluate``. With
+``--seeds``, one set per sampling seed, and a row's FID and KID are the means over its sets: one set
+of 1000 images varies by a tenth or more, enough to swap two samplers. The
 samplers: DDIM deterministic (eta 0), DDIM with eta 1 (ancestral-like: DDPM's posterior noise on a
 coarser grid of steps) and DPM-Solver++(2M); ``--ancestral`` adds the T-step ancestral sampler
 (T network evaluations, once). Each of these samplers takes one network evaluation per step.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from statistics import mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_speed import lenet_scorer  # noqa: E402
@@ -49,6 +52,7 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
     parser.add_argument("--ancestral", action="store_true", help="also the T-step ancestral sampler")
     parser.add_argument("--budget", type=int, default=20, help="network evaluations per image of the choice")
+    parser.add_argument("--seeds", type=int, nargs="+", help="sampling seeds, one set each (default: --seed)")
     bench.add_json_arg(parser, "fid_per_nfe")
     args = parser.parse_args()
     bench.print_cpu(bench.describe_cpu())
@@ -59,29 +63,31 @@ def main() -> None:
     settings = [(name, steps, SAMPLERS[name]) for name in args.samplers for steps in args.steps]
     if args.ancestral:
         settings.append(("ddpm", model.schedule.timesteps, {"sampler": "ddpm"}))
+    seeds = args.seeds or [args.seed]
     rows = []
     for name, steps, options in settings:
         options = options if name == "ddpm" else {**options, "steps": steps}
-        images, seconds = bench.sample_uint8(model, args.n, args.seed, precision, 250, **options)
-        scores = score(images)
+        fids, kids, seconds = [], [], []
+        for seed in seeds:
+            images, took = bench.sample_uint8(model, args.n, seed, precision, 250, **options)
+            scores = score(images)
+            fids, kids, seconds = fids + [scores.fid], kids + [scores.kid_mean], seconds + [took]
+            print(f"  {name} {steps}, seed {seed}: FID {scores.fid:.3f}, {took:.0f} s", flush=True)
         rows.append(
-            {
-                "sampler": name,
-                "steps": steps,
-                "nfe": steps,
-                "fid": scores.fid,
-                "kid": scores.kid_mean,
-                "seconds": seconds,
-            }
+            {"sampler": name, "steps": steps, "nfe": steps, "fid": mean(fids), "fids": fids, "kid": mean(kids)}
+            | {"seconds": mean(seconds)}
         )
-        print(f"  {name} {steps}: FID {scores.fid:.3f}, {seconds:.0f} s", flush=True)
 
     chosen = choose(rows, args.budget)
-    print(f"\n{args.n} samples per setting, seed {args.seed}, {bench.short(precision)}, lenet features, val split:\n")
+    print(f"\n{args.n} samples per set, seeds {seeds}, {bench.short(precision)}, lenet features, val split:\n")
     print(
         bench.markdown_table(
-            ["sampler", "steps = NFE", "lenet FID", "KID", "seconds"],
-            [[r["sampler"], r["steps"], f"{r['fid']:.3f}", f"{r['kid']:.4f}", f"{r['seconds']:.0f}"] for r in rows],
+            ["sampler", "steps = NFE", "lenet FID (mean)", "FID per seed", "KID (mean)", "seconds per set"],
+            [
+                [r["sampler"], r["steps"], f"{r['fid']:.3f}", ", ".join(f"{f:.3f}" for f in r["fids"])]
+                + [f"{r['kid']:.4f}", f"{r['seconds']:.0f}"]
+                for r in rows
+            ],
         )
     )
     for steps in args.steps:
@@ -91,7 +97,8 @@ def main() -> None:
     ratios = {"chosen_nfe": chosen["nfe"], "chosen_fid": chosen["fid"]}
     ratios.update({f"fid_{r['sampler']}_{r['steps']}": r["fid"] for r in rows})
     bench.write_json(
-        args.json, {"ckpt": str(args.ckpt), "precision": precision, "n": args.n, "rows": rows, "chosen": chosen}
+        args.json,
+        {"ckpt": str(args.ckpt), "precision": precision, "n": args.n, "seeds": seeds, "rows": rows, "chosen": chosen},
     )
     print(bench.ratio_line(ratios))
 
