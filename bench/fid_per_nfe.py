@@ -67,16 +67,15 @@ def main() -> None:
     rows = []
     for name, steps, options in settings:
         options = options if name == "ddpm" else {**options, "steps": steps}
-        fids, kids, seconds = [], [], []
+        sets = []  # (scores, seconds) per sampling seed
         for seed in seeds:
             images, took = bench.sample_uint8(model, args.n, seed, precision, 250, **options)
-            scores = score(images)
-            fids, kids, seconds = fids + [scores.fid], kids + [scores.kid_mean], seconds + [took]
-            print(f"  {name} {steps}, seed {seed}: FID {scores.fid:.3f}, {took:.0f} s", flush=True)
-        rows.append(
-            {"sampler": name, "steps": steps, "nfe": steps, "fid": mean(fids), "fids": fids, "kid": mean(kids)}
-            | {"seconds": mean(seconds)}
-        )
+            sets.append((score(images), took))
+            print(f"  {name} {steps}, seed {seed}: FID {sets[-1][0].fid:.3f}, {took:.0f} s", flush=True)
+        fids = [scores.fid for scores, _ in sets]
+        kid, seconds = mean(scores.kid_mean for scores, _ in sets), mean(took for _, took in sets)
+        row = {"sampler": name, "steps": steps, "nfe": steps, "fid": mean(fids), "fids": fids}
+        rows.append(row | {"kid": kid, "seconds": seconds})
 
     chosen = choose(rows, args.budget)
     print(f"\n{args.n} samples per set, seeds {seeds}, {bench.short(precision)}, lenet features, val split:\n")
