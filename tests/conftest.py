@@ -61,19 +61,23 @@ def run_script(script: str, *args: str, cwd: Path = REPO, timeout: int = 600) ->
 
 
 def run_program(script: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """``python <script> args...`` run in this process: the same entry point (its ``__main__`` block,
-    Hydra's main, the error reporting), its stdout, stderr and exit code, without the 5-8 s a new
+    """``python <script> args...`` (``python -m <script>`` for a ``dgmlab.`` module) run in this process:
+    the same entry point (its ``__main__`` block, Hydra's main, the error reporting), its stdout, stderr and exit code, without the 5-8 s a new
     interpreter spends importing torch and Lightning. What needs a process of its own (a signal, DDP,
     other environment variables, a fresh interpreter's warnings) uses :func:`run_script`."""
     out, err = io.StringIO(), io.StringIO()
     saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
     os.environ.update(WANDB_MODE="offline", HYDRA_FULL_ERROR="0")
-    sys.argv = [str(REPO / script), *args]
+    module = script.startswith("dgmlab.")  # python -m dgmlab.evaluate ...
+    sys.argv = [script if module else str(REPO / script), *args]
     code = 0
     try:
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            runpy.run_path(str(REPO / script), run_name="__main__")
+            if module:
+                runpy.run_module(script, run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(str(REPO / script), run_name="__main__")
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
     finally:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .core.errors import ConfigError, positive_int, reports_user_errors
 from .core.progress import configure as configure_progress
+from .core.trust import trusting
 from .data.sources import class_interleaved
 from .metrics import KIDSettings, build_feature_net, check_feature_settings, load_or_compute_reference, score_features
 from .metrics.nll import model_nll
@@ -39,7 +40,8 @@ def evaluate(cfg: DictConfig):
     configure_progress(cfg.progress)
     if cfg.task not in TASKS:
         raise ConfigError(f"task={cfg.task!r} is unknown; choose one of {list(TASKS)}")
-    return {"fid": evaluate_samples, "nll": evaluate_nll, "val": evaluate_val}[cfg.task](cfg)
+    with trusting(cfg.trust_config):
+        return {"fid": evaluate_samples, "nll": evaluate_nll, "val": evaluate_val}[cfg.task](cfg)
 
 
 # --- FID / KID of a samples file -------------------------------------------------------------------

@@ -33,7 +33,7 @@ import yaml
 
 from .core.errors import ConfigError, UserError
 from .run import status as run_status
-from .run.layout import CONFIG_FILE, OVERRIDES_FILE, STATUS_FILE, RunDir
+from .run.layout import CONFIG_FILE, OVERRIDES_FILE, STATUS_FILE, RunDir, read_yaml
 from .run.resume import flatten
 
 # Folders inside a run directory, or tracker stores beside runs, that hold no run of their own.
@@ -125,7 +125,7 @@ def from_config(run: Run) -> None:
     if not config_file.is_file():
         run.state, run.note = "not started", "no config.yaml: it stopped before training (see its train.log)"
         return
-    config = yaml.load(config_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    config = read_yaml(config_file) or {}
     if not isinstance(config, dict):
         raise ValueError(f"{CONFIG_FILE} is not a config")
     run.model = str((config.get("model") or {}).get("name") or "")
@@ -242,7 +242,9 @@ def differing_settings(paths: list[Path]) -> dict[str, list[Any]]:
     """The config keys whose values differ between the runs (their own paths left out)."""
     flat = []
     for path in paths:
-        config = yaml.load((path / CONFIG_FILE).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        config = read_yaml(path / CONFIG_FILE)
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path / CONFIG_FILE} is not a config")
         stored_root = str((config.get("paths") or {}).get("output_dir") or path)
         flat.append({k: v for k, v in flatten(config).items() if not (isinstance(v, str) and stored_root in v)})
     keys = sorted(set().union(*flat))

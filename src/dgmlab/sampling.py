@@ -14,8 +14,10 @@ from .core.precision import autocast, resolve_precision
 from .core.progress import configure as configure_progress
 from .core.progress import progress_bar
 from .core.seeding import ImageNoise
+from .core.trust import trusting
 from .diffusion import ResolvedSampling, SamplingOptions
 from .lit import load_model
+from .lit.pretrained import is_export
 from .run.layout import RunDir
 
 
@@ -116,10 +118,11 @@ def sample(cfg: DictConfig) -> Path:
     ckpt = Path(cfg.ckpt)
     device = resolve_device(cfg.device)
     precision = resolve_job_precision(cfg.precision, device)
-    model, _ = load_model(ckpt)
+    with trusting(cfg.trust_config):
+        model, _ = load_model(ckpt)
     options = sampler_options(cfg, model)
     name = options.sampler if options is not None else "model"
-    out = Path(cfg.out) if cfg.out else RunDir.of_checkpoint(ckpt).samples / f"{ckpt.stem}_{name}_seed{cfg.seed}"
+    out = Path(cfg.out) if cfg.out else default_out(ckpt) / f"{ckpt.stem}_{name}_seed{cfg.seed}"
     if (out / "samples.npz").exists() and not cfg.overwrite:
         raise ConfigError(f"out={str(out)!r} already holds samples.npz; choose another out= or pass overwrite=true")
     labels = _labels(model, cfg)
@@ -152,6 +155,11 @@ def sample(cfg: DictConfig) -> Path:
         )
     print(f"wrote {out / 'grid.png'} and {out / 'samples.npz'} ({len(images)} samples, {name}, {seconds:.1f} s)")
     return out
+
+
+def default_out(ckpt: Path) -> Path:
+    """Where samples of ``ckpt`` go without ``out=``: its run's samples/ folder, or an export's own."""
+    return ckpt / "samples" if is_export(ckpt) else RunDir.of_checkpoint(ckpt).samples
 
 
 def announce(num_samples: int, options: SamplingOptions | None, device: torch.device) -> str:

@@ -98,6 +98,14 @@ class GenerativeModule(L.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def sampling_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights the model samples with, as an export stores them (``load_sampling_state_dict``
+        reads them back)."""
+        return self.state_dict()
+
+    def load_sampling_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(state)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_config is not None:
             checkpoint[CONFIG_KEY] = self.run_config

@@ -149,6 +149,20 @@ class DDPM(GenerativeModule):
         # resumed run matches an uninterrupted one. global_step counts this step only after we return.
         ema_update(self.ema, self.net, ema_decay(self.global_step + 1, self.ema_max_decay))
 
+    def sampling_state_dict(self) -> dict[str, torch.Tensor]:
+        """The EMA weights, under the network's names (``net.``): the weights that sample."""
+        state = self.state_dict()
+        return {
+            f"net.{k.removeprefix('ema.')}" if k.startswith("ema.") else k: v
+            for k, v in state.items()
+            if not k.startswith("net.")
+        }
+
+    def load_sampling_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Both copies of the network get the exported weights, so it samples as the export's source did."""
+        ema = {f"ema.{k.removeprefix('net.')}": v for k, v in state.items() if k.startswith("net.")}
+        self.load_state_dict({**state, **ema})
+
     def guided_network(self, labels: torch.Tensor | None, guidance: float):
         """The EMA network as a function of (x_t, t); with labels and guidance s, classifier-free
         guidance: out = out_uncond + s (out_cond - out_uncond) (s = 1: plain conditional)."""

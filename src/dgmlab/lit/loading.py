@@ -1,4 +1,7 @@
-"""Load a model from a checkpoint alone: the resolved run config travels inside it."""
+"""Load a model from a checkpoint or an export alone: the model's config travels inside it.
+
+A config read from a file names only dgmlab's own targets before it is built (``core/trust.py``).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +12,24 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..core.errors import ConfigError
+from ..core.trust import check_file_config
 from .checkpoint import AUTOENCODER_KEY, CONFIG_KEY, read_checkpoint
+from .pretrained import is_export, read_export
 
 if TYPE_CHECKING:  # types only: the models are built from their config's _target_
     from .base import GenerativeModule
     from .vae import VAE
 
 
-def load_model(path: str | Path) -> tuple[GenerativeModule, DictConfig]:
-    """Rebuild the model from the config stored in the checkpoint and load its weights (eval mode)."""
-    checkpoint = read_checkpoint(path)
+def load_model(path: str | Path, setting: str = "ckpt") -> tuple[GenerativeModule, DictConfig]:
+    """Rebuild the model from the config stored in a checkpoint, or in an export folder
+    (``python -m dgmlab.export``), and load its weights (eval mode)."""
+    if is_export(path):
+        return load_export(path, setting)
+    checkpoint = read_checkpoint(path, setting)
     if CONFIG_KEY not in checkpoint:
-        raise ConfigError(f"ckpt={str(path)!r} holds no '{CONFIG_KEY}': it was not written by dgmlab's train.py")
-    cfg = upgrade_run_config(OmegaConf.create(checkpoint[CONFIG_KEY]))
+        raise ConfigError(f"{setting}={str(path)!r} holds no '{CONFIG_KEY}': it was not written by dgmlab's train.py")
+    cfg = OmegaConf.create(check_file_config(upgrade_run_config(checkpoint[CONFIG_KEY]), f"{setting}={str(path)!r}"))
     if AUTOENCODER_KEY in checkpoint:  # a latent DDPM carries its autoencoder: no need for the original file
         cfg.model.autoencoder_ckpt = str(path)
     model = instantiate(cfg.model)
@@ -30,35 +38,39 @@ def load_model(path: str | Path) -> tuple[GenerativeModule, DictConfig]:
     return model.eval(), cfg
 
 
-def upgrade_run_config(cfg: DictConfig) -> DictConfig:
+def load_export(path: str | Path, setting: str = "ckpt") -> tuple[GenerativeModule, DictConfig]:
+    """The model of an export folder, with the weights it samples with."""
+    config, weights = read_export(path, setting)
+    cfg = OmegaConf.create(check_file_config(config, f"{setting}={str(path)!r}"))
+    if "autoencoder" in cfg:  # a latent DDPM's export carries its autoencoder's config and weights
+        cfg.model.autoencoder_ckpt = str(path)
+    model = instantiate(cfg.model)
+    model.load_sampling_state_dict(weights)
+    return model.eval(), cfg
+
+
+def upgrade_run_config(config: dict) -> dict:
     """A run config of an older dgmlab in today's form: until the model owned pixel conversion, the
     data set config carried a copy of ``model.pixel_range``."""
-    if "dataset" in cfg and "pixel_range" in cfg.dataset:
-        del cfg.dataset["pixel_range"]
-    return cfg
+    dataset = config.get("dataset")
+    if isinstance(dataset, dict) and "pixel_range" in dataset:
+        config = {**config, "dataset": {k: v for k, v in dataset.items() if k != "pixel_range"}}
+    return config
 
 
 def load_autoencoder(path: str | Path, image_shape: tuple[int, int, int]) -> VAE:
-    """The VAE in ``model.autoencoder_ckpt`` (a VAE's checkpoint, or a latent DDPM's, which carries
-    its autoencoder), checked to have a latent map and to fit images of ``image_shape``."""
+    """The VAE in ``model.autoencoder_ckpt`` (a VAE's checkpoint, or a latent DDPM's checkpoint or
+    export, which carry their autoencoder), checked to have a latent map and to fit images of
+    ``image_shape``."""
     setting = "model.autoencoder_ckpt"
-    checkpoint = read_checkpoint(path, setting)
-    if AUTOENCODER_KEY in checkpoint:
-        config = checkpoint[AUTOENCODER_KEY]
-        weights = {
-            k.removeprefix("autoencoder."): v
-            for k, v in checkpoint["state_dict"].items()
-            if k.startswith("autoencoder.")
-        }
-    else:
-        config, weights = checkpoint.get(CONFIG_KEY), checkpoint.get("state_dict")
+    config, weights = autoencoder_files(path, setting)
     target = ((config or {}).get("model") or {}).get("_target_")
     if target != "dgmlab.lit.VAE":
         raise ConfigError(
             f"{setting}={str(path)!r} is not a VAE's checkpoint (its model is {target!r}); "
             "train the autoencoder first: python train.py experiment=ldm_autoencoder"
         )
-    cfg = upgrade_run_config(OmegaConf.create(config))
+    cfg = OmegaConf.create(check_file_config(upgrade_run_config(config), f"{setting}={str(path)!r}"))
     trained_on = (cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size)
     if tuple(trained_on) != tuple(image_shape):
         raise ConfigError(
@@ -74,3 +86,23 @@ def load_autoencoder(path: str | Path, image_shape: tuple[int, int, int]) -> VAE
     vae.load_state_dict(weights)
     vae.run_config = config
     return vae
+
+
+def autoencoder_files(path: str | Path, setting: str) -> tuple[dict | None, dict | None]:
+    """The autoencoder's run config and weights in a VAE's checkpoint, or carried by a latent DDPM's
+    checkpoint or export."""
+    if is_export(path):
+        config, weights = read_export(path, setting)
+        prefix = "autoencoder."
+        return config.get("autoencoder"), {
+            k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)
+        }
+    checkpoint = read_checkpoint(path, setting)
+    if AUTOENCODER_KEY in checkpoint:
+        weights = {
+            k.removeprefix("autoencoder."): v
+            for k, v in checkpoint["state_dict"].items()
+            if k.startswith("autoencoder.")
+        }
+        return checkpoint[AUTOENCODER_KEY], weights
+    return checkpoint.get(CONFIG_KEY), checkpoint.get("state_dict")

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError
+from ..core.files import write_atomically
 from ..core.progress import configure as configure_progress
 from ..core.progress import track
 from .digests import data_digest, file_sha256
@@ -183,10 +183,7 @@ def save_lenet(net: LeNet, val_accuracy: float, dataset_name: str, settings: LeN
         "dataset": dataset_name,
         "settings": json.dumps(asdict(settings)),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    torch.save(record, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: torch.save(record, f))
 
 
 def load_lenet(path: Path) -> tuple[LeNet, dict]:

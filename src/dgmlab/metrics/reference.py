@@ -9,12 +9,12 @@ of the images themselves, so a changed split or network can never reuse stale st
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..core.files import write_atomically
 from .digests import data_digest
 from .distances import GaussianStatistics
 from .feature_net import FeatureNet
@@ -81,7 +81,4 @@ def load_or_compute_reference(
 
 
 def _save_atomically(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: np.savez(f, **arrays))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,21 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..core.errors import DiskFullError
+from ..core.files import write_atomically
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint files, read with ``torch.load(weights_only=True)`` whatever Lightning asks
+    (``lit/checkpoint.py``): tensors and plain containers only, at every Lightning and torch version
+    pyproject.toml admits (Lightning 2.5 has no ``weights_only``; torch 2.4 defaults to a full load)."""
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        from ..lit.checkpoint import read_checkpoint
+
+        return read_checkpoint(path, setting="ckpt_path")
+
+
+class AtomicCheckpointIO(SafeCheckpointIO):
     """Writes a checkpoint to a temporary file in the same directory, fsyncs it, then renames it over
     the target (``os.replace`` is atomic on POSIX): a process killed while writing leaves the
     previous file intact, never a truncated one. A full disk raises DiskFullError, which names the
@@ -39,20 +50,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.saved_steps[path] = int(checkpoint.get("global_step", -1))
 
     def save_atomically(self, checkpoint: dict[str, Any], path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed while writing
-            stale.unlink(missing_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(temporary, "wb") as f:
-                self.write(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        fsync_folder(path.parent)  # make the rename itself durable
+            stale.unlink(missing_ok=True)  # (the run directory's lock keeps out a live one: run/lock.py)
+        write_atomically(path, lambda f: self.write(checkpoint, f))
 
     def write(self, checkpoint: dict[str, Any], f) -> None:
         """The bytes of the checkpoint into the open temporary file."""
@@ -74,17 +74,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if self.resume_command:
             message += f" Free some space, then continue with: {self.resume_command}"
         return message
-
-
-def fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def out_of_space(error: BaseException, folder: Path, needed: int) -> bool:

@@ -27,6 +27,8 @@ from typing import Any, Mapping
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from ..core.errors import ConfigError
+
 # Lightning's own names, written out so that reading a run directory (python -m dgmlab.runs) does not
 # import torch; tests/test_runs.py checks them against Lightning's constants.
 LAST_CHECKPOINT = "last.ckpt"  # ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION
@@ -73,8 +75,8 @@ class RunDir:
         root = Path(root)
         config = root / CONFIG_FILE
         if config.is_file():
-            stored = yaml.safe_load(config.read_text()) or {}
-            if OmegaConf.select(OmegaConf.create(stored), "paths.output_dir"):
+            stored = read_yaml(config)
+            if isinstance(stored, dict) and OmegaConf.select(OmegaConf.create(stored), "paths.output_dir"):
                 return cls.from_config(stored, root=root)
         return cls(root=root, checkpoints=root / "checkpoints", metrics_file=root / "csv" / METRICS_FILE)
 
@@ -136,10 +138,22 @@ class RunDir:
         """The command-line overrides the run was started with (none if Hydra did not record them)."""
         if not self.overrides_file.is_file():
             return []
-        return [str(o) for o in (yaml.safe_load(self.overrides_file.read_text()) or [])]
+        stored = read_yaml(self.overrides_file)
+        if not isinstance(stored, list):
+            raise ConfigError(f"{self.overrides_file} is not a list of overrides")
+        return [str(o) for o in stored]
 
     def has_checkpoints(self) -> bool:
         return self.checkpoints.is_dir() and any(self.checkpoints.glob("*.ckpt"))
+
+
+def read_yaml(path: Path) -> Any:
+    """A small file of a run directory, as plain data (``yaml.safe_load``: no tag builds an object);
+    an unreadable one raises a ConfigError naming it."""
+    try:
+        return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not readable YAML ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
 def _moved(path: Path, stored_root: Path, root: Path) -> Path:

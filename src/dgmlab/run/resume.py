@@ -16,11 +16,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..core.errors import ConfigError
+from ..core.trust import check_file_config, trusting
 from . import slurm
-from .layout import CONFIG_FILE, LAST_CHECKPOINT, RunDir
+from .layout import CONFIG_FILE, LAST_CHECKPOINT, OVERRIDES_FILE, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ FIXED_KEYS = ("trainer.devices", "trainer.num_nodes")
 MAY_CHANGE = ("model.sampling", "dataset.num_workers", "dataset.source.download")
 PATH_KEYS = ("root", "dir", "data_dir", "path")
 # Overrides of the earlier run that are not carried into the resumed one.
-NOT_CARRIED = ("hydra.", "resume", "ckpt_path")
+# trust_config: trusting a file is said anew each time, never stored in the file itself.
+NOT_CARRIED = ("hydra.", "resume", "ckpt_path", "trust_config")
 
 
 def override_key(override: str) -> str:
@@ -61,10 +63,13 @@ def resume_argv(argv: list[str], config_dir: str | Path, config_name: str = "tra
             f"resume={values[-1]} continues the run in {run_dir}; drop hydra.run.dir={sorted(explicit_dirs)[0]}"
         )
     run = RunDir.at(run_dir)
+    stored = [o for o in run.stored_overrides() if carried(override_key(o))]
+    with trusting(parse_bool(typed(others, "trust_config") or "false")):
+        check_stored_overrides(run, stored, config_dir, config_name)
     merged: dict[str, str] = {}
-    for override in [*run.stored_overrides(), *others]:
+    for override in [*stored, *others]:
         key = override_key(override)
-        if not key.startswith(NOT_CARRIED) and key not in NOT_CARRIED:
+        if carried(key):
             merged.pop(key, None)
             merged[key] = override
     flags = [a for a in others if a.startswith("-")]
@@ -76,6 +81,36 @@ def resume_argv(argv: list[str], config_dir: str | Path, config_name: str = "tra
         f"ckpt_path={run.last_checkpoint}",
         f"hydra.run.dir={run_dir}",
     ]
+
+
+def typed(args: list[str], key: str) -> str | None:
+    """The value the command line gives ``key`` last (unquoted), or None."""
+    values = [unquote(a.split("=", 1)[1]) for a in args if "=" in a and override_key(a) == key]
+    return values[-1] if values else None
+
+
+def carried(key: str) -> bool:
+    """Whether an override of the earlier run (its key) carries into the resumed one."""
+    return not key.startswith(NOT_CARRIED) and key not in NOT_CARRIED
+
+
+def parse_bool(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "yes")
+
+
+def check_stored_overrides(run: RunDir, stored: list[str], config_dir: str | Path, config_name: str) -> None:
+    """The run's own overrides come from a file: the config they compose to may build only dgmlab's
+    own targets (``core/trust.py``); the ones typed now are the user's."""
+    if not stored:
+        return
+    source = f"resume={run.root} (its {OVERRIDES_FILE})"
+    try:
+        cfg = composed(stored, config_dir, config_name)
+    except Exception as e:  # Hydra's composition errors have no common base
+        raise ConfigError(f"{source} does not compose with today's configs: {str(e).splitlines()[0]}") from None
+    with open_dict(cfg):
+        del cfg["hydra"]
+    check_file_config(cfg, source)
 
 
 def find_run(value: str, overrides: list[str], config_dir: str | Path, config_name: str) -> Path:
@@ -108,6 +143,11 @@ def find_run(value: str, overrides: list[str], config_dir: str | Path, config_na
 def output_folder(overrides: list[str], config_dir: str | Path, config_name: str) -> Path:
     """The folder that holds this config's run directories: the parent of the run directory Hydra
     would create now (``${paths.log_dir}/${task_name}/${model.name}`` by default)."""
+    return Path(OmegaConf.select(composed(overrides, config_dir, config_name), "hydra.run.dir")).resolve().parent
+
+
+def composed(overrides: list[str], config_dir: str | Path, config_name: str) -> DictConfig:
+    """The config Hydra composes for ``overrides``, its ``hydra`` node included and resolvable."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
@@ -115,7 +155,7 @@ def output_folder(overrides: list[str], config_dir: str | Path, config_name: str
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     cfg.hydra.runtime.cwd = os.getcwd()
     HydraConfig.instance().set_config(cfg)
-    return Path(OmegaConf.select(cfg, "hydra.run.dir")).resolve().parent
+    return cfg
 
 
 def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> Path | None:

@@ -14,7 +14,6 @@ checkpoint written after the step. A second Ctrl-C aborts without saving.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import signal
 from pathlib import Path
@@ -186,15 +185,10 @@ class StopOnSignal(L.Callback):
         return path
 
 
-# The checkpoint to resume from was read and checked with weights_only=True (resume.py); its RNG states
-# need a full load, which Lightning >= 2.6 asks for by name and older releases do anyway.
-FIT_LOADS_FULLY = {"weights_only": False} if "weights_only" in inspect.signature(L.Trainer.fit).parameters else {}
-
-
 def fit_stopping_on_signals(trainer, model, datamodule, ckpt_path, guard: StopOnSignal | None) -> None:
     """``trainer.fit``; a stop by signal ends the process with 128 + the signal number."""
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **FIT_LOADS_FULLY)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)  # read by SafeCheckpointIO
     except SIGTERMException:  # Lightning stopped after a step (our guard saved last.ckpt)
         signum = guard.signum if guard is not None and guard.signum is not None else signal.SIGTERM
         interrupted(trainer, guard, signum)

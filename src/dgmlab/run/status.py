@@ -22,6 +22,7 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from ..core.errors import DivergedError
+from ..core.files import write_atomically
 from .layout import RunDir
 
 ENDED = ("finished", "interrupted", "diverged", "failed")
@@ -35,9 +36,7 @@ def now() -> str:
 
 def write(run: RunDir, status: dict[str, Any]) -> None:
     """``status.json``, replaced atomically (a reader sees the old file or the new one)."""
-    temporary = run.status_file.with_name(f".{run.status_file.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(status, indent=1) + "\n")
-    os.replace(temporary, run.status_file)
+    write_atomically(run.status_file, json.dumps(status, indent=1) + "\n")
 
 
 def read(run: RunDir) -> dict[str, Any] | None:

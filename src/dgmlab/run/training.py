@@ -19,10 +19,13 @@ from ..callbacks import SampleGrid
 from ..core.errors import ConfigError, reports_user_errors
 from ..core.precision import PrecisionChoice, resolve_precision
 from ..core.progress import configure as configure_progress
+from ..core.trust import trusting
 from . import slurm
 from . import status as run_status
+from .atomic_io import SafeCheckpointIO
 from .config import validate_train_config
 from .layout import RunDir
+from .lock import writing
 from .resume import checkpoint_to_resume
 from .signals import StopOnSignal, fit_stopping_on_signals
 from .startup import (
@@ -63,6 +66,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     refuse_local_ddp_multirun(int(cfg.trainer.num_nodes) * devices_per_node(cfg.trainer))
     slurm.check_allocation(int(cfg.trainer.num_nodes), devices_per_node(cfg.trainer))  # before any collective
     run = RunDir.from_config(cfg)
+    with writing(run.root):  # one writer per run directory (train.py may hold it already: run/lock.py)
+        return fit_run(cfg, run, precision, started)
+
+
+def fit_run(cfg: DictConfig, run: RunDir, precision: PrecisionChoice, started: float) -> dict[str, float]:
+    """The body of :func:`train`, with the run directory's lock held."""
     resume_from = checkpoint_to_resume(cfg, run)  # a readable checkpoint of the same model and data, or None
     refuse_to_overwrite(run, resume_from)
     L.seed_everything(cfg.seed, workers=True)
@@ -71,7 +80,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build(cfg.dataset)
     datamodule.setup("fit")  # reads the data now, so a missing data set fails before training
 
-    model = build(cfg.model)
+    with trusting(cfg.get("trust_config", False)):  # model.autoencoder_ckpt: a config read from a file
+        model = build(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]  # null: switched off
@@ -83,9 +93,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks.append(last_validation)
     guards = install_guards(cfg, callbacks)
     trainer = build_trainer(cfg.trainer, precision, callbacks=callbacks, logger=loggers or False)
-    if cfg.get("checkpoint_io"):  # atomic checkpoint files
-        trainer.strategy.checkpoint_io = instantiate(cfg.checkpoint_io)
-        trainer.strategy.checkpoint_io.resume_command = f"python train.py resume={shown_path(cfg.paths.output_dir)}"
+    # Checkpoints are read with weights_only=True (SafeCheckpointIO), and written atomically (checkpoint_io)
+    trainer.strategy.checkpoint_io = instantiate(cfg.checkpoint_io) if cfg.get("checkpoint_io") else SafeCheckpointIO()
+    trainer.strategy.checkpoint_io.resume_command = f"python train.py resume={shown_path(cfg.paths.output_dir)}"
 
     log_process(trainer)
     if trainer.is_global_zero:

@@ -1,0 +1,215 @@
+"""A trained model to share: ``python -m dgmlab.export ckpt=CKPT out=DIR`` (config: conf/export.yaml).
+
+Writes the Hugging Face Hub's layout (``lit/pretrained.py`` says what each file holds): the weights
+the model samples with as ``model.safetensors``, the model's config, a sample grid and a model card.
+``python sample.py ckpt=DIR`` and ``load_model("DIR")`` draw from it the same images as from the
+checkpoint, and loading it unpickles nothing. A training checkpoint stays the file to resume from.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__
+from .core.errors import ConfigError, reports_user_errors
+from .core.files import write_atomically
+from .core.images import save_grid
+from .core.trust import trusting
+from .lit import AUTOENCODER_KEY, load_model, read_checkpoint
+from .lit.pretrained import CARD_FILE, CONFIG_FILE, SAMPLES_FILE, WEIGHTS_FILE, sha256
+from .run.layout import RunDir
+from .run.startup import count_parameters
+from .sampling import generate
+
+# Hub ids of the data sets dgmlab's configs name (the card's ``datasets``); others keep their name.
+HUB_DATASETS = {
+    "mnist_5k": "ylecun/mnist",
+    "mnist": "ylecun/mnist",
+    "fashion_mnist": "zalando-datasets/fashion_mnist",
+    "cifar10": "uoft-cs/cifar10",
+}
+
+
+def export(cfg: DictConfig) -> Path:
+    """Write ``cfg.out`` from the checkpoint ``cfg.ckpt``; see the module docstring."""
+    ckpt, out = Path(cfg.ckpt), Path(cfg.out) if cfg.out else None
+    if out is None:
+        raise ConfigError("out is required: pass out=DIR, the folder to write the model into")
+    taken = [name for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE) if (out / name).exists()]
+    if taken and not cfg.overwrite:
+        raise ConfigError(f"out={str(out)!r} already holds {', '.join(taken)}; choose another out= or overwrite=true")
+    with trusting(cfg.trust_config):
+        model, run_cfg = load_model(ckpt)
+    checkpoint = read_checkpoint(ckpt)
+    images = generate(model, cfg.n, cfg.seed, cfg.n, torch.device("cpu"), "32-true", options=model.sampling)
+
+    weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.sampling_state_dict().items()}
+    out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save
+
+    write_atomically(out / WEIGHTS_FILE, save(weights, metadata={"format": "pt", "library": "dgmlab"}))
+    config = export_config(run_cfg, checkpoint, ckpt, sha256(out / WEIGHTS_FILE))
+    write_atomically(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+    save_grid(images, out / SAMPLES_FILE)
+    facts = card_facts(model, run_cfg, checkpoint, ckpt, cfg)
+    write_atomically(out / CARD_FILE, model_card(facts))
+    print(
+        f"wrote {out}: {WEIGHTS_FILE} ({(out / WEIGHTS_FILE).stat().st_size / 2**20:.1f} MiB), {CONFIG_FILE}, "
+        f"{SAMPLES_FILE}, {CARD_FILE}; sample from it: python sample.py ckpt={out}"
+    )
+    return out
+
+
+export_program = reports_user_errors(export)
+
+
+def export_config(run_cfg: DictConfig, checkpoint: dict, ckpt: Path, weights_sha256: str) -> dict[str, Any]:
+    """config.yaml: the model's config (its sampler defaults in ``model.sampling``), a latent model's
+    autoencoder config, and what the weights are."""
+    model = OmegaConf.to_container(run_cfg.model, resolve=True)
+    config: dict[str, Any] = {"model": model}
+    if AUTOENCODER_KEY in checkpoint:  # the folder itself holds the autoencoder (load_export)
+        model["autoencoder_ckpt"] = None
+        config["autoencoder"] = checkpoint[AUTOENCODER_KEY]
+    config["weights"] = {"file": WEIGHTS_FILE, "sha256": weights_sha256}
+    config["source"] = {"checkpoint": ckpt.name, "step": checkpoint.get("global_step"), "dgmlab": __version__}
+    return config
+
+
+def card_facts(model, run_cfg: DictConfig, checkpoint: dict, ckpt: Path, cfg: DictConfig) -> dict[str, Any]:
+    """What the model card says, gathered from the model, its run config and its run directory."""
+    run = RunDir.of_checkpoint(ckpt)
+    net = getattr(model, "net", model)
+    return {
+        "kind": type(model).__name__,
+        "network": type(net).__name__,
+        "parameters": count_parameters(net),
+        "dataset": run_cfg.dataset.name,
+        "image_shape": (run_cfg.dataset.channels, run_cfg.dataset.image_size, run_cfg.dataset.image_size),
+        "step": checkpoint.get("global_step"),
+        "batch_size": OmegaConf.select(run_cfg, "dataset.batch_size"),
+        "sampling": model.sampling,
+        "train_command": shlex.join(["python", "train.py", *run.stored_overrides()]),
+        "val_loss": final_metric(run.metrics_file, "val/loss"),
+        "fids": fid_results(run),
+        "n": cfg.n,
+        "seed": cfg.seed,
+    }
+
+
+def final_metric(metrics_file: Path | None, name: str) -> float | None:
+    """The last ``name`` in a run's metrics.csv, or None."""
+    if metrics_file is None or not metrics_file.is_file():
+        return None
+    with metrics_file.open() as f:
+        values = [float(r[name]) for r in csv.DictReader(f) if r.get(name)]
+    return values[-1] if values else None
+
+
+def fid_results(run: RunDir) -> list[dict[str, Any]]:
+    """The FID files ``python -m dgmlab.evaluate`` wrote beside the run's samples, oldest first."""
+    results = []
+    for path in sorted(run.samples.glob("*/*_metrics_*.json"), key=lambda p: p.stat().st_mtime):
+        try:
+            result = json.loads(path.read_text())
+            results.append({**result, "folder": path.parent.relative_to(run.root).as_posix()})
+        except (OSError, ValueError):
+            continue
+    return results
+
+
+def model_card(facts: dict[str, Any]) -> str:
+    """README.md in the Hub's layout: a YAML header, then what the model is, its samples and metrics."""
+    diffusion = facts["sampling"] is not None
+    tags = [
+        "dgmlab",
+        "pytorch",
+        "diffusion" if diffusion else "vae",
+        facts["kind"].lower(),
+        "unconditional-image-generation",
+    ]
+    header = {
+        "library_name": "dgmlab",
+        "pipeline_tag": "unconditional-image-generation",
+        "tags": tags,
+        "datasets": [HUB_DATASETS.get(facts["dataset"], facts["dataset"])],
+        "metrics": ["fid"] if facts["fids"] else [],
+    }
+    c, h, w = facts["image_shape"]
+    sampler = f"{facts['sampling'].sampler} with {facts['sampling'].steps} steps" if diffusion else "one decoder pass"
+    lines = [
+        "---",
+        yaml.safe_dump(header, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {facts['kind']} on {facts['dataset']}",
+        "",
+        f"A {facts['kind']} trained with dgmlab: a {facts['network']} of "
+        f"{facts['parameters']:,} parameters, trained for {facts['step']} optimiser steps (batch size "
+        f"{facts['batch_size']}) on `{facts['dataset']}` images of {c} x {h} x {w}. It samples with {sampler} "
+        f"(its config's `model.sampling`){'; the weights are the EMA weights it samples with' if diffusion else ''}.",
+        "",
+        f"![{facts['n']} samples]({SAMPLES_FILE})",
+        "",
+        f"{SAMPLES_FILE}: {facts['n']} samples, seed {facts['seed']}, on a CPU in fp32.",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "python sample.py ckpt=THIS_FOLDER n=64 seed=0     # grid.png and samples.npz in THIS_FOLDER/samples/",
+        "```",
+        "",
+        "```python",
+        'from dgmlab.lit import load_model; model, config = load_model("THIS_FOLDER")',
+        "```",
+        "",
+        f"`{WEIGHTS_FILE}` holds tensors only and `{CONFIG_FILE}` is YAML: loading runs no code from the folder,",
+        f"and `{CONFIG_FILE}` records the sha256 of the weights, so an edited or truncated file is refused.",
+        "",
+        "## Training",
+        "",
+        "```bash",
+        facts["train_command"],
+        "```",
+        "",
+        "## Metrics",
+        "",
+        *metric_lines(facts),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def metric_lines(facts: dict[str, Any]) -> list[str]:
+    lines = []
+    if facts["val_loss"] is not None:
+        lines.append(f"- val/loss {facts['val_loss']:.4f}, the run's last (its csv/metrics.csv)")
+    for r in facts["fids"]:
+        lines.append(
+            f"- FID {r['fid']:.4f}, KID {r['kid_mean']:.5f} ({r['features']} features, {r['num_samples']} samples "
+            f"of `{r['folder']}` against {r['num_reference']} {r['dataset']} {r['split']} images): "
+            f"`python -m dgmlab.evaluate samples={r['folder']}/samples.npz dataset={r['dataset']} "
+            f"features={r['features']} split={r['split']}`"
+        )
+    return lines or ["None were recorded in the run directory."]
+
+
+def main() -> None:
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path="conf", config_name="export")
+    def run(cfg: DictConfig) -> None:
+        export_program(cfg)
+
+    run()
+
+
+if __name__ == "__main__":
+    main()
