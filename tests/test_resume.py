@@ -346,3 +346,83 @@ def test_a_killed_ddp_rank_ends_the_others_within_seconds(tmp_path, target):
     assert process.returncode != 0
     # Loadable: a periodic one (the kill may land while last.ckpt of step 10 is still being written).
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] in (5, 10, 15)
+
+
+# --- one writer per run directory (run/lock.py) -------------------------------------------------------
+def slow_writer(run_dir: Path, max_steps: int = 32) -> subprocess.Popen:
+    """A run that pauses 1.5 s inside every checkpoint write (tests/checkpoint_hooks.py), so it is still
+    training, whatever the CPU, while a second writer tries its directory."""
+    return popen_train(
+        *train_args(run_dir, max_steps, every=4),
+        "callbacks.sample_grid.every_n_steps=100000",
+        "checkpoint_io._target_=checkpoint_hooks.PausingCheckpointIO",
+        "+checkpoint_io.pause=1.5",
+        env=TESTS_ON_PATH,
+    )
+
+
+def writer_pid(run_dir: Path) -> int | None:
+    try:
+        return json.loads((run_dir / ".writer.json").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def assert_refused_by(result: subprocess.CompletedProcess, holder: subprocess.Popen, setting: str, run_dir: Path):
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"Error: {setting}={run_dir} is being written by another train.py (pid {holder.pid} on " in errors[0]
+    assert holder.poll() is None, "the first run ended before the check: it must still be writing"
+
+
+def test_a_second_writer_is_refused_while_the_first_finishes_untouched(tmp_path):
+    run_dir = tmp_path / "run"
+    first = slow_writer(run_dir)
+    wait_for(lambda: writer_pid(run_dir) == first.pid and (run_dir / "checkpoints" / "last.ckpt").is_file(), 120, first)
+    # A new run in the same directory and a resume of the live run, at once.
+    same_dir = popen_train(*train_args(run_dir, 8))
+    # (trust_config: its stored overrides name the test's checkpoint writer, not one of dgmlab's own)
+    resume = popen_train(f"resume={run_dir}", "trainer.max_steps=40", "trust_config=true", env=TESTS_ON_PATH)
+    for second, setting in ((same_dir, "hydra.run.dir"), (resume, "resume")):
+        output = second.communicate(timeout=120)[0]
+        result = subprocess.CompletedProcess(second.args, second.returncode, "", output)
+        assert_refused_by(result, first, setting, run_dir)
+    output = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, output[-3000:]
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 32
+    assert [int(r["step"]) for r in metrics(run_dir) if r["train/loss"]] == list(range(32))
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
+def test_a_writer_killed_with_sigkill_blocks_neither_a_resume_nor_a_new_writer(tmp_path):
+    run_dir = tmp_path / "run"
+    process = popen_train(*train_args(run_dir, 100000, every=3), "callbacks.sample_grid.every_n_steps=100000")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    wait_for(lambda: (global_step(last) or 0) >= 3, 120, process)
+    process.kill()
+    process.wait(timeout=30)
+    assert (run_dir / ".writer.lock").exists() and writer_pid(run_dir) == process.pid  # left behind, not held
+    step = load(last)["global_step"]
+    resumed = run_script("train.py", f"resume={run_dir}", f"trainer.max_steps={step + 2}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load(last)["global_step"] == step + 2 and writer_pid(run_dir) not in (None, process.pid)
+
+
+@pytest.mark.slow
+def test_under_ddp_rank_0_holds_the_lock_and_a_stopped_run_resumes(tmp_path):
+    """Two DDP processes on the CPU: rank 0 (the process we start; Lightning starts rank 1 as its child,
+    with the same command line) holds the lock, rank 1 runs beside it, a resume of the live run is
+    refused, and after the run stops (SIGTERM) its resume under DDP takes the lock again."""
+    run_dir = tmp_path / "run"
+    process = ddp_run_until_a_checkpoint(run_dir)
+    assert writer_pid(run_dir) == process.pid
+    assert len(subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()) == 1
+    refused = run_script("train.py", f"resume={run_dir}", "trainer.max_steps=4")
+    assert_refused_by(refused, process, "resume", run_dir)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    step = load(run_dir / "checkpoints" / "last.ckpt")["global_step"]
+    resumed = run_script("train.py", f"resume={run_dir}", f"trainer.max_steps={step + 2}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == step + 2
