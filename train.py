@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dgmlab.core.errors import reports_user_errors
-from dgmlab.run.lock import hold_named_run
+from dgmlab.run.lock import hold_named_run, release
 from dgmlab.run.resume import resume_argv
 from dgmlab.run.training import train_program
 
@@ -22,5 +22,9 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     # resume=...: the run's own overrides and hydra.run.dir=RUN_DIR, before Hydra composes
     sys.argv = reports_user_errors(resume_argv)(sys.argv, Path(__file__).resolve().parent / "conf")
-    reports_user_errors(hold_named_run)(sys.argv)  # one writer per run directory, before Hydra writes there
-    main()
+    held = reports_user_errors(hold_named_run)(sys.argv)  # one writer per run directory, before Hydra writes there
+    try:
+        main()
+    finally:
+        if held is not None:
+            release(held)

@@ -227,6 +227,8 @@ def test_a_documented_command_parses_and_composes(command: Command, places, monk
         check_sample(args, places)
     elif command.program in ("dgmlab.evaluate", "dgmlab.metrics.lenet"):
         check_evaluate(args, places)
+    elif command.program == "dgmlab.export":
+        compose_program("export", args)
     elif command.program.startswith("bench/"):
         check_argparse(bench_module(command.program), args, monkeypatch)
     else:

@@ -31,6 +31,7 @@ WRITER_FILE = ".writer.json"
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
 _held: dict[Path, object] = {}  # run directory -> its FileLock, held by this process
+_created: set[Path] = set()  # the run directories that taking their lock created
 
 
 def lead_process() -> bool:
@@ -56,6 +57,8 @@ def hold(root: str | Path, setting: str) -> bool:
     root = Path(root).resolve()
     if not lead_process() or root in _held:
         return False
+    if not root.exists():
+        _created.add(root)
     root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(root / LOCK_FILE), timeout=0)
     try:
@@ -72,9 +75,18 @@ def hold(root: str | Path, setting: str) -> bool:
 
 
 def release(root: str | Path) -> None:
-    lock = _held.pop(Path(root).resolve(), None)
-    if lock is not None:
-        lock.release()
+    """Let go of the lock; a directory the lock created, and that holds nothing else (a run refused
+    before it wrote anything), goes with it."""
+    root = Path(root).resolve()
+    lock = _held.pop(root, None)
+    if lock is None:
+        return
+    if root in _created and {p.name for p in root.iterdir()} <= {LOCK_FILE, WRITER_FILE}:
+        (root / WRITER_FILE).unlink(missing_ok=True)
+        (root / LOCK_FILE).unlink(missing_ok=True)
+        root.rmdir()
+    _created.discard(root)
+    lock.release()
 
 
 @contextlib.contextmanager
@@ -88,13 +100,15 @@ def writing(root: str | Path, setting: str = "hydra.run.dir") -> Iterator[None]:
             release(root)
 
 
-def hold_named_run(argv: list[str]) -> None:
+def hold_named_run(argv: list[str]) -> Path | None:
     """Before Hydra writes anything: hold the run directory that ``train.py``'s command line names
-    (``hydra.run.dir=``, which ``resume=`` becomes). Command lines with flags (``-m``, ``--cfg``, ...)
-    leave it to the job."""
+    (``hydra.run.dir=``, which ``resume=`` becomes), and return it if this call took the lock.
+    Command lines with flags (``-m``, ``--cfg``, ...) leave it to the job."""
     from .resume import typed
 
     args = argv[1:]
     run_dir = typed(args, "hydra.run.dir")
     if run_dir and not any(a.startswith("-") for a in args):
-        hold(run_dir, "resume" if typed(args, "resume") else "hydra.run.dir")
+        if hold(run_dir, "resume" if typed(args, "resume") else "hydra.run.dir"):
+            return Path(run_dir)
+    return None
