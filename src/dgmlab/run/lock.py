@@ -103,12 +103,13 @@ def writing(root: str | Path, setting: str = "hydra.run.dir") -> Iterator[None]:
 def hold_named_run(argv: list[str]) -> Path | None:
     """Before Hydra writes anything: hold the run directory that ``train.py``'s command line names
     (``hydra.run.dir=``, which ``resume=`` becomes), and return it if this call took the lock.
-    Command lines with flags (``-m``, ``--cfg``, ...) leave it to the job."""
+    Command lines with flags (``-m``, ``--cfg``, ...) or a directory with interpolations leave it to
+    the job."""
     from .resume import typed
 
     args = argv[1:]
     run_dir = typed(args, "hydra.run.dir")
-    if run_dir and not any(a.startswith("-") for a in args):
+    if run_dir and "${" not in run_dir and not any(a.startswith("-") for a in args):
         if hold(run_dir, "resume" if typed(args, "resume") else "hydra.run.dir"):
             return Path(run_dir)
     return None
