@@ -6,7 +6,9 @@ import itertools
 
 import pytest
 import torch
+import yaml
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from dgmlab.core.errors import ConfigError
 from dgmlab.diffusion import SamplingOptions
@@ -114,8 +116,13 @@ def test_only_diffusion_models_carry_a_schedule(tmp_path):
 
 @pytest.mark.parametrize("trainer", sorted(p.stem for p in (CONF / "trainer").glob("*.yaml")))
 def test_every_trainer_config_composes_and_validates(trainer, tmp_path):
-    """The GPU ones too (they cannot be built without a GPU)."""
-    validate_train_config(compose_train([f"trainer={trainer}"], tmp_path))
+    """The GPU ones too (they cannot be built without a GPU): each validates, and the composed trainer
+    holds every plain value its file sets (its defaults list and interpolations aside)."""
+    cfg = compose_train([f"trainer={trainer}"], tmp_path)
+    validate_train_config(cfg)
+    own = yaml.safe_load((CONF / "trainer" / f"{trainer}.yaml").read_text())
+    plain = {k: v for k, v in own.items() if k != "defaults" and not (isinstance(v, str) and "${" in v)}
+    assert plain and {k: OmegaConf.to_container(cfg.trainer)[k] for k in plain} == plain
 
 
 def test_every_sampling_setting_reaches_sample_py_the_grid_and_the_fid_callback(tmp_path):

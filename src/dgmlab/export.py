@@ -87,7 +87,7 @@ def export_config(run_cfg: DictConfig, checkpoint: dict, ckpt: Path, weights_sha
 def card_facts(model, run_cfg: DictConfig, checkpoint: dict, ckpt: Path, cfg: DictConfig) -> dict[str, Any]:
     """What the model card says, gathered from the model, its run config and its run directory."""
     run = RunDir.of_checkpoint(ckpt)
-    net = getattr(model, "net", model)
+    net = model.net if model.has_ema else model  # the network it samples with
     return {
         "kind": type(model).__name__,
         "network": type(net).__name__,

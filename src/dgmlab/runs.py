@@ -33,7 +33,7 @@ import yaml
 
 from .core.errors import ConfigError, UserError
 from .run import status as run_status
-from .run.layout import CONFIG_FILE, OVERRIDES_FILE, STATUS_FILE, RunDir, read_yaml
+from .run.layout import CONFIG_FILE, STATUS_FILE, RunDir, read_yaml
 from .run.resume import flatten
 
 # Folders inside a run directory, or tracker stores beside runs, that hold no run of their own.
@@ -57,13 +57,9 @@ class Run:
 
 
 # --- finding runs ----------------------------------------------------------------------------------
-def files_of(path: Path) -> RunDir:
-    """The run directory ``path`` for its fixed file names (status, overrides): no config is read."""
-    return RunDir(root=path, checkpoints=path / "checkpoints", metrics_file=None)
-
-
 def is_run(path: Path) -> bool:
-    return (path / STATUS_FILE).is_file() or (path / CONFIG_FILE).is_file() or (path / OVERRIDES_FILE).is_file()
+    files = RunDir.named(path)
+    return files.status_file.is_file() or files.config_file.is_file() or files.overrides_file.is_file()
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -87,7 +83,7 @@ def read_run(path: Path) -> Run:
     run = Run(path=path)
     broken = ""
     try:
-        status = run_status.read(files_of(path))
+        status = run_status.read(RunDir.named(path))
     except (OSError, ValueError) as e:
         status, broken = None, f"{STATUS_FILE}: {one_line(e)}"
     try:
@@ -119,8 +115,9 @@ def from_status(run: Run, status: dict[str, Any]) -> None:
 
 def from_config(run: Run) -> None:
     """A run without ``status.json``: from before dgmlab wrote one, or stopped before training."""
-    run.overrides = run_status.settings(files_of(run.path).stored_overrides())
-    config_file = run.path / CONFIG_FILE
+    files = RunDir.named(run.path)
+    run.overrides = run_status.settings(files.stored_overrides())
+    config_file = files.config_file
     run.started = short_time(datetime.fromtimestamp(run.path.stat().st_mtime).isoformat())
     if not config_file.is_file():
         run.state, run.note = "not started", "no config.yaml: it stopped before training (see its train.log)"
@@ -130,7 +127,7 @@ def from_config(run: Run) -> None:
         raise ValueError(f"{CONFIG_FILE} is not a config")
     run.model = str((config.get("model") or {}).get("name") or "")
     run.max_steps = (config.get("trainer") or {}).get("max_steps")
-    log = tail(run.path / "train.log")
+    log = tail(files.log_file)
     if "] - done: " in log:
         run.state = "finished"
     elif "Interrupted by " in log:
@@ -242,9 +239,10 @@ def differing_settings(paths: list[Path]) -> dict[str, list[Any]]:
     """The config keys whose values differ between the runs (their own paths left out)."""
     flat = []
     for path in paths:
-        config = read_yaml(path / CONFIG_FILE)
+        config_file = RunDir.named(path).config_file
+        config = read_yaml(config_file)
         if not isinstance(config, dict):
-            raise ConfigError(f"{path / CONFIG_FILE} is not a config")
+            raise ConfigError(f"{config_file} is not a config")
         stored_root = str((config.get("paths") or {}).get("output_dir") or path)
         flat.append({k: v for k, v in flatten(config).items() if not (isinstance(v, str) and stored_root in v)})
     keys = sorted(set().union(*flat))

@@ -38,6 +38,7 @@ class GenerativeModule(L.LightningModule):
       model's ``model.sampling``); None: it draws in one decoder pass and takes no sampler settings.
     - ``schedule``: its noise schedule (a model that has ``sampling`` has one); None: none.
     - ``class_conditional``: it draws images of given labels (``sample_images(..., labels=)``).
+    - ``has_ema``: it keeps an EMA copy (``ema``) of its network (``net``), and samples with it.
     - ``likelihood_bound``: the bound on -log p(x) of pixels it offers, by which ``metrics/nll.py``
       computes it: ``variational`` (``variational_bound``, a DDPM's) or ``importance_weighted`` (a
       VAE's, from ``encode``, ``decoder`` and ``likelihood``); None: none.
@@ -46,6 +47,7 @@ class GenerativeModule(L.LightningModule):
     sampling: ResolvedSampling | None = None
     schedule: NoiseSchedule | None = None
     class_conditional: bool = False
+    has_ema: ClassVar[bool] = False
     likelihood_bound: ClassVar[str | None] = None
 
     def __init__(

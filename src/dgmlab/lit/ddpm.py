@@ -43,6 +43,7 @@ class DDPM(GenerativeModule):
     sampling: ResolvedSampling
     schedule: NoiseSchedule
     likelihood_bound = "variational"
+    has_ema = True
 
     def __init__(
         self,

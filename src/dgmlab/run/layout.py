@@ -39,6 +39,7 @@ WANDB_ID_FILE = "wandb_run_id"
 MLFLOW_ID_FILE = "mlflow_run_id"
 STATUS_FILE = "status.json"
 CURVES_FILE = "curves.png"
+LOG_FILE = "train.log"  # Hydra's job log: <hydra.job.name>.log, train.py's
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,13 @@ class RunDir:
             stored = read_yaml(config)
             if isinstance(stored, dict) and OmegaConf.select(OmegaConf.create(stored), "paths.output_dir"):
                 return cls.from_config(stored, root=root)
+        return cls.named(root)
+
+    @classmethod
+    def named(cls, root: str | Path) -> RunDir:
+        """The run directory ``root`` with the default folders, its config unread: for the files whose
+        names are fixed (status, config, overrides, log)."""
+        root = Path(root)
         return cls(root=root, checkpoints=root / "checkpoints", metrics_file=root / "csv" / METRICS_FILE)
 
     @classmethod
@@ -121,6 +129,10 @@ class RunDir:
     @property
     def status_file(self) -> Path:
         return self.root / STATUS_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / LOG_FILE
 
     @property
     def curves_file(self) -> Path:

@@ -38,8 +38,8 @@ def count_parameters(module: nn.Module) -> int:
 
 def describe_model(model: nn.Module) -> str:
     """e.g. ``DDPM: UNet 1.08M parameters (+ an EMA copy)``."""
-    net = getattr(model, "net", None)
-    if net is not None and hasattr(model, "ema"):
+    if getattr(model, "has_ema", False):
+        net = model.net
         return f"{type(model).__name__}: {type(net).__name__} {count_parameters(net) / 1e6:.2f}M parameters (+ an EMA copy)"
     return f"{type(model).__name__}: {count_parameters(model) / 1e6:.2f}M parameters"
 

@@ -24,12 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 from ..core.errors import DivergedError
 from ..core.files import write_atomically
 from .layout import RunDir
+from .resume import carried, override_key
 
 ENDED = ("finished", "interrupted", "diverged", "failed")
+
+
 # Overrides that say where a run is or what it continues, not how it is set up.
-NOT_SETTINGS = ("hydra.", "resume", "ckpt_path")
-
-
 def now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -53,7 +53,7 @@ def read(run: RunDir) -> dict[str, Any] | None:
 
 def settings(overrides: list[str]) -> list[str]:
     """The command-line overrides that set the run up (not its directory, nor what it resumed)."""
-    return [o for o in overrides if not o.lstrip("+~").startswith(NOT_SETTINGS)]
+    return [o for o in overrides if carried(override_key(o))]
 
 
 def task_overrides() -> list[str]:
