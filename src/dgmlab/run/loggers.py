@@ -36,13 +36,14 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from PIL import Image
 
 from ..core.errors import ConfigError
+from . import internals
 from .layout import RunDir
 
 
 class AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer deletes an existing metrics.csv; this one keeps it and appends."""
 
-    def _check_log_dir_exists(self) -> None:
+    def _check_log_dir_exists(self) -> None:  # Lightning's private hook (internals.PRIVATE_NAMES)
         if os.path.isfile(self.metrics_file_path):
             with open(self.metrics_file_path, newline="") as f:
                 self.metrics_keys = sorted(csv.DictReader(f).fieldnames or [])
@@ -71,10 +72,10 @@ class CSVLogger(LightningCSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> AppendingWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+        if internals.writer_of(self) is None:
+            internals.filesystem_of(self).makedirs(self.root_dir, exist_ok=True)
+            internals.set_writer(self, AppendingWriter(log_dir=self.log_dir))
+        return internals.writer_of(self)
 
     @rank_zero_only
     def drop_rows_from(self, step: int) -> None:
@@ -147,10 +148,12 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
     @rank_zero_only
     def drop_rows_from(self, step: int) -> None:
-        if self._experiment is not None:
-            self._experiment.close()
-            self._experiment = None
-        self._kwargs["purge_step"] = step  # the next writer's first event: TensorBoard drops steps >= step
+        if internals.writer_of(self) is not None:
+            internals.writer_of(self).close()
+            internals.set_writer(self, None)
+        internals.set_tensorboard_purge_step(
+            self, step
+        )  # the next writer's first event: TensorBoard drops steps >= step
 
 
 class MLFlowLogger(LightningMLFlowLogger):
@@ -169,34 +172,38 @@ class MLFlowLogger(LightningMLFlowLogger):
         stored = self._id_file.read_text().strip() if self._id_file.is_file() else None
         super().__init__(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=stored, **kwargs)
         self._resumed = stored is not None
+        self._store = (tracking_uri, experiment_name, kwargs.get("artifact_location"))
 
     @property
     @rank_zero_experiment
     def experiment(self):
-        if not self._initialized and self._run_id is None and self._experiment_id is None:
-            self._experiment_id = self._find_or_create_experiment()
+        if internals.mlflow_run_pending(self):
+            internals.set_mlflow_experiment(self, self._find_or_create_experiment())
         client = LightningMLFlowLogger.experiment.fget(self)
         if not self._id_file.is_file():
             self._id_file.parent.mkdir(parents=True, exist_ok=True)
-            self._id_file.write_text(self._run_id + "\n")
+            self._id_file.write_text(internals.mlflow_run_id(self) + "\n")
         elif self._resumed:
             self._resumed = False
-            client.update_run(self._run_id, status="RUNNING")
+            client.update_run(internals.mlflow_run_id(self), status="RUNNING")
         return client
 
     def _find_or_create_experiment(self) -> str:
         """The experiment's id; two runs starting together may both try to create it."""
         from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
 
+        tracking_uri, name, artifact_location = self._store
+        client = MlflowClient(tracking_uri)
         for _ in range(2):
-            found = self._mlflow_client.get_experiment_by_name(self._experiment_name)
+            found = client.get_experiment_by_name(name)
             if found is not None and found.lifecycle_stage != "deleted":
                 return found.experiment_id
             try:
-                return self._mlflow_client.create_experiment(self._experiment_name, self._artifact_location)
+                return client.create_experiment(name, artifact_location)
             except MlflowException:  # created meanwhile by another run: look again
                 continue
-        raise ConfigError(f"logger.mlflow: cannot create the MLflow experiment {self._experiment_name!r}")
+        raise ConfigError(f"logger.mlflow: cannot create the MLflow experiment {name!r}")
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:

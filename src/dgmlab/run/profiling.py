@@ -14,14 +14,14 @@ class Profiler(PyTorchProfiler):
     of the profiled steps (``<dirpath>/*.pt.trace.json``, which chrome://tracing and ui.perfetto.dev
     open); the report's table, ``row_limit`` ops sorted by ``sort_by_key``, is also logged."""
 
+    def __init__(self, *args, row_limit: int = 20, sort_by_key: str = "cpu_time_total", **kwargs):
+        super().__init__(*args, row_limit=row_limit, sort_by_key=sort_by_key, **kwargs)
+        self.row_limit, self.sort_by_key = row_limit, sort_by_key  # kept here: Lightning's are private
+
     def summary(self) -> str:
         table = super().summary()
         if table:
             log.info(
-                "the %d most expensive ops (by %s), from %s:\n%s",
-                self._row_limit,
-                self._sort_by_key,
-                self.dirpath,
-                table,
+                "the %d most expensive ops (by %s), from %s:\n%s", self.row_limit, self.sort_by_key, self.dirpath, table
             )
         return table
