@@ -55,7 +55,7 @@ def describe_device(trainer) -> str:
 
 
 def log_start(output_dir, precision: PrecisionChoice, trainer, model: nn.Module) -> None:
-    log.info("run directory: %s", output_dir)
+    log.info("run directory: %s", shown_path(output_dir))
     log.info("%s", precision)
     log.info("device: %s", describe_device(trainer))
     log.info("model: %s", describe_model(model))
