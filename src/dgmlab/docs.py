@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="the repository root (default: here)")
     args = parser.parse_args(argv)
     found = blocks(args.repo)
-    missing = sorted(set(OUTPUTS) - set(found))
+    missing = sorted(set(args.only or OUTPUTS) - set(found))
     if missing:
         print(f"Error: no page has a block for {missing}", file=sys.stderr)
         return 1
