@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,7 @@ MASKS = [
     (re.compile(r"in (\d+ h )?(\d+ min )?\d+ s$", re.M), "in <t>"),
     (re.compile(r"((?:loss|elbo|nll|bpd|fid)[= ])-?\d+(\.\d+)?(e-?\d+)?"), r"\1<x>"),
     (re.compile(r"\(\d+ bytes;"), "(<n> bytes;"),
+    (re.compile(r"(by SIG[A-Z0-9]+ at step )\d+"), r"\1<n>"),  # where a signal stops a run: a matter of time
 ]
 
 
@@ -68,23 +70,29 @@ class Workspace:
 
     def run(self, command: str) -> tuple[str, int]:
         """``command`` (``python train.py ...``, ``python sample.py ...``) as a user runs it here."""
-        words = shlex.split(command)
-        assert words[0] == "python", command
-        if words[1].endswith(".py"):
-            words[1] = str(self.repo / words[1])
-        env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline", "COLUMNS": "200"}
-        src = str(self.repo / "src")
-        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
         result = subprocess.run(
-            [sys.executable, *words[1:]],
+            self.argv(command),
             cwd=self.cwd,
-            env=env,
+            env=self.env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             timeout=900,
         )
         return result.stdout, result.returncode
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline", "COLUMNS": "200"}
+        src = str(self.repo / "src")
+        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+        return env
+
+    def argv(self, command: str) -> list[str]:
+        words = shlex.split(command)
+        assert words[0] == "python", command
+        if words[1].endswith(".py"):
+            words[1] = str(self.repo / words[1])
+        return [sys.executable, *words[1:]]
 
     def smoke(self) -> tuple[Path, str]:
         """The run directory and output of ``python train.py experiment=smoke``."""
@@ -240,6 +248,22 @@ def error_damaged_checkpoint(ws: Workspace) -> str:
     return transcript(ws, "python sample.py ckpt=truncated.ckpt n=2", is_error, exit_code=True)
 
 
+def signal_stop(ws: Workspace) -> str:
+    """A long run sent SIGTERM once its third checkpoint is written: what it logs, and its exit code."""
+    command = "python train.py experiment=smoke trainer.max_steps=100000 hydra.run.dir=outputs/stopped"
+    third = ws.cwd / "outputs" / "stopped" / "checkpoints" / "step_000150.ckpt"
+    with open(ws.cwd / "stopped.log", "w+") as log:
+        process = subprocess.Popen(ws.argv(command), cwd=ws.cwd, env=ws.env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        while not third.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=300)
+        log.seek(0)
+        lines = [line.rstrip("\n") for line in log if "[dgmlab.run.signals]" in line]
+    return "\n".join([f"$ {command}", "...", *lines, "$ echo $?", str(code)]) + "\n"
+
+
 OUTPUTS: dict[str, Callable[[Workspace], str]] = {
     "smoke-output": smoke_output,
     "smoke-tree": smoke_tree,
@@ -252,6 +276,7 @@ OUTPUTS: dict[str, Callable[[Workspace], str]] = {
     "error-resume-changed": error_resume_changed,
     "error-diverged": error_diverged,
     "error-damaged-checkpoint": error_damaged_checkpoint,
+    "signal-stop": signal_stop,
 }
 
 
