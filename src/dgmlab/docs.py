@@ -44,6 +44,7 @@ MASKS = [
     (re.compile(r"\d{4}-\d\d-\d\d[ _]\d\d[:-]\d\d[:-]\d\d(,\d+)?"), "<date>"),
     (re.compile(r"(precision|device): .*"), r"\1: <hardware>"),
     (re.compile(r"\d+(\.\d+)? steps/s"), "<n> steps/s"),
+    (re.compile(r"^(training loss:|the loss fell).*$", re.M), r"\1 <losses>"),
     (re.compile(r"(\d+ min )?\d+ s left"), "<t> left"),
     (re.compile(r"in (\d+ h )?(\d+ min )?\d+ s$", re.M), "in <t>"),
     (re.compile(r"((?:loss|elbo|nll|bpd|fid)[= ])-?\d+(\.\d+)?(e-?\d+)?"), r"\1<x>"),
@@ -248,6 +249,19 @@ def error_damaged_checkpoint(ws: Workspace) -> str:
     return transcript(ws, "python sample.py ckpt=truncated.ckpt n=2", is_error, exit_code=True)
 
 
+PREFIX = re.compile(r"^\[[^]]*\]\[[^]]*\]\[[A-Z]+\] - ", re.M)
+
+
+def debug_overfit(ws: Workspace) -> str:
+    """``debug=overfit`` of the default model, the log prefix cut from each line."""
+    output, code = ws.run("python train.py debug=overfit")
+    if code != 0:
+        raise RuntimeError(f"python train.py debug=overfit failed:\n{output}")
+    warning = re.compile(r"^\S+\.py:\d+: ")  # a library's warning, with the path of its file: left out
+    lines = [line for line in PREFIX.sub("", output).splitlines() if not warning.match(line)]
+    return "$ python train.py debug=overfit\n" + "\n".join(lines) + "\n"
+
+
 def signal_stop(ws: Workspace) -> str:
     """A long run sent SIGTERM once its third checkpoint is written: what it logs, and its exit code."""
     command = "python train.py experiment=smoke trainer.max_steps=100000 hydra.run.dir=outputs/stopped"
@@ -277,6 +291,7 @@ OUTPUTS: dict[str, Callable[[Workspace], str]] = {
     "error-diverged": error_diverged,
     "error-damaged-checkpoint": error_damaged_checkpoint,
     "signal-stop": signal_stop,
+    "debug-overfit": debug_overfit,
 }
 
 
