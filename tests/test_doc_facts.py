@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from PIL import Image
 
 from dgmlab import docs as regen
@@ -267,3 +268,29 @@ def test_the_masks_keep_what_the_code_decides():
 def test_every_example_output_is_what_the_code_prints():
     fresh = regen.generate(REPO, sorted(regen.OUTPUTS))
     assert regen.differences(REPO, fresh) == [], "run python -m dgmlab.docs"
+
+
+def test_the_vae_settings_table_gives_the_defaults_of_model_vae():
+    cfg = compose_train("model=vae")
+    rows = table_rows(page("docs/vae.md"), "| setting | default | meaning |")
+    checked = 0
+    for setting, said, _ in rows:
+        key = setting.strip("`")
+        if not key.startswith("model."):
+            continue
+        value = OmegaConf.select(cfg, key)
+        shown = f"`{OmegaConf.to_container(value)}`" if OmegaConf.is_config(value) else str(value)
+        if isinstance(value, str):
+            shown = f"`{value}`"
+        assert said == shown, (key, said, shown)
+        checked += 1
+    assert checked >= 8
+
+
+def test_the_fid_callback_defaults_are_those_evaluation_md_says():
+    cfg = compose_train("eval=fid").eval
+    evaluation = flat(page("docs/evaluation.md"))
+    assert f"python train.py eval=fid # every {cfg.every_n_steps} steps and at the end" in evaluation
+    assert f"draws `eval.num_samples` images (default {cfg.num_samples})" in evaluation
+    assert f"`eval.split` ({cfg.split} by default)" in evaluation
+    assert cfg.sampler is None  # "default: the model's own", whose name the sampler test checks

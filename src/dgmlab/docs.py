@@ -41,7 +41,8 @@ LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's j
 
 # --- masking: what may differ between a page and a fresh run --------------------------------------------
 MASKS = [
-    (re.compile(r"\d{4}-\d\d-\d\d[ _]\d\d[:-]\d\d[:-]\d\d(,\d+)?"), "<date>"),
+    (re.compile(r"\d{4}-\d\d-\d\d[ _]\d\d[:-]\d\d([:-]\d\d(,\d+)?)?"), "<date>"),
+    (re.compile(r"\b\d+(/\d+ +interrupted)"), r"<n>\1"),  # the step a signal stopped a run at
     (re.compile(r"(precision|device): .*"), r"\1: <hardware>"),
     (re.compile(r"\d+(\.\d+)? steps/s"), "<n> steps/s"),
     (re.compile(r"^(training loss:|the loss fell).*$", re.M), r"\1 <losses>"),
@@ -56,7 +57,7 @@ MASKS = [
 def masked(text: str) -> str:
     for pattern, replacement in MASKS:
         text = pattern.sub(replacement, text)
-    return text
+    return re.sub(r"[ \t]{2,}", " ", text)  # a table's columns, as wide as what the masks hid
 
 
 # --- running the programs -------------------------------------------------------------------------------
@@ -68,6 +69,7 @@ class Workspace:
     cwd: Path
     _smoke: Path | None = field(default=None, init=False)
     _smoke_output: str = field(default="", init=False)
+    made: dict[str, str] = field(default_factory=dict, init=False)  # the outputs made so far, by name
 
     def run(self, command: str) -> tuple[str, int]:
         """``command`` (``python train.py ...``, ``python sample.py ...``) as a user runs it here."""
@@ -113,6 +115,19 @@ def transcript(ws: Workspace, command: str, keep: Callable[[str], bool] = lambda
     if exit_code:
         lines += ["$ echo $?", str(code)]
     return "\n".join(lines) + "\n"
+
+
+def once(generate: Callable[[Workspace], str]) -> Callable[[Workspace], str]:
+    """An output made once per workspace: another output may need the runs it made."""
+
+    def cached(ws: Workspace) -> str:
+        if generate.__name__ not in ws.made:
+            ws.made[generate.__name__] = generate(ws)
+        return ws.made[generate.__name__]
+
+    cached.__name__ = generate.__name__
+    cached.__doc__ = generate.__doc__
+    return cached
 
 
 def is_error(line: str) -> bool:
@@ -211,6 +226,10 @@ def error_vae_schedule(ws: Workspace) -> str:
     return transcript(ws, "python train.py model=vae schedule=cosine", exit_code=True)
 
 
+def error_bad_schedule(ws: Workspace) -> str:
+    return transcript(ws, "python train.py schedule.beta_end=1.5", exit_code=True)
+
+
 def error_missing_checkpoint(ws: Workspace) -> str:
     return transcript(ws, "python sample.py ckpt=outputs/none.ckpt", exit_code=True)
 
@@ -234,10 +253,11 @@ def error_resume_changed(ws: Workspace) -> str:
     return transcript(ws, command, is_error, exit_code=True)
 
 
+@once
 def error_diverged(ws: Workspace) -> str:
     command = (
         "python train.py experiment=smoke trainer.precision=32-true model.optimizer.lr=1e6 "
-        "callbacks.model_checkpoint.every_n_train_steps=1 hydra.run.dir=outputs/diverged"
+        "callbacks.model_checkpoint.every_n_train_steps=1 hydra.run.dir=outputs/docs/diverged"
     )
     return transcript(ws, command, is_error, exit_code=True)
 
@@ -252,20 +272,23 @@ def error_damaged_checkpoint(ws: Workspace) -> str:
 PREFIX = re.compile(r"^\[[^]]*\]\[[^]]*\]\[[A-Z]+\] - ", re.M)
 
 
+@once
 def debug_overfit(ws: Workspace) -> str:
     """``debug=overfit`` of the default model, the log prefix cut from each line."""
-    output, code = ws.run("python train.py debug=overfit")
+    command = "python train.py debug=overfit hydra.run.dir=outputs/docs/overfit"
+    output, code = ws.run(command)
     if code != 0:
-        raise RuntimeError(f"python train.py debug=overfit failed:\n{output}")
+        raise RuntimeError(f"{command} failed:\n{output}")
     warning = re.compile(r"^\S+\.py:\d+: ")  # a library's warning, with the path of its file: left out
     lines = [line for line in PREFIX.sub("", output).splitlines() if not warning.match(line)]
-    return "$ python train.py debug=overfit\n" + "\n".join(lines) + "\n"
+    return f"$ {command}\n" + "\n".join(lines) + "\n"
 
 
+@once
 def signal_stop(ws: Workspace) -> str:
     """A long run sent SIGTERM once its third checkpoint is written: what it logs, and its exit code."""
-    command = "python train.py experiment=smoke trainer.max_steps=100000 hydra.run.dir=outputs/stopped"
-    third = ws.cwd / "outputs" / "stopped" / "checkpoints" / "step_000150.ckpt"
+    command = "python train.py experiment=smoke trainer.max_steps=100000 hydra.run.dir=outputs/docs/stopped"
+    third = ws.cwd / "outputs" / "docs" / "stopped" / "checkpoints" / "step_000150.ckpt"
     with open(ws.cwd / "stopped.log", "w+") as log:
         process = subprocess.Popen(ws.argv(command), cwd=ws.cwd, env=ws.env(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 600
@@ -278,20 +301,30 @@ def signal_stop(ws: Workspace) -> str:
     return "\n".join([f"$ {command}", "...", *lines, "$ echo $?", str(code)]) + "\n"
 
 
+def runs_listing(ws: Workspace) -> str:
+    """``python -m dgmlab.runs outputs/docs`` over runs that ended in each way: finished (debug=overfit),
+    interrupted (signal-stop), diverged (error-diverged), and refused before training."""
+    debug_overfit(ws), signal_stop(ws), error_diverged(ws)  # in the order of OUTPUTS: the listing is by time
+    ws.run("python train.py model=vae schedule=cosine hydra.run.dir=outputs/docs/refused")
+    return transcript(ws, "python -m dgmlab.runs outputs/docs")
+
+
 OUTPUTS: dict[str, Callable[[Workspace], str]] = {
+    "debug-overfit": debug_overfit,
+    "signal-stop": signal_stop,
+    "error-diverged": error_diverged,
     "smoke-output": smoke_output,
     "smoke-tree": smoke_tree,
     "default-startup": default_startup,
     "error-vae-schedule": error_vae_schedule,
+    "error-bad-schedule": error_bad_schedule,
     "error-missing-checkpoint": error_missing_checkpoint,
     "error-unknown-key": error_unknown_key,
     "error-missing-dataset": error_missing_dataset,
     "error-sampler-steps": error_sampler_steps,
     "error-resume-changed": error_resume_changed,
-    "error-diverged": error_diverged,
     "error-damaged-checkpoint": error_damaged_checkpoint,
-    "signal-stop": signal_stop,
-    "debug-overfit": debug_overfit,
+    "runs-listing": runs_listing,
 }
 
 
@@ -318,7 +351,7 @@ def generate(repo: Path, names) -> dict[str, str]:
     """The fresh output of each block named, made in a temporary working directory."""
     with tempfile.TemporaryDirectory(prefix="dgmlab-docs-") as tmp:
         ws = Workspace(repo=repo.resolve(), cwd=Path(tmp))
-        return {name: OUTPUTS[name](ws) for name in names}
+        return {name: OUTPUTS[name](ws) for name in OUTPUTS if name in names}  # OUTPUTS' order: runs-listing
 
 
 def write(repo: Path, fresh: dict[str, str]) -> list[Path]:
