@@ -290,7 +290,7 @@ def test_the_vae_settings_table_gives_the_defaults_of_model_vae():
 def test_the_fid_callback_defaults_are_those_evaluation_md_says():
     cfg = compose_train("eval=fid").eval
     evaluation = flat(page("docs/evaluation.md"))
-    assert f"python train.py eval=fid # every {cfg.every_n_steps} steps and at the end" in evaluation
+    assert re.search(rf"python train.py eval=fid +# every {cfg.every_n_steps} steps and at the end", evaluation)
     assert f"draws `eval.num_samples` images (default {cfg.num_samples})" in evaluation
     assert f"`eval.split` ({cfg.split} by default)" in evaluation
     assert cfg.sampler is None  # "default: the model's own", whose name the sampler test checks

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BLOCK = re.compile(r"(<!-- output: (?P<name>[\w-]+) -->\n```text\n)(?P<body>.*?)(```\n<!-- /output -->)", re.S)
+WARNING = re.compile(r"^\S+\.py:\d+: ")  # warnings.warn's "path/to/file.py:123: Category: message"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job logging
 
 
@@ -82,7 +83,9 @@ class Workspace:
             text=True,
             timeout=900,
         )
-        return result.stdout, result.returncode
+        # a library's warning starts with the path of its file: left out (it names this machine's paths)
+        output = "".join(line for line in result.stdout.splitlines(True) if not WARNING.match(line))
+        return output, result.returncode
 
     def env(self) -> dict[str, str]:
         env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline", "COLUMNS": "200"}
@@ -279,8 +282,7 @@ def debug_overfit(ws: Workspace) -> str:
     output, code = ws.run(command)
     if code != 0:
         raise RuntimeError(f"{command} failed:\n{output}")
-    warning = re.compile(r"^\S+\.py:\d+: ")  # a library's warning, with the path of its file: left out
-    lines = [line for line in PREFIX.sub("", output).splitlines() if not warning.match(line)]
+    lines = PREFIX.sub("", output).splitlines()
     return f"$ {command}\n" + "\n".join(lines) + "\n"
 
 
