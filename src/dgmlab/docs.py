@@ -51,6 +51,7 @@ MASKS = [
     (re.compile(r"in (\d+ h )?(\d+ min )?\d+ s$", re.M), "in <t>"),
     (re.compile(r"((?:loss|elbo|nll|bpd|fid)[= ])-?\d+(\.\d+)?(e-?\d+)?"), r"\1<x>"),
     (re.compile(r"\(\d+ bytes;"), "(<n> bytes;"),
+    (re.compile(r"just ran \d+x slower"), "just ran <n>x slower"),
     (re.compile(r"(by SIG[A-Z0-9]+ at step )\d+"), r"\1<n>"),  # where a signal stops a run: a matter of time
 ]
 
@@ -74,10 +75,11 @@ class Workspace:
 
     def run(self, command: str) -> tuple[str, int]:
         """``command`` (``python train.py ...``, ``python sample.py ...``) as a user runs it here."""
+        variables = dict(_variables(command))
         result = subprocess.run(
             self.argv(command),
             cwd=self.cwd,
-            env=self.env(),
+            env={**self.env(), **variables},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -95,6 +97,8 @@ class Workspace:
 
     def argv(self, command: str) -> list[str]:
         words = shlex.split(command)
+        while re.fullmatch(r"[A-Z_]+=\S+", words[0]):  # VAR=value before the program
+            words = words[1:]
         assert words[0] == "python", command
         if words[1].endswith(".py"):
             words[1] = str(self.repo / words[1])
@@ -109,6 +113,16 @@ class Workspace:
             self._smoke_output = output
             self._smoke = Path(re.search(r"run directory: (\S+)", output).group(1))
         return self._smoke, self._smoke_output
+
+
+def _variables(command: str) -> list[tuple[str, str]]:
+    """The ``VAR=value`` words before the program of ``command``."""
+    found = []
+    for word in shlex.split(command):
+        if not re.fullmatch(r"[A-Z_]+=\S+", word):
+            break
+        found.append(tuple(word.split("=", 1)))
+    return found
 
 
 def transcript(ws: Workspace, command: str, keep: Callable[[str], bool] = lambda line: True, exit_code=False) -> str:
@@ -303,6 +317,15 @@ def signal_stop(ws: Workspace) -> str:
     return "\n".join([f"$ {command}", "...", *lines, "$ echo $?", str(code)]) + "\n"
 
 
+def bf16_warning(ws: Workspace) -> str:
+    """The warning an explicit bf16 gets on a CPU that emulates it (measured on the spot)."""
+    command = (
+        "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -W always -c "
+        "\"from dgmlab.core.precision import resolve_precision; resolve_precision('bf16-mixed')\""
+    )
+    return transcript(ws, command)
+
+
 def runs_listing(ws: Workspace) -> str:
     """``python -m dgmlab.runs outputs/docs`` over runs that ended in each way: finished (debug=overfit),
     interrupted (signal-stop), diverged (error-diverged), and refused before training."""
@@ -327,6 +350,7 @@ OUTPUTS: dict[str, Callable[[Workspace], str]] = {
     "error-resume-changed": error_resume_changed,
     "error-damaged-checkpoint": error_damaged_checkpoint,
     "runs-listing": runs_listing,
+    "bf16-warning": bf16_warning,
 }
 
 
