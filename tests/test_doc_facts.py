@@ -8,6 +8,7 @@ Each fact is checked where the guide says it (each fact has one page); the phras
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,20 @@ def test_the_fid_callback_defaults_are_those_evaluation_md_says():
     assert f"draws `eval.num_samples` images (default {cfg.num_samples})" in evaluation
     assert f"`eval.split` ({cfg.split} by default)" in evaluation
     assert cfg.sampler is None  # "default: the model's own", whose name the sampler test checks
+
+
+def test_the_script_finds_a_stale_block_and_rewrites_it(tmp_path, capsys):
+    shutil.copy(REPO / "README.md", tmp_path / "README.md")
+    shutil.copytree(REPO / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("*.png"))
+    readme = tmp_path / "README.md"
+    text = readme.read_text()
+    block = text[text.index("<!-- output: default-startup -->") :]
+    stale = block.replace("(+ an EMA copy)", "(+ two EMA copies)", 1)
+    readme.write_text(text.replace(block, stale))
+    check = ["--check", "--only", "default-startup", "--repo", str(tmp_path)]
+    assert regen.main(check) == 1
+    assert "README.md: block default-startup differs" in capsys.readouterr().out
+    assert regen.main(["--only", "default-startup", "--repo", str(tmp_path)]) == 0  # rewrites it
+    assert regen.main(check) == 0
+    assert "(+ two EMA copies)" not in readme.read_text()
+    assert regen.main(["--check", "--repo", str(tmp_path / "docs")]) == 2  # not the repository root

@@ -403,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(OUTPUTS), help="these blocks only")
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="the repository root (default: here)")
     args = parser.parse_args(argv)
+    if not (args.repo / "README.md").is_file() or not (args.repo / "docs").is_dir():
+        print(f"Error: {args.repo} holds no README.md and docs/: run it from the repository root", file=sys.stderr)
+        return 2
     found = blocks(args.repo)
     missing = sorted(set(args.only or OUTPUTS) - set(found))
     if missing:
