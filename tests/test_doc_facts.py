@@ -61,6 +61,13 @@ def test_the_default_model_is_described_with_its_parameter_count_and_widths(defa
     widths = [default.model.network.base_channels * m for m in default.model.network.channel_mults]
     widths_said = ", ".join(str(w) for w in widths[:-1]) + f" and {widths[-1]}"
     assert f"It trains a {size}-parameter U-Net DDPM" in flat(page("README.md"))
+    targets = {"eps": "ε", "x0": "x₀", "v": "v"}
+    weighting = f"min-SNR-{default.model.min_snr_gamma:g}" if default.model.loss_weighting == "min_snr" else "uniform"
+    recipe = (
+        f"(T = {default.schedule.timesteps}, {default.schedule.name} β, {targets[default.model.prediction]}-prediction "
+        f"with {weighting} loss weighting, EMA weights)"
+    )
+    assert recipe in flat(page("README.md"))
     preset = next(line for line in page("docs/ddpm.md").splitlines() if line.startswith("| `model=ddpm` (the default)"))
     assert f"{size} parameters: {widths_said} channels" in preset
     assert f"The default model ({size} parameters" in flat(page("docs/performance.md"))
