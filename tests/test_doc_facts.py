@@ -319,3 +319,16 @@ def test_the_script_finds_a_stale_block_and_rewrites_it(tmp_path, capsys):
     assert regen.main(check) == 0
     assert "(+ two EMA copies)" not in readme.read_text()
     assert regen.main(["--check", "--repo", str(tmp_path / "docs")]) == 2  # not the repository root
+
+
+def test_the_ddpm_options_the_guide_writes_with_a_value_are_the_defaults(default):
+    text = page("docs/ddpm.md")
+    options = text[text.index("Other options: ") :].split("\n\n")[0]
+    # a number or a list is a default; true/false there names a switch (model.class_conditional=true)
+    written = [(k, v) for k, v in re.findall(r"`(model\.[\w.]+)=([^`|]+)`", options) if v not in ("true", "false")]
+    assert len(written) >= 6, written
+    for key, value in written:
+        parsed = yaml.safe_load(value)
+        parsed = float(value) if isinstance(parsed, str) and re.fullmatch(r"[\d.]+e-?\d+", value) else parsed
+        assert OmegaConf.select(default, key) == parsed, key
+    assert f"`trainer.gradient_clip_val` (default {default.trainer.gradient_clip_val})" in flat(text)
