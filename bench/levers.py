@@ -5,8 +5,8 @@
 
 Times one training step (forward, backward, clipping, optimiser, EMA: the plain loop of
 ``train_throughput.py``) of the shipped default DDPM and of variants that each change one
-thing (or two): the default network of November 2026 (24/48/48 channels) and the others tried
-for the December default (16 channels at 28x28 and 32/32 or 48/48 below, the latter also with
+thing (or two): the network of experiment=ddpm_24ch (24/48/48 channels) and the others tried
+for the default (16 channels at 28x28 and 32/32 or 48/48 below, the latter also with
 batch 48; 12/36/48), half the batch, no self-attention in the 7x7 blocks (the middle block keeps
 its own), both, the network of dgmlab 0.1, its upsampling convolutions, 2x2 patches, the
 channels-last layout, a non-foreach Adam, and bf16 autocast, each in fp32 and in the precision
@@ -40,11 +40,11 @@ def network(base: int, mults: str, **more: str) -> list[str]:
 
 
 HALF_BATCH, NO_7X7_ATTENTION = ["dataset.batch_size=32"], ["model.network.attention_resolutions=[]"]
-NOV2026_NETWORK = network(24, "[1,2,2]")  # the default until December 2026 (experiment=ddpm_nov2026)
+BASE_24_NETWORK = network(24, "[1,2,2]")  # experiment=ddpm_24ch's network (ddpm_nov2026 before 0.2.0)
 VARIANTS = {  # name: (config overrides, precision: None = the one measured)
     "default": ([], None),
-    "nov2026_network": (NOV2026_NETWORK, None),
-    "base_16_mults_122": (network(16, "[1,2,2]"), None),  # the first December 2026 default (0.27M)
+    "base_24_mults_122": (BASE_24_NETWORK, None),
+    "base_16_mults_122": (network(16, "[1,2,2]"), None),  # a default tried before the current one (0.27M)
     "base_16_mults_133": (network(16, "[1,3,3]"), None),
     "base_16_mults_133_batch_48": (network(16, "[1,3,3]") + ["dataset.batch_size=48"], None),
     "base_12_mults_134": (network(12, "[1,3,4]"), None),

@@ -148,7 +148,7 @@ def test_every_sampling_setting_reaches_sample_py_the_grid_and_the_fid_callback(
 
 # The networks of the named experiments, counted when they were the default: they must not move when
 # model/ddpm.yaml's defaults change (the tables of docs/performance.md and docs/evaluation.md).
-PINNED_EXPERIMENTS = {"ddpm_v01": 1_114_209, "ddpm_nov2026": 612_289}
+PINNED_EXPERIMENTS = {"ddpm_v01": 1_114_209, "ddpm_24ch": 612_289}
 
 
 @pytest.mark.parametrize("experiment", sorted(PINNED_EXPERIMENTS))

@@ -41,9 +41,15 @@ def test_the_samplers_picture_draws_the_same_seeds_with_every_sampler(tmp_path, 
         return images
 
     monkeypatch.setattr("dgmlab.sampling.generate", recording_generate)  # the real sampling, recorded
+    from matplotlib.figure import Figure
+
+    titles = []
+    suptitle = Figure.suptitle
+    monkeypatch.setattr(Figure, "suptitle", lambda fig, text, **kw: titles.append(text) or suptitle(fig, text, **kw))
     path = demos.sampler_comparison(tmp_path, run_dir / "checkpoints" / "last.ckpt", num_samples=4)
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size[0] > 600  # six panels
+    assert titles == ["ddpm on mnist_5k: seed 0, images 0..3"]  # the model, not the checkpoint's path
     assert [(s, n) for s, n, _ in drawn] == list(demos.SAMPLER_SETTINGS)
     assert all(images.shape == (4, 1, 28, 28) for *_, images in drawn)
     ddim_100, ddim_20 = drawn[1][2], drawn[2][2]

@@ -128,7 +128,7 @@ def sampler_comparison(out: Path, ckpt: Path, num_samples: int = 36, seed: int =
     from .lit import load_model
     from .sampling import generate
 
-    model, _ = load_model(ckpt)
+    model, cfg = load_model(ckpt)
     precision = resolve_precision("auto", "cpu").precision
     fig, axes = plt.subplots(2, 3, figsize=(11, 7.6))
     for ax, (sampler, steps) in zip(axes.flat, track(SAMPLER_SETTINGS, "samplers", "setting")):
@@ -138,7 +138,8 @@ def sampler_comparison(out: Path, ckpt: Path, num_samples: int = 36, seed: int =
         ax.imshow(grid.permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=255)
         ax.set_title(f"{sampler}, {steps or model.schedule.timesteps} steps")
         ax.axis("off")
-    fig.suptitle(f"{ckpt}: seeds {seed}, images 0..{num_samples - 1}", fontsize=9)
+    # the model, not the checkpoint's path: a picture in the docs carries no machine path
+    fig.suptitle(f"{cfg.model.name} on {cfg.dataset.name}: seed {seed}, images 0..{num_samples - 1}", fontsize=9)
     return _save(fig, out / "samplers.png")
 
 

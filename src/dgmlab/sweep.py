@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from .core.errors import ConfigError, UserError
+from .core.paths import shown_path
 from .run.layout import RunDir
 
 # The sweep file's command macros that a local run understands (W&B's agent has the same meanings).
@@ -346,7 +347,7 @@ def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
     (sweep.directory / "sweep.yaml").write_text(yaml.safe_dump({**sweep.config, "overrides": sweep.overrides}))
     print(
         f"sweep {sweep.path} ({sweep.config['method']}, {sweep.metric} {'max' if sweep.maximize else 'min'}): "
-        f"{sweep.directory}" + (f", continuing after {len(sweep.trials)} runs" if sweep.trials else ""),
+        f"{shown_path(sweep.directory)}" + (f", continuing after {len(sweep.trials)} runs" if sweep.trials else ""),
         flush=True,
     )
     for index in range(1, count + 1):
@@ -360,7 +361,7 @@ def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
         write_results(sweep)
         write_picture(sweep)
     if sweep.trials:
-        print(f"\n{len(sweep.trials)} runs, best first ({sweep.directory / RESULTS}; {PICTURE} beside it):")
+        print(f"\n{len(sweep.trials)} runs, best first ({shown_path(sweep.directory / RESULTS)}; {PICTURE} beside it):")
         print_table(sweep)
     return sweep
 

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..core.errors import ConfigError
+from ..core.paths import shown_path
 
 
 class ImageTensorDataset(Dataset):
@@ -109,7 +110,7 @@ def torchvision_dataset(name: str, root: str, download: bool = False) -> Splits:
         parts = [cls(root, train=train, download=download) for train in (True, False)]
     except RuntimeError as e:
         raise ConfigError(
-            f"dataset={name}: the files were not found under dataset.source.root={root!r} ({e}). "
+            f"dataset={name}: the files were not found under dataset.source.root={shown_path(root)!r} ({e}). "
             f"Put them there, point dataset.source.root at them, or pass dataset.source.download=true on a machine online."
         ) from None
     return Splits(*(_as_image_tensors(p) for p in parts))

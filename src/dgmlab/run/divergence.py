@@ -7,6 +7,7 @@ import lightning as L
 import torch
 
 from ..core.errors import DivergedError
+from ..core.paths import shown_path
 from . import internals
 from .layout import RunDir
 
@@ -42,4 +43,4 @@ def kept_checkpoint(trainer) -> str:
         return "No checkpoint had been written yet."
     callback = trainer.checkpoint_callback
     step = internals.last_saved_step(callback) if callback is not None else None
-    return f"The last good checkpoint is kept: {last} (step {step or 0})."
+    return f"The last good checkpoint is kept: {shown_path(last)} (step {step or 0})."

@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..core.errors import ConfigError
+from ..core.paths import shown_path
 from ..core.trust import check_file_config, trusting
 from . import slurm
 from .layout import CONFIG_FILE, LAST_CHECKPOINT, OVERRIDES_FILE, RunDir
@@ -219,7 +220,7 @@ def check_fixed_settings(run_config: dict, new_config: dict, path: Path) -> None
         )
         more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
         raise ConfigError(
-            f"cannot resume {path}: settings of the model, schedule and data set, and the number of devices and nodes "
+            f"cannot resume {shown_path(path)}: settings of the model, schedule and data set, and the number of devices and nodes "
             f"(the data order is sharded by them), cannot change on resume, and these differ from the run's own "
             f"config: {listing}{more}. Drop them from the command line, or start a new run."
         )

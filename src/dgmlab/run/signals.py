@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from ..core.errors import ConfigError
 from . import internals, slurm
 from .layout import RunDir
+from .startup import shown_path
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,9 @@ class StopOnSignal(L.Callback):
             if trainer.is_global_zero and launcher is not None and hasattr(launcher, "procs"):
                 launcher.kill(signal.SIGKILL)  # the other ranks have nothing left to save
         if trainer.is_global_zero:
-            log.warning("Stopped by %s at step %d: saved %s", signal_name(self.signum), trainer.global_step, path)
+            log.warning(
+                "Stopped by %s at step %d: saved %s", signal_name(self.signum), trainer.global_step, shown_path(path)
+            )
         return path
 
 
@@ -200,7 +203,7 @@ def fit_stopping_on_signals(trainer, model, datamodule, ckpt_path, guard: StopOn
 
 def interrupted(trainer, guard: StopOnSignal | None, signum: int):
     if trainer.is_global_zero:
-        run_dir = Path(trainer.default_root_dir).resolve()
+        run_dir = shown_path(trainer.default_root_dir)
         saved = (
             guard.saved_path if guard is not None and guard.saved_path else RunDir.of_trainer(trainer).last_checkpoint
         )
@@ -211,7 +214,7 @@ def interrupted(trainer, guard: StopOnSignal | None, signum: int):
             "Interrupted by %s at step %d; %s holds the state to continue from: %s",
             signal_name(signum),
             trainer.global_step,
-            saved,
+            shown_path(saved),
             how,
         )
         if guard is not None and signum in guard.requeue_signals:

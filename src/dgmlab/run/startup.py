@@ -7,12 +7,12 @@ import logging
 import os
 import socket
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..callbacks.progress import format_duration
+from ..core.paths import shown_path
 from ..core.precision import PrecisionChoice
 
 log = logging.getLogger("dgmlab.run.training")
@@ -55,7 +55,7 @@ def describe_device(trainer) -> str:
 
 
 def log_start(output_dir, precision: PrecisionChoice, trainer, model: nn.Module) -> None:
-    log.info("run directory: %s", output_dir)
+    log.info("run directory: %s", shown_path(output_dir))
     log.info("%s", precision)
     log.info("device: %s", describe_device(trainer))
     log.info("model: %s", describe_model(model))
@@ -91,12 +91,6 @@ def run_summary(trainer, seconds: float, metrics: dict[str, float], next_command
     if next_command:
         lines.append(f"  next:       {next_command}")
     return "\n".join(lines)
-
-
-def shown_path(path) -> str:
-    """``path`` as a user would type it here: relative to the working directory when under it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def last_checkpoint(trainer) -> str | None:
