@@ -53,6 +53,7 @@ MASKS = [
     (re.compile(r"\(\d+ bytes;"), "(<n> bytes;"),
     (re.compile(r"just ran \d+x slower"), "just ran <n>x slower"),
     (re.compile(r"(by SIG[A-Z0-9]+ at step )\d+"), r"\1<n>"),  # where a signal stops a run: a matter of time
+    (re.compile(r"pid \d+ on [^,]+,"), "pid <n> on <host>,"),  # the holder of a run directory's lock
 ]
 
 
@@ -172,6 +173,8 @@ RUN_FILES = {
     "samples/": "a grid every callbacks.sample_grid.every_n_steps steps, the same noise each time",
     "status.json": "running, then finished, interrupted, diverged or failed, with the step",
     "train.log": "what the run printed",
+    ".writer.json": "the process that writes the run (pid, host); one at a time",
+    ".writer.lock": "the lock that keeps a second writer out (run/lock.py)",
 }
 
 
@@ -286,6 +289,28 @@ def error_damaged_checkpoint(ws: Workspace) -> str:
     return transcript(ws, "python sample.py ckpt=truncated.ckpt n=2", is_error, exit_code=True)
 
 
+def error_foreign_target(ws: Workspace) -> str:
+    """A checkpoint whose stored config names a function outside dgmlab's own targets."""
+    import torch
+
+    crafted = {"_target_": "numpy.savetxt", "fname": "written.txt", "X": [], "header": "x", "comments": ""}
+    config = {"model": {"_target_": "dgmlab.lit.DDPM", "network": crafted}}
+    torch.save({"dgmlab_config": config, "state_dict": {}}, ws.cwd / "their.ckpt")
+    return transcript(ws, "python sample.py ckpt=their.ckpt", is_error, exit_code=True)
+
+
+def error_second_writer(ws: Workspace) -> str:
+    """``resume=`` of a run that another process is writing (this one holds its lock meanwhile)."""
+    from .run.lock import hold, release
+
+    root, _ = ws.smoke()
+    hold(ws.cwd / root, "hydra.run.dir")
+    try:
+        return transcript(ws, f"python train.py resume={root}", is_error, exit_code=True)
+    finally:
+        release(ws.cwd / root)
+
+
 PREFIX = re.compile(r"^\[[^]]*\]\[[^]]*\]\[[A-Z]+\] - ", re.M)
 
 
@@ -349,6 +374,8 @@ OUTPUTS: dict[str, Callable[[Workspace], str]] = {
     "error-sampler-steps": error_sampler_steps,
     "error-resume-changed": error_resume_changed,
     "error-damaged-checkpoint": error_damaged_checkpoint,
+    "error-foreign-target": error_foreign_target,
+    "error-second-writer": error_second_writer,
     "runs-listing": runs_listing,
     "bf16-warning": bf16_warning,
 }

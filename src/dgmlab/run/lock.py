@@ -23,6 +23,7 @@ from typing import Iterator
 
 from ..core.errors import ConfigError
 from ..core.files import write_atomically
+from ..core.paths import shown_path
 
 LOCK_FILE = ".writer.lock"
 WRITER_FILE = ".writer.json"
@@ -65,7 +66,7 @@ def hold(root: str | Path, setting: str) -> bool:
         lock.acquire()
     except Timeout:
         raise ConfigError(
-            f"{setting}={root} is being written by another train.py ({holder(root)}); wait for it to end "
+            f"{setting}={shown_path(root)} is being written by another train.py ({holder(root)}); wait for it to end "
             f"(or stop it), or choose another directory"
         ) from None
     _held[root] = lock
