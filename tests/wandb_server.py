@@ -62,6 +62,8 @@ class Run:
     state: str = "pending"
     exitcode: int | None = None
     upserts: int = 0
+    starts: int = 0  # 2 and more: resumed
+    resuming: bool = False
 
     def node(self) -> dict[str, Any]:
         return {
@@ -125,8 +127,9 @@ class StandInServer:
     # --- life -----------------------------------------------------------------------------------
     def start(self, port: int = 0) -> "StandInServer":
         handler = type("Handler", (_Handler,), {"server_state": self})
-        self._http = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._http = _HTTPServer(("127.0.0.1", port), handler)
         self._http.daemon_threads = True
+        self._url = f"http://127.0.0.1:{self._http.server_address[1]}"
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
         return self
 
@@ -143,12 +146,8 @@ class StandInServer:
         self.stop()
 
     @property
-    def port(self) -> int:
-        return self._http.server_address[1]
-
-    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._url
 
     def env(self) -> dict[str, str]:
         """The client's settings for this server (W&B's documented environment variables)."""
@@ -328,6 +327,8 @@ class StandInServer:
         found = self.project_of(variables.get("entity"), variables.get("project"))
         run = self.runs.get(variables.get("name") or "")
         found["bucket"] = run.node() if run is not None and run.upserts else None
+        if run is not None and run.upserts:
+            run.resuming = True  # its next upsert continues it
         return found
 
     def q_upsertBucket(self, variables, query):
@@ -344,8 +345,9 @@ class StandInServer:
             run.config = {k: v.get("value") if isinstance(v, dict) else v for k, v in config.items()}
         if variables.get("summaryMetrics"):
             run.summary.update(json.loads(variables["summaryMetrics"]))
-        if run.state in ("pending", "crashed", "failed") and run.exitcode is None:
-            run.state = "running"
+        if run.resuming or run.state == "pending":  # started, or resumed after it ended (a requeued job)
+            run.state, run.exitcode, run.resuming = "running", None, False
+            run.starts += 1
         run.upserts += 1
         node = run.node()
         node["project"] = self.project_of(run.entity, run.project)
@@ -436,6 +438,15 @@ def top_level_fields(query: str) -> list[tuple[str, str]]:
     return fields
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # A client that hangs up (or a server stopped mid-request) is no error of the server's.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_state: StandInServer
     protocol_version = "HTTP/1.1"
@@ -477,8 +488,11 @@ class _Handler(BaseHTTPRequestHandler):
         if match:
             self._reply(200, state.file_stream(*match.groups(), json.loads(body or b"{}")))
             return
-        with state.lock:
-            state.unknown.append(f"POST {path}")
+        if path.startswith("/sdk/otel/"):  # wandb-core's own telemetry: accepted, not kept
+            state.count("otel")
+        else:
+            with state.lock:
+                state.unknown.append(f"POST {path}")
         self._reply(200, {})
 
     def do_PUT(self) -> None:
