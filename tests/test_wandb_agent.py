@@ -29,7 +29,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY_DDPM, compose_train
+from conftest import REPO, TINY_DDPM, compose_train, needs_system
+from slurm_cluster import INSTALL_HINT, SlurmCluster, missing_programs
 from wandb_server import ENTITY, StandInServer
 
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -333,3 +334,66 @@ def test_a_server_gone_mid_run_leaves_the_run_finished_on_disk_with_how_to_sync_
     assert (wandb_log / f"run-{name}.wandb").stat().st_size > 0  # what wandb sync uploads
     sync_line = f"W&B log:    {wandb_log} (if the server missed any of it: wandb sync {wandb_log})"
     assert sync_line in output and sync_line in (run_dir / "train.log").read_text()
+
+
+# --- agents as a SLURM job array, one task requeued -------------------------------------------------
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    missing = missing_programs()
+    if missing:
+        needs_system(f"{', '.join(missing)} not found: {INSTALL_HINT}")
+    if os.geteuid() != 0:
+        needs_system(f"not root: {INSTALL_HINT}")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    yield cluster
+    cluster.stop()
+
+
+def wait_until(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.5)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_agents_as_a_slurm_array_and_a_requeued_task_resumes_its_w_and_b_run(cluster, server, tmp_path):
+    """slurm/sweep_agents.sbatch as two array tasks of one run each; task 1 is requeued while it
+    trains: it resumes the same run (same W&B run id, same directory, every step once) and asks the
+    agent for no new run."""
+    short = [*SHORT_VAE[1:], "trainer.max_steps=300", "callbacks.model_checkpoint.every_n_train_steps=20"]
+    agentry = Agentry(server, tmp_path, short, DGMLAB_LOG_DIR=str(tmp_path / "outputs"), RUNS_PER_AGENT="1")
+    sweep_path = agentry.sweep(REPO / "sweeps" / "vae_beta_bayes.yaml")
+    job = cluster.sbatch(
+        "--array=0-1", f"--output={tmp_path}/agent-%a.out", "slurm/sweep_agents.sbatch", sweep_path, cwd=REPO,
+        env={**agentry.env, "SLURM_CONF": str(cluster.conf)},
+    )  # fmt: skip
+    task = f"{job}_1"
+    agent_dir = tmp_path / "outputs" / "sweeps" / "agents" / task
+    wait_until(lambda: list(agent_dir.glob("wandb/sweep-*/config-*.yaml")), f"task {task}'s run")
+    (proposal,) = agent_dir.glob("wandb/sweep-*/config-*.yaml")
+    run_id = proposal.stem.removeprefix("config-")
+    (sweep,) = server.sweeps.values()
+    run_dir = agentry.run_dir(sweep.name, run_id)
+    wait_until(lambda: (run_dir / "checkpoints" / "step_000020.ckpt").exists(), f"{run_dir}'s first checkpoint")
+    cluster.run("scontrol", "requeue", task)
+    wait_until(lambda: cluster.job_state(task) == "PENDING", f"task {task} back in the queue", timeout=120)
+    time.sleep(2.0)  # slurmd refuses a credential of the same second as the revoked one (test_slurm.py)
+    cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now")
+    for t in (f"{job}_0", task):
+        assert cluster.wait(t, timeout=600) == "COMPLETED", (tmp_path / f"agent-{t[-1]}.out").read_text()[-4000:]
+
+    output = (tmp_path / "agent-1.out").read_text()
+    assert cluster.job_field(task, "Restarts") == "1"
+    assert f"resuming run {run_id} of sweep {sweep.name}" in output
+    assert len(sweep.runs) == 2, output[-4000:]  # one a task: the requeued task asked for no other
+    run = server.runs[run_id]
+    assert (run.state, run.exitcode, run.starts) == ("finished", 0, 2), output[-4000:]
+    assert (run_dir / "wandb_run_id").read_text().strip() == run_id
+    assert len(list(run_dir.glob(f"wandb/run-*-{run_id}"))) == 2  # both starts logged into the run
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert steps == sorted(set(steps)) and steps[-1] >= 295  # every step once, to the end
+    assert run.summary["val/elbo"] == pytest.approx(logged(run_dir, "val/elbo")[-1])
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
