@@ -160,7 +160,11 @@ class StandInServer:
     # --- GraphQL ----------------------------------------------------------------------------------
     def graphql(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, Any] = {}
-        for alias, name in top_level_fields(query):
+        for alias, name, arguments in top_level_fields(query):
+            if name == "__type":  # a schema probe: which of this server's calls the type has
+                self.count(name)
+                data[alias] = schema_type(re.search(r'name:\s*"(\w+)"', arguments).group(1))
+                continue
             resolver = getattr(self, f"q_{name.lstrip('_')}", None)
             if resolver is None:
                 with self.lock:
@@ -171,9 +175,6 @@ class StandInServer:
             with self.lock:
                 data[alias] = resolver(variables, query)
         return {"data": data}
-
-    def q_type(self, variables, query):  # __type: schema probes; this server has no optional features
-        return None
 
     def q_schema(self, variables, query):
         return {"queryType": {"fields": []}, "mutationType": {"fields": []}, "types": []}
@@ -403,12 +404,24 @@ class GraphQLError(Exception):
     pass
 
 
+QUERIES = ("viewer", "serverInfo", "project", "model", "entity", "clientIDMapping")
+MUTATIONS = ("upsertSweep", "createAgent", "agentHeartbeat", "upsertBucket", "createRunFiles", "prepareFiles",
+             "markRunFilesUploaded")  # fmt: skip
+
+
+def schema_type(name: str) -> dict[str, Any]:
+    """``__type(name: ...)``: the client probes the schema for optional calls and fields; this server
+    lists the queries and mutations it answers, and no optional fields of any other type."""
+    fields = {"Query": QUERIES, "Mutation": MUTATIONS}.get(name, ())
+    return {"name": name, "fields": [{"name": f} for f in fields], "inputFields": []}
+
+
 def plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict)) else value
 
 
-def top_level_fields(query: str) -> list[tuple[str, str]]:
-    """(alias, field) of each top-level selection of a GraphQL document's first operation."""
+def top_level_fields(query: str) -> list[tuple[str, str, str]]:
+    """(alias, field, arguments) of each top-level selection of a GraphQL document's first operation."""
     body = re.sub(r"#[^\n]*", "", query)
     start = body.index("{")
     depth, paren, fields, i = 0, 0, [], start
@@ -430,9 +443,14 @@ def top_level_fields(query: str) -> list[tuple[str, str]]:
         elif depth == 1 and paren == 0 and (c.isalpha() or c == "_"):
             m = token.match(body, i)
             alias, name = (m.group(1), m.group(2)) if m.group(2) else (m.group(1), m.group(1))
-            if alias != "fragment":
-                fields.append((alias, name))
             i = m.end()
+            arguments = ""
+            rest = body[i:].lstrip()
+            if rest.startswith("("):
+                start_args = body.index("(", i)
+                end_args = body.index(")", start_args)
+                arguments, i = body[start_args + 1 : end_args], end_args + 1
+            fields.append((alias, name, arguments))
             continue
         i += 1
     return fields
