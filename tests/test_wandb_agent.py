@@ -139,6 +139,12 @@ def logged(run_dir: Path, metric: str) -> list[float]:
         return [float(r[metric]) for r in csv.DictReader(f) if r.get(metric)]
 
 
+@pytest.fixture(scope="module")
+def fid_cache(tmp_path_factory) -> Path:
+    """The LeNet and the real images' statistics of the FID, made by the first DDPM run, used by the rest."""
+    return tmp_path_factory.mktemp("dgmlab_cache")
+
+
 @pytest.fixture
 def server():
     with StandInServer() as server:
@@ -209,12 +215,11 @@ def replay_proposal(sweep, inputs, server: StandInServer):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
-def test_wandb_agent_drives_train_py_through_each_sweep_file(server, tmp_path, path):
+def test_wandb_agent_drives_train_py_through_each_sweep_file(server, tmp_path, path, fid_cache):
     written = yaml.safe_load(path.read_text())
     is_bayes = written["method"] == "bayes"
     count = 4 if is_bayes else 2  # the engine fits its Gaussian process from three results on
-    cache = tmp_path / "dgmlab_cache"  # the LeNet and the real statistics of the FID, shared by the runs
-    short = SHORT_VAE if "model=vae" in written["command"] else [*SHORT_DDPM, f"eval.cache_dir={cache}"]
+    short = SHORT_VAE if "model=vae" in written["command"] else [*SHORT_DDPM, f"eval.cache_dir={fid_cache}"]
     agentry = Agentry(server, tmp_path, short)
     sweep_path = agentry.sweep(path)
     result = agentry.agent(sweep_path, count)
@@ -239,6 +244,8 @@ def test_wandb_agent_drives_train_py_through_each_sweep_file(server, tmp_path, p
         assert run.sweep == sweep.name and run.config["model"]["name"] == config["model"]["name"]
         assert run.summary[metric] == pytest.approx(logged(run_dir, metric)[-1])
         assert any(metric in row for row in run.history)
+
+    assert server.unknown == []  # the client made no call that the stand-in does not answer
 
     proposals = [server.runs[name].proposal for name in sweep.runs]
     if not is_bayes:  # a grid hands out distinct points, in the grid's order
@@ -294,6 +301,7 @@ def test_a_run_whose_proposal_is_invalid_fails_in_one_line_and_the_agent_goes_on
     assert (bad.proposal["model.beta"], bad.state) == (-1.0, "failed"), output[-4000:]
     assert (good.proposal["model.beta"], good.state) == (0.5, "finished"), output[-4000:]
     assert output.count("Error: model.beta must be >= 0, got -1.0\n") == 1 and "Traceback" not in output
+    assert server.unknown == [] and {"upsertBucket", "file_stream", "agentHeartbeat"} <= set(server.calls)
     config = yaml.safe_load((agentry.run_dir(sweep.name, good.name) / "config.yaml").read_text())
     for key, value in {**fixed, "model.beta": 0.5}.items():
         assert config_value(config, key) == value and type(config_value(config, key)) is type(value), key
