@@ -7,22 +7,29 @@ and a dummy ``WANDB_API_KEY``. The next run's parameters come from W&B's own swe
 package ``sweeps``, which W&B's server runs), fed the states and metrics that the earlier runs
 reported through their file streams, as the real server feeds it.
 
-What it answers (``CALLS``; anything else is recorded in ``unknown`` and answered with empty data):
+What it answers (anything else is recorded in ``unknown``, which the tests check is empty, and
+answered with null data), checked against the client of wandb 0.31.0 (the newest) and 0.17.0 (the
+floor in .ci/floors.txt):
 
-- GraphQL (``POST /graphql``), by top-level field: ``viewer``, ``serverInfo``, ``upsertSweep``,
-  ``project { sweep }`` / ``project { run }``, ``createAgent``, ``agentHeartbeat`` (hands out a run,
-  or ``exit`` once a grid is done), ``model { bucket }`` (a run's resume status), ``upsertBucket``
-  (the run's upsert), ``createRunFiles`` / ``prepareFiles`` (upload URLs back to this server),
-  ``markRunFilesUploaded``, ``entity``, ``clientIDMapping``, and schema probes (``__type``: no
-  optional features).
+- GraphQL (``POST /graphql``), by top-level field: ``viewer``, ``serverInfo``, ``entity``,
+  ``upsertSweep`` (``wandb sweep``: the sweep from its YAML), ``project { sweep }`` (the agent reads
+  the sweep's command), ``createAgent``, ``agentHeartbeat`` (hands out the engine's next run, or
+  ``exit`` once a grid is done), ``model { bucket }`` (a run's resume status), ``upsertBucket`` (the
+  run's upsert: config, sweep, state), ``project { run }`` (a run's stop status), ``createRunFiles``
+  (upload URLs back to this server), and ``__type`` schema probes (0.17.0), answered with the
+  queries and mutations listed here. ``prepareFiles``, ``markRunFilesUploaded`` and
+  ``clientIDMapping`` are answered too, though neither client called them in the tests.
 - ``POST /files/<entity>/<project>/<run>/file_stream``: the run's history, summary, console output
   and, at the end, its exit code.
-- ``PUT`` to an upload URL: the file is accepted and dropped.
+- ``PUT`` to an upload URL: the file is accepted and dropped; ``POST /sdk/otel/...`` (the newest
+  client's own telemetry): accepted and dropped.
 
-A run's state follows what the real server does: ``running`` once it upserts, ``finished`` or
-``failed`` from the exit code its file stream reports when it ends, and, for a run that leaves the
-agent's heartbeat without reporting an end, ``failed`` if it never started logging (its command
-failed before ``wandb.init``) and ``crashed`` if it did.
+A run's state, as this server keeps it (W&B's own rules are not published; these are the states its
+sweep engine reads): ``pending`` when the agent is handed it, ``running`` once it upserts (again after
+a resume, when it asked for its resume status first), ``finished`` or ``failed`` from the exit code
+its file stream reports when it ends, and, for a run that leaves the agent's heartbeat without
+reporting an end, ``failed`` if it never started logging (its command failed before ``wandb.init``)
+and ``crashed`` if it did.
 """
 
 from __future__ import annotations
