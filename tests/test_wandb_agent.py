@@ -111,7 +111,7 @@ class Agentry:
         assert found, output[-3000:]
         return found.group(1)
 
-    def agent(self, sweep_path: str, count: int, timeout: float = 900, **popen) -> subprocess.CompletedProcess:
+    def agent(self, sweep_path: str, count: int, timeout: float = 900) -> subprocess.CompletedProcess:
         return subprocess.run(
             [WANDB, "agent", "--count", str(count), sweep_path],
             cwd=REPO,
