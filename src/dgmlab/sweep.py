@@ -50,7 +50,7 @@ def import_engine():
             import sweeps
     except ImportError as e:
         raise ConfigError(
-            f'python -m dgmlab.sweep needs W&B\'s sweep engine ({e}): pip install "dgmlab[sweep]"' 
+            f'python -m dgmlab.sweep needs W&B\'s sweep engine ({e}): pip install "dgmlab[sweep]"'
         ) from None
     return sweeps
 
