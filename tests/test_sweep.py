@@ -1,4 +1,4 @@
-"""Sweeps: the shipped sweep files against W&B's own engine (PyPI `sweeps`, with numpy 2) and Hydra,
+"""Sweeps: the shipped sweep files against W&B's own engine (PyPI `sweeps`) and Hydra,
 and `python -m dgmlab.sweep` end to end: real train.py runs, W&B offline, metrics fed back."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
 
 
 def test_the_engine_runs_on_this_numpy():
-    """On numpy 2 too, although the engine declares numpy<2 (.ci/run installs it without that pin)."""
+    """On numpy 2 too: the sweep extra takes sweeps 0.2, whose dependencies admit numpy 2 (0.3.0's do not).
+    The metric goes in by its alias, summaryMetrics, which both releases read (0.2 ignores summary_metrics)."""
     import sweeps
 
     config = {
@@ -33,9 +34,10 @@ def test_the_engine_runs_on_this_numpy():
         "parameters": {"x": {"min": 0.0, "max": 1.0}},
     }
     runs = [
-        sweeps.SweepRun(config={"x": {"value": x}}, state="finished", summary_metrics={"m": (x - 0.3) ** 2})
+        sweeps.SweepRun(config={"x": {"value": x}}, state="finished", summaryMetrics={"m": (x - 0.3) ** 2})
         for x in (0.1, 0.5, 0.9)
     ]
+    assert [r.summary_metrics for r in runs] == [{"m": (x - 0.3) ** 2} for x in (0.1, 0.5, 0.9)]
     assert 0.0 <= sweeps.next_run(config, runs, validate=True).config["x"]["value"] <= 1.0
 
 

@@ -44,16 +44,14 @@ RESULTS, RUNS, PICTURE = "results.csv", "runs.jsonl", "results.png"
 
 
 def import_engine():
-    """W&B's sweep engine. It declares numpy<2 but works with numpy 2, so it is installed without its
-    dependency list: pip install --no-deps sweeps (its other dependencies come with dgmlab[sweep])."""
+    """W&B's sweep engine, from the ``sweep`` extra (``sweeps`` 0.2: 0.3.0 declares numpy<2; pyproject.toml)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydantic's notes on the engine's v1-style config
             import sweeps
     except ImportError as e:
         raise ConfigError(
-            f'python -m dgmlab.sweep needs W&B\'s sweep engine ({e}): pip install -e ".[sweep]" '
-            "then pip install --no-deps sweeps"
+            f'python -m dgmlab.sweep needs W&B\'s sweep engine ({e}): pip install "dgmlab[sweep]"'
         ) from None
     return sweeps
 
@@ -74,7 +72,7 @@ class Trial:
         return sweeps.SweepRun(
             name=self.name,
             state=self.state,
-            summary_metrics=summary,
+            summaryMetrics=summary,  # the alias: sweeps 0.2 drops summary_metrics silently
             config={k: {"value": v} for k, v in self.params.items()},
         )
 

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -90,7 +91,24 @@ def run_summary(trainer, seconds: float, metrics: dict[str, float], next_command
         lines.append(f"  samples:    {shown_path(grid)}")
     if next_command:
         lines.append(f"  next:       {next_command}")
+    lines += [
+        f"  W&B log:    {shown_path(d)} (if the server missed any of it: wandb sync {shown_path(d)})"
+        for d in wandb_logs(trainer)
+    ]
     return "\n".join(lines)
+
+
+def wandb_logs(trainer) -> list[Path]:
+    """The local log of each W&B run of ``trainer``: what ``wandb sync`` uploads when the server was
+    unreachable (a server gone mid-run leaves the run's end there, not on the server)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    found = []
+    for logger in trainer.loggers:
+        files = getattr(logger.experiment, "dir", None) if isinstance(logger, WandbLogger) else None
+        if files and Path(files).parent.is_dir():
+            found.append(Path(files).parent)  # run-<time>-<id>/ (its files/ is the run's dir)
+    return found
 
 
 def last_checkpoint(trainer) -> str | None:
