@@ -32,9 +32,9 @@ from typing import Any
 import yaml
 
 from .core.errors import ConfigError, UserError
+from .core.trees import flatten
 from .run import status as run_status
 from .run.layout import CONFIG_FILE, STATUS_FILE, RunDir, read_yaml
-from .run.resume import flatten
 
 # Folders inside a run directory, or tracker stores beside runs, that hold no run of their own.
 NOT_RUNS = {"checkpoints", "samples", "csv", "eval", "figures", "logs", "tensorboard", "wandb", "mlruns", "profile"}

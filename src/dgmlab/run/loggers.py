@@ -36,6 +36,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from PIL import Image
 
 from ..core.errors import ConfigError
+from ..core.trees import flatten
 from . import internals
 from .layout import RunDir
 
@@ -210,20 +211,10 @@ class MLFlowLogger(LightningMLFlowLogger):
         if isinstance(params, dict):
             self.experiment.log_text(self.run_id, yaml.safe_dump(params, sort_keys=False), "config.yaml")
             logged = self.experiment.get_run(self.run_id).data.params
-            params = {k: v for k, v in flatten_config(params).items() if k not in logged}
+            params = {k: v for k, v in flatten(params, separator="/").items() if k not in logged}
         super().log_hyperparams(params)
 
     @rank_zero_only
     def log_image(self, key: str, images: list, step: int | None = None) -> None:
         for image in images:
             self.experiment.log_artifact(self.run_id, str(image), artifact_path=key)
-
-
-def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``, as Lightning flattens hyperparameters."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(flatten_config(value, f"{prefix}/{key}" if prefix else str(key)))
-    return flat

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..core.errors import ConfigError
 from ..core.paths import shown_path
+from ..core.trees import flatten
 from ..core.trust import check_file_config, trusting
 from . import slurm
 from .layout import CONFIG_FILE, LAST_CHECKPOINT, OVERRIDES_FILE, RunDir
@@ -184,23 +185,14 @@ def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> Path | None:
     return path
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out or {prefix[:-1]: {}}
-    return {prefix[:-1]: tree}
-
-
 def may_change(key: str) -> bool:
     return key.startswith(MAY_CHANGE) or key.rsplit(".", 1)[-1] in PATH_KEYS
 
 
 def fixed_settings(config: dict) -> dict[str, Any]:
     """The settings of ``config`` that a resumed run must keep, flattened (``model.schedule.timesteps``)."""
-    settings = {k: v for b in FIXED_BLOCKS for k, v in flatten(config.get(b, {}), f"{b}.").items()}
-    flat_trainer = flatten(config.get("trainer", {}), "trainer.")
+    settings = {k: v for b in FIXED_BLOCKS for k, v in flatten(config.get(b, {}), b).items()}
+    flat_trainer = flatten(config.get("trainer", {}), "trainer")
     settings.update({k: flat_trainer[k] for k in FIXED_KEYS if k in flat_trainer})
     return settings
 
