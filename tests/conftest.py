@@ -74,8 +74,13 @@ def run_program(script: str, *args: str, cwd: Path = REPO) -> subprocess.Complet
     try:
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            if module:
-                runpy.run_module(script, run_name="__main__", alter_sys=True)
+            if module:  # as a fresh __main__, the imported module put back afterwards
+                imported = sys.modules.pop(script, None)
+                try:
+                    runpy.run_module(script, run_name="__main__", alter_sys=True)
+                finally:
+                    if imported is not None:
+                        sys.modules[script] = imported
             else:
                 runpy.run_path(str(REPO / script), run_name="__main__")
     except SystemExit as e:
