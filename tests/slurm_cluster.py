@@ -14,6 +14,7 @@ what this test needs: two nodes that SLURM schedules, and rank addresses that re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -67,6 +68,24 @@ FIRST_SLURMD_PORT = 6818
 
 def missing_programs() -> list[str]:
     return [p for p in DAEMONS if shutil.which(p) is None and not Path("/usr/sbin", p).exists()]
+
+
+@contextlib.contextmanager
+def running_cluster(folder: Path, nodes: int = 1):
+    """A started cluster for a test module, stopped after it; without SLURM or root the test skips
+    with the reason (or fails where the system parts are required: conftest.needs_system)."""
+    from conftest import needs_system
+
+    missing = missing_programs()
+    if missing:
+        needs_system(f"{', '.join(missing)} not found: {INSTALL_HINT}")
+    if os.geteuid() != 0:
+        needs_system(f"not root: {INSTALL_HINT}")
+    cluster = SlurmCluster(folder, nodes=nodes).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 class SlurmCluster:

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY_DDPM, needs_system
-from slurm_cluster import INSTALL_HINT, SlurmCluster, missing_programs
+from conftest import REPO, TINY_DDPM
+from slurm_cluster import SlurmCluster, running_cluster
 
 pytestmark = pytest.mark.slurm
 
@@ -37,14 +37,8 @@ RUN = [
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    missing = missing_programs()
-    if missing:
-        needs_system(f"{', '.join(missing)} not found: {INSTALL_HINT}")
-    if os.geteuid() != 0:
-        needs_system(f"not root: {INSTALL_HINT}")
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=2).start()
-    yield cluster
-    cluster.stop()
+    with running_cluster(tmp_path_factory.mktemp("slurm"), nodes=2) as cluster:
+        yield cluster
 
 
 def job_env(cluster: SlurmCluster, **extra: str) -> dict[str, str]:

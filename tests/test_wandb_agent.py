@@ -29,8 +29,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY_DDPM, compose_train, needs_system
-from slurm_cluster import INSTALL_HINT, SlurmCluster, missing_programs
+from conftest import REPO, TINY_DDPM, compose_train
+from slurm_cluster import running_cluster
 from wandb_server import ENTITY, StandInServer
 
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -360,14 +360,8 @@ def test_a_server_gone_mid_run_leaves_the_run_finished_on_disk_with_how_to_sync_
 # --- agents as a SLURM job array, one task requeued -------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    missing = missing_programs()
-    if missing:
-        needs_system(f"{', '.join(missing)} not found: {INSTALL_HINT}")
-    if os.geteuid() != 0:
-        needs_system(f"not root: {INSTALL_HINT}")
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
-    yield cluster
-    cluster.stop()
+    with running_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
 
 
 def wait_until(condition, what: str, timeout: float = 300) -> None:
