@@ -348,7 +348,8 @@ def bf16_warning(ws: Workspace) -> str:
         "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -W always -c "
         "\"from dgmlab.core.precision import resolve_precision; resolve_precision('bf16-mixed')\""
     )
-    return transcript(ws, command)
+    # Python 3.13 echoes the warned line of a -c program after the warning, indented; 3.11 does not
+    return transcript(ws, command, keep=lambda line: not line.startswith("  "))
 
 
 def runs_listing(ws: Workspace) -> str:
