@@ -1,6 +1,6 @@
 """What README.md and docs/ say that the code decides, read from the code: change a default and a test
 here fails until the pages follow. Also: no machine paths in the docs, and the example outputs the
-pages show are what ``python -m dgmlab.docs`` makes (the cheap one here, all of them under ``-m slow``).
+pages show are what ``python tests/doc_outputs.py`` makes (the cheap one here, all of them under ``-m slow``).
 
 Each fact is checked where the guide says it (each fact has one page); the phrases are the pages' own.
 """
@@ -17,11 +17,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from dgmlab import docs as regen
 from dgmlab.diffusion.samplers import SAMPLERS
 from dgmlab.run import layout
 from dgmlab.run.startup import count_parameters
 
+import doc_outputs as regen
 from conftest import CONF, REPO
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "CHANGELOG.md"]
@@ -261,7 +261,7 @@ def test_every_output_block_is_one_the_script_makes_and_every_output_has_a_block
 
 def test_the_default_runs_start_up_lines_are_what_train_py_prints():
     fresh = regen.generate(REPO, ["default-startup"])
-    assert regen.differences(REPO, fresh) == [], "run python -m dgmlab.docs --only default-startup"
+    assert regen.differences(REPO, fresh) == [], "run python tests/doc_outputs.py --only default-startup"
     assert "run directory: outputs/train/ddpm/" in fresh["default-startup"]  # relative to where it ran
 
 
@@ -275,7 +275,7 @@ def test_the_masks_keep_what_the_code_decides():
 @pytest.mark.slow
 def test_every_example_output_is_what_the_code_prints():
     fresh = regen.generate(REPO, sorted(regen.OUTPUTS))
-    assert regen.differences(REPO, fresh) == [], "run python -m dgmlab.docs"
+    assert regen.differences(REPO, fresh) == [], "run python tests/doc_outputs.py"
 
 
 def test_the_vae_settings_table_gives_the_defaults_of_model_vae():

@@ -2,7 +2,7 @@
 
 A command is a line of a ```bash block (``$ `` prompt, ``VAR=value`` prefixes and `` # comments``
 allowed, ``\\`` continuing it) that runs ``python train.py``, ``python sample.py``, ``python -m
-dgmlab.…``, ``python bench/….py`` or ``sbatch … slurm/train.sbatch`` (whose arguments go to
+dgmlab.…``, ``python bench/….py``, ``python tests/….py`` or ``sbatch … slurm/train.sbatch`` (whose arguments go to
 train.py). Hydra programs are composed from their shipped configs with the command's overrides
 (every combination of a ``-m`` sweep) and checked as the program checks them before it starts work;
 argparse programs parse their arguments with their own parsers. Placeholders for what an earlier run
@@ -48,7 +48,7 @@ HYDRA_FLAGS = {"-m", "--multirun", "--cfg", "job", "hydra", "all", "--resolve", 
 @dataclass(frozen=True)
 class Command:
     source: str  # file:line
-    program: str  # train | sample | dgmlab.<module> | bench/<name>.py
+    program: str  # train | sample | dgmlab.<module> | bench/<name>.py | tests/<name>.py
     args: tuple[str, ...]
 
     def __str__(self) -> str:
@@ -88,7 +88,7 @@ def parse_command(words: list[str]) -> tuple[str, list[str]] | None:
         return words[1][:-3], words[2:]
     if words[1] == "-m" and len(words) > 2 and words[2].startswith("dgmlab."):
         return words[2], words[3:]
-    if words[1].startswith("bench/") and words[1].endswith(".py"):
+    if words[1].startswith(("bench/", "tests/")) and words[1].endswith(".py"):
         return words[1], words[2:]
     return None
 
@@ -209,11 +209,13 @@ def check_argparse(module, args: list[str], monkeypatch) -> None:
 
 
 def bench_module(script: str):
+    """A bench/ or tests/ script, imported from its file (registered first: a dataclass needs that)."""
     monkeypatch_path = str(REPO / "bench")
     if monkeypatch_path not in sys.path:
         sys.path.insert(0, monkeypatch_path)
-    spec = importlib.util.spec_from_file_location(f"bench_{Path(script).stem}", REPO / script)
-    module = importlib.util.module_from_spec(spec)
+    name = f"script_{Path(script).parent.name}_{Path(script).stem}"
+    spec = importlib.util.spec_from_file_location(name, REPO / script)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
@@ -229,7 +231,7 @@ def test_a_documented_command_parses_and_composes(command: Command, places, monk
         check_evaluate(args, places)
     elif command.program == "dgmlab.export":
         compose_program("export", args)
-    elif command.program.startswith("bench/"):
+    elif command.program.startswith(("bench/", "tests/")):
         check_argparse(bench_module(command.program), args, monkeypatch)
     else:
         check_argparse(importlib.import_module(command.program), args, monkeypatch)

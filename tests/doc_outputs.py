@@ -1,8 +1,8 @@
 """Regenerate the example outputs that README.md and docs/*.md show, from what the code prints.
 
-    python -m dgmlab.docs                 # rewrite every block (runs experiment=smoke once: ~20 s on 2 cores)
-    python -m dgmlab.docs --check         # rewrite nothing; exit 1 naming each block that differs
-    python -m dgmlab.docs --only NAME ... # these blocks only
+    python tests/doc_outputs.py                 # rewrite every block (runs experiment=smoke once: ~20 s on 2 cores)
+    python tests/doc_outputs.py --check         # rewrite nothing; exit 1 naming each block that differs
+    python tests/doc_outputs.py --only NAME ... # these blocks only
 
 Run it from the repository root. A block in a page is a fenced ``text`` block between two markers:
 
@@ -426,7 +426,7 @@ def differences(repo: Path, fresh: dict[str, str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dgmlab.docs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python tests/doc_outputs.py", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block differs")
     parser.add_argument("--only", nargs="+", choices=sorted(OUTPUTS), help="these blocks only")
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="the repository root (default: here)")
