@@ -1,12 +1,14 @@
 """The measuring tools of bench/ that a figure in the docs rests on: the kernel floor records the
 convolutions and matrix products a step really runs (forward and backward, in the dtype autocast
 gives them) and replays them; the FID-per-NFE rule picks the best FID within its budget of network
-evaluations."""
+evaluations; the memorisation check tells copies of training digits from fresh ones."""
 
 from __future__ import annotations
 
+import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,6 +18,7 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "bench"))
 from _kernel_floor import floor_seconds, record  # noqa: E402
 from fid_per_nfe import choose  # noqa: E402
+from memorisation import main as memorisation  # noqa: E402
 
 
 def small_step(dtype: torch.dtype | None = None):
@@ -66,3 +69,19 @@ def test_the_sampler_choice_is_the_best_fid_within_the_budget():
     assert choose(rows, budget=100)["nfe"] == 100
     assert choose(rows, budget=10)["nfe"] == 10
     assert choose(rows, budget=60)["sampler"] == "dpmpp_2m"  # 1.04 at 20 beats 1.05 at 50
+
+
+def test_the_memorisation_check_tells_copies_of_train_digits_from_fresh_ones(tmp_path, capsys):
+    """Fresh digits (the val split, never trained on) lie as far from the train split as the val
+    digits do; copies of train digits lie at distance 0, every one a near copy."""
+    from dgmlab.data.sources import mnist_5k
+
+    splits = mnist_5k()
+    for name, images in [("fresh", splits.val.images[::2]), ("copies", splits.train.images[::15])]:
+        np.savez(tmp_path / f"{name}.npz", samples=images.permute(0, 2, 3, 1).numpy())  # NHWC, as sample.py
+        memorisation([str(tmp_path / f"{name}.npz"), "--json", str(tmp_path / f"{name}.json")])
+    fresh, copies = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("fresh", "copies"))
+    assert fresh["median"]["samples"] == pytest.approx(fresh["median"]["val"], rel=0.1)
+    assert fresh["near_copies"] < 0.05 * 250
+    assert copies["median"]["samples"] == 0 and copies["near_copies"] == 300
+    assert "median distance of the samples / of the val digits: 0.00" in capsys.readouterr().out
