@@ -33,10 +33,6 @@ class AtomicCheckpointIO(SafeCheckpointIO):
 
     resume_command: str | None = None  # set by the training job: how to continue once space is freed
 
-    def __init__(self):
-        super().__init__()
-        self.saved_steps: dict[Path, int] = {}  # the global step of each file this writer completed
-
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
@@ -47,7 +43,6 @@ class AtomicCheckpointIO(SafeCheckpointIO):
             if not out_of_space(e, path.parent, checkpoint_nbytes(checkpoint)):
                 raise
             raise DiskFullError(self.disk_full_message(path, checkpoint)) from None
-        self.saved_steps[path] = int(checkpoint.get("global_step", -1))
 
     def save_atomically(self, checkpoint: dict[str, Any], path: Path) -> None:
         for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed while writing
@@ -65,8 +60,7 @@ class AtomicCheckpointIO(SafeCheckpointIO):
             f"{megabytes(checkpoint_nbytes(checkpoint))}, {megabytes(free)} are free."
         )
         if path.exists():
-            step = self.saved_steps.get(path)
-            step = stored_step(path) if step is None else step
+            step = stored_step(path)
             at = f" (step {step})" if step is not None else ""
             message += f" {path}{at} is intact: the last good checkpoint."
         else:

@@ -152,9 +152,8 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         if internals.writer_of(self) is not None:
             internals.writer_of(self).close()
             internals.set_writer(self, None)
-        internals.set_tensorboard_purge_step(
-            self, step
-        )  # the next writer's first event: TensorBoard drops steps >= step
+        # the next writer's first event: TensorBoard drops steps >= step
+        internals.set_tensorboard_purge_step(self, step)
 
 
 class MLFlowLogger(LightningMLFlowLogger):

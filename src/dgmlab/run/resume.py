@@ -66,7 +66,7 @@ def resume_argv(argv: list[str], config_dir: str | Path, config_name: str = "tra
         )
     run = RunDir.at(run_dir)
     stored = [o for o in run.stored_overrides() if carried(override_key(o))]
-    with trusting(parse_bool(typed(others, "trust_config") or "false")):
+    with trusting((typed(others, "trust_config") or "").strip().lower() in ("true", "1", "yes")):
         check_stored_overrides(run, stored, config_dir, config_name)
     merged: dict[str, str] = {}
     for override in [*stored, *others]:
@@ -94,10 +94,6 @@ def typed(args: list[str], key: str) -> str | None:
 def carried(key: str) -> bool:
     """Whether an override of the earlier run (its key) carries into the resumed one."""
     return not key.startswith(NOT_CARRIED) and key not in NOT_CARRIED
-
-
-def parse_bool(value: str) -> bool:
-    return value.strip().lower() in ("true", "1", "yes")
 
 
 def check_stored_overrides(run: RunDir, stored: list[str], config_dir: str | Path, config_name: str) -> None:

@@ -15,6 +15,7 @@ from torch import nn
 from ..callbacks.progress import format_duration
 from ..core.paths import shown_path
 from ..core.precision import PrecisionChoice
+from .status import final_metrics
 
 log = logging.getLogger("dgmlab.run.training")
 
@@ -80,7 +81,7 @@ def log_process(trainer) -> None:
 def run_summary(trainer, seconds: float, metrics: dict[str, float], next_command: str | None) -> str:
     """How a run ended, for the last lines of ``train.py``: time, final metrics, files, what next."""
     lines = [f"done: {trainer.global_step} steps in {format_duration(seconds)}"]
-    shown = {k: v for k, v in sorted(metrics.items()) if "/" in k and not k.endswith("_step")}
+    shown = final_metrics(metrics)
     if shown:
         lines.append("  final:      " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
     checkpoint = last_checkpoint(trainer)

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,7 +29,6 @@ from .resume import carried, override_key
 ENDED = ("finished", "interrupted", "diverged", "failed")
 
 
-# Overrides that say where a run is or what it continues, not how it is set up.
 def now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -56,14 +55,15 @@ def settings(overrides: list[str]) -> list[str]:
     return [o for o in overrides if carried(override_key(o))]
 
 
-def task_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig  # here: the run browser reads status files without Hydra
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics a run reports at its end: the named ones (``train/loss``), not Lightning's per-step copies."""
+    return {k: float(v) for k, v in sorted(metrics.items()) if "/" in k and not k.endswith("_step")}
 
 
 def started(run: RunDir, cfg: DictConfig) -> dict[str, Any]:
     """The status of a run starting now; a resumed run keeps its first start time."""
+    from hydra.core.hydra_config import HydraConfig  # here: the run browser reads status files without Hydra
+
     try:
         earlier = read(run) or {}
     except ValueError:
@@ -75,7 +75,7 @@ def started(run: RunDir, cfg: DictConfig) -> dict[str, Any]:
         "last_started": now(),
         "model": OmegaConf.select(cfg, "model.name"),
         "dataset": OmegaConf.select(cfg, "dataset.name"),
-        "overrides": settings(task_overrides()),
+        "overrides": settings(list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []),
         "max_steps": int(cfg.trainer.max_steps),
         "step": earlier.get("step", 0),
         "seconds": earlier.get("seconds", 0),  # of training, all starts together
@@ -104,24 +104,21 @@ def ending(error: BaseException | None) -> tuple[str, str]:
     return "failed", f"{type(error).__name__}: {first_line}"[:300]
 
 
-def ended(run: RunDir, status: dict[str, Any], error: BaseException | None, trainer, seconds: float) -> None:
-    state, reason = ending(error)
-    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if "/" in k and not k.endswith("_step")}
-    status.update(state=state, reason=reason, ended=now(), step=int(trainer.global_step), metrics=metrics)
-    status["seconds"] = round(status.get("seconds", 0) + seconds)
-    write(run, status)
-
-
 @contextlib.contextmanager
 def recorded(run: RunDir, cfg: DictConfig, trainer) -> Iterator[None]:
     """``status.json`` written as the block starts and as it ends, however it ends (rank 0 only)."""
     if not trainer.is_global_zero:
         yield
         return
-    start, status = time.perf_counter(), started(run, cfg)
+    start, status, error = time.perf_counter(), started(run, cfg), None
     try:
         yield
-    except BaseException as error:
-        ended(run, status, error, trainer, time.perf_counter() - start)
+    except BaseException as e:
+        error = e
         raise
-    ended(run, status, None, trainer, time.perf_counter() - start)
+    finally:
+        state, reason = ending(error)
+        status.update(state=state, reason=reason, ended=now(), step=int(trainer.global_step))
+        status.update(metrics=final_metrics(trainer.callback_metrics))
+        status["seconds"] = round(status.get("seconds", 0) + time.perf_counter() - start)
+        write(run, status)
