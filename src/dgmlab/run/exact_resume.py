@@ -23,26 +23,20 @@ warnings.filterwarnings("ignore", message="You're resuming from a checkpoint tha
 class ExactResume(L.Callback):
     """Stores the RNG states and the training batches done in every checkpoint, and restores them."""
 
-    # Its hooks run even after a stop signal (signals.py skips other callbacks' work then): the step
-    # that the signal follows is complete, and the checkpoint written next must count it.
-    keeps_run_state = True
-
     def __init__(self):
         self._batches_done = 0  # training batches of this run so far, across resumes
         self._loaded: dict[str, Any] | None = None
         self._resumed_at: int | None = None  # the step training resumed at, until its first batch
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # Counted as it starts: a checkpoint is only written after a step, and a stop signal ends the
+        # step's hooks before this callback's (signals.py).
+        self._batches_done += 1
         # The metrics of a resumed run continue at its step (the CSV's, hence curves.png's, steps are
         # those of the uninterrupted run), wherever in Lightning's loop the checkpoint was written.
         if self._resumed_at is not None:
             internals.set_logging_step(trainer, self._resumed_at)
             self._resumed_at = None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # Runs before the checkpoint callbacks (Lightning calls them last), so a checkpoint written
-        # after this step records it.
-        self._batches_done += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": collect_rng_states(), "batches_done": self._batches_done}

@@ -12,14 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 
-def request_stop(trainer) -> None:
-    """Stop after the current optimiser step, as Lightning's SIGTERM handler does: it checks
-    ``_signal_connector.received_sigterm`` after every step (and under DDP rank 0 broadcasts it)."""
-    connector = getattr(trainer, "_signal_connector", None)
-    if connector is not None:
-        connector.received_sigterm = True
-
-
 def log_step_metrics(trainer) -> None:
     """Log the metrics of a completed step whose ``on_train_batch_end`` was interrupted, as
     Lightning's loop would have after it (``_logger_connector``)."""
@@ -90,7 +82,6 @@ def mlflow_run_id(logger) -> str | None:
 # Every private name above, and the private method loggers.AppendingWriter overrides, as (class, name):
 # tests/test_internals.py checks each against the installed Lightning.
 PRIVATE_NAMES = (
-    ("lightning.pytorch.trainer.trainer.Trainer", "_signal_connector"),
     ("lightning.pytorch.trainer.trainer.Trainer", "_logger_connector"),
     ("lightning.pytorch.trainer.trainer.Trainer", "_checkpoint_connector"),
     ("lightning.pytorch.loops.training_epoch_loop._TrainingEpochLoop", "_batches_that_stepped"),

@@ -198,9 +198,10 @@ def evaluate_after_fit(trainer: L.Trainer, model: L.LightningModule, datamodule:
 
 def install_guards(cfg: DictConfig, callbacks: list) -> list[L.Callback]:
     """The run's guards (``guard:`` in conf/train.yaml; null switches one off), first among ``callbacks``:
-    their hooks run before the others' (the signal guard wraps theirs)."""
+    their hooks run before the others'. The signal guard's ``work_done`` goes last (signals.py)."""
     guards = [instantiate(node) for node in (cfg.get("guard") or {}).values() if node]
     callbacks[:0] = guards
+    callbacks += [guard.work_done for guard in guards if isinstance(guard, StopOnSignal)]
     return guards
 
 
