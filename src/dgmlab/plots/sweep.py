@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import plt, save
+from . import plt
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,3 @@ def draw_parallel(ax, parameters: list[Axis], metric: Axis, done, maximize: bool
     ax.set_ylim(-0.08, 1.08)
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
-
-
-def write_results_picture(runs, parameters, metric: str, maximize: bool, path: str | Path, title: str = "") -> Path:
-    return save(draw(runs, parameters, metric, maximize, title), path)
