@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from .core.errors import ConfigError, UserError
+from .core.errors import ConfigError, UserError, positive_int
 from .core.paths import shown_path
 from .run.layout import RunDir
 from .runs import aligned, last_logged
@@ -338,9 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         sweep = open_sweep(args.sweep_file, args.dir, args.overrides)
-        count = args.count if args.count is not None else default_count(sweep)
-        if count < 1:
-            raise ConfigError(f"--count must be a positive integer, got {count}")
+        count = positive_int(args.count if args.count is not None else default_count(sweep), "--count")
         if args.dry_run:
             for command in dry_run(sweep, count, args.seed):
                 print(shlex.join(command))
