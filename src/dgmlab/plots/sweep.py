@@ -44,8 +44,7 @@ class Axis:
 
     def ticks(self) -> list[tuple[float, str]]:
         if self.categories is not None:
-            n = len(self.categories)
-            return [(i / (n - 1) if n > 1 else 0.5, c) for i, c in enumerate(self.categories)]
+            return [(self.unit(c), c) for c in self.categories]
         span = self.high - self.low
         points = self.marks or ((self.low, (self.low + self.high) / 2, self.high) if span else (self.low,))
         return [((p - self.low) / span if span else 0.5, number(p, self.log)) for p in points]
@@ -65,7 +64,8 @@ def is_number(raw: Any) -> bool:
 
 def make_axis(name: str, values: Sequence[Any], spec: Mapping[str, Any] | None = None) -> Axis:
     if not values or not all(is_number(v) for v in values):
-        return Axis(name, tuple(dict.fromkeys(sorted(label(v) for v in values))))
+        categories = tuple(dict.fromkeys(sorted(label(v) for v in values)))
+        return Axis(name, categories, low=0.0, high=float(len(categories) - 1))  # a category's index
     spec = spec or {}
     log = ("log" in str(spec.get("distribution", "")) or spec_is_log_grid(spec)) and min(values) > 0
     axis = Axis(name, None, log)
