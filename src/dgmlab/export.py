@@ -67,9 +67,6 @@ def export(cfg: DictConfig) -> Path:
     return out
 
 
-export_program = reports_user_errors(export)
-
-
 def export_config(run_cfg: DictConfig, checkpoint: dict, ckpt: Path, weights_sha256: str) -> dict[str, Any]:
     """config.yaml: the model's config (its sampler defaults in ``model.sampling``), a latent model's
     autoencoder config, and what the weights are."""
@@ -173,8 +170,9 @@ def main() -> None:
     import hydra
 
     @hydra.main(version_base="1.3", config_path="conf", config_name="export")
+    @reports_user_errors
     def run(cfg: DictConfig) -> None:
-        export_program(cfg)
+        export(cfg)
 
     run()
 
