@@ -308,16 +308,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare:
             if len(args.compare) < 2:
                 raise ConfigError("--compare needs at least two runs")
-            print("\n".join(compare(args.compare, root, Path(args.out))))
-            return 0
-        runs = list_runs(root)
+            lines = compare(args.compare, root, Path(args.out))
+        else:
+            runs = list_runs(root)
+            lines = table(runs, root) if runs else [f"no runs under {root}"]
     except UserError as e:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code
-    if not runs:
-        print(f"no runs under {root}")
-        return 0
-    print("\n".join(table(runs, root)))
+    print("\n".join(lines))
     return 0
 
 

@@ -1,13 +1,11 @@
 """A W&B sweep without a W&B server: ``python -m dgmlab.sweep sweeps/FILE.yaml --count N [key=value ...]``.
 
 The same sweep file that ``wandb sweep`` takes. W&B's own open-source sweep engine (the PyPI package
-``sweeps``, which the W&B server runs) proposes each run from the results so far (grid, random or
-Bayesian); the run goes through the sweep file's ``command`` (``train.py`` in this Python), with the
-``key=value`` overrides given here added to every run, logs to W&B offline, and its metric is read
-back from the run's metrics.csv and fed to the engine for the next proposal. Each finished run is added to
-``runs.jsonl``, the table of runs, best first, is written to ``results.csv`` in the sweep directory
-and drawn in ``results.png`` (the metric against each parameter, and all runs in parallel
-coordinates: ``plots/sweep.py``); ``--dir`` an existing sweep directory continues that sweep.
+``sweeps``, which the W&B server runs) proposes each run from the results so far; the run goes through
+the sweep file's ``command``, expanded as ``wandb agent`` expands it (``train.py`` in this Python), with
+the ``key=value`` overrides given here added, logs to W&B offline, and its metric is read back from its
+metrics.csv for the next proposal. The sweep directory holds ``runs.jsonl``, ``results.csv`` (best
+first) and ``results.png`` (``plots/sweep.py``); ``--dir`` an existing one continues that sweep.
 
     python -m dgmlab.sweep sweeps/vae_beta_bayes.yaml --count 8 trainer.max_steps=500
     python -m dgmlab.sweep sweeps/ddpm_beta_grid.yaml --dry-run     # the commands, each config composed
@@ -34,7 +32,7 @@ import yaml
 
 from .core.errors import ConfigError, UserError, positive_int
 from .core.paths import shown_path
-from .run.layout import RunDir
+from .run.layout import RunDir, read_yaml
 from .runs import aligned, last_logged
 
 # The sweep file's command macros that a local run understands (W&B's agent has the same meanings).
@@ -101,10 +99,7 @@ def load_sweep_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file {path} does not exist; the shipped ones are in sweeps/")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"sweep file {path} is not valid YAML: {e}") from None
+    config = read_yaml(path)
     sweeps = import_engine()
     try:
         sweeps.SweepConfig(config)
