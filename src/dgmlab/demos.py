@@ -15,18 +15,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from .core.errors import reports_user_errors  # noqa: E402
-from .core.images import to_pixel_range  # noqa: E402
-from .core.progress import configure as configure_progress  # noqa: E402
-from .core.progress import track  # noqa: E402
-from .data.sources import letter_t_image, mnist_5k  # noqa: E402
-from .diffusion import make_schedule, q_posterior, q_sample, q_step  # noqa: E402
+from .core.errors import reports_user_errors
+from .core.images import to_pixel_range
+from .core.progress import configure as configure_progress
+from .core.progress import track
+from .data.sources import letter_t_image, mnist_5k
+from .diffusion import make_schedule, q_posterior, q_sample, q_step
+from .plots import plt  # matplotlib's Agg backend: files only
 
 SCHEDULES = ("linear", "cosine", "sigmoid", "quadratic", "lecture")  # each with its default parameters
 
