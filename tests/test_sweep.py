@@ -16,7 +16,9 @@ from PIL import Image
 from dgmlab.core.errors import ConfigError
 from dgmlab.plots import plt
 from dgmlab.plots.sweep import draw
-from dgmlab.sweep import Trial, dry_run, load_sweep_file, open_sweep, propose, read_metric, write_picture
+from dgmlab.run.layout import RunDir
+from dgmlab.runs import last_logged
+from dgmlab.sweep import Trial, dry_run, load_sweep_file, open_sweep, propose, write_picture
 
 from conftest import REPO
 
@@ -178,12 +180,12 @@ def test_the_sweep_continues_from_its_directory(local_sweep):
     assert third.name not in {t.name for t in sweep.trials}
 
 
-def test_read_metric_takes_the_last_logged_value(tmp_path):
+def test_the_metric_read_back_is_the_last_logged_value(tmp_path):
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "metrics.csv").write_text("step,val/fid,train/loss\n0,,1.0\n10,5.5,\n20,,0.5\n30,4.25,\n")
-    assert read_metric(tmp_path, "val/fid") == 4.25
-    assert read_metric(tmp_path, "val/elbo") is None
-    assert read_metric(tmp_path / "nowhere", "val/fid") is None
+    assert last_logged(RunDir.at(tmp_path).metrics_file, "val/fid") == 4.25
+    assert last_logged(RunDir.at(tmp_path).metrics_file, "val/elbo") is None
+    assert last_logged(RunDir.at(tmp_path / "nowhere").metrics_file, "val/fid") is None
 
 
 def test_failed_runs_are_recorded_and_ranked_last(tmp_path):

@@ -15,25 +15,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from .core.errors import reports_user_errors
+from .core.images import to_pixel_range
+from .core.progress import configure as configure_progress
+from .core.progress import track
+from .data.sources import letter_t_image, mnist_5k
+from .diffusion import make_schedule, q_posterior, q_sample, q_step
+from .plots import plt  # matplotlib's Agg backend: files only
 
-from .core.errors import reports_user_errors  # noqa: E402
-from .core.images import to_pixel_range  # noqa: E402
-from .core.progress import configure as configure_progress  # noqa: E402
-from .core.progress import track  # noqa: E402
-from .data.sources import letter_t_image, mnist_5k  # noqa: E402
-from .diffusion import make_schedule, q_posterior, q_sample, q_step  # noqa: E402
-
-SCHEDULE_DEFAULTS = {"linear": {}, "cosine": {}, "sigmoid": {}, "quadratic": {}, "lecture": {}}
+SCHEDULES = ("linear", "cosine", "sigmoid", "quadratic", "lecture")  # each with its default parameters
 
 
-def _strip(frames: list[torch.Tensor], titles: list[str], path: Path, suptitle: str) -> Path:
+def _strip(frames: dict[str, torch.Tensor], path: Path, suptitle: str) -> Path:
+    """The ``frames`` in a row, each titled with its key."""
     fig, axes = plt.subplots(1, len(frames), figsize=(1.3 * len(frames), 1.8))
-    for ax, frame, title in zip(axes, frames, titles):
+    for ax, (title, frame) in zip(axes, frames.items()):
         ax.imshow(frame.squeeze(0).numpy(), cmap="gray", vmin=-1, vmax=1)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
@@ -53,15 +51,12 @@ def forward_letter_t(out: Path, seed: int = 0) -> Path:
     schedule = make_schedule("lecture", 100)
     x = letter_t_image(64).float() / 127.5 - 1
     generator = torch.Generator().manual_seed(seed)
-    frames, titles = [x], ["t=0"]
+    frames = {"t=0": x}
     for step in range(100):
         x = q_step(schedule, x.unsqueeze(0), torch.tensor([step]), torch.randn(1, *x.shape, generator=generator))[0]
         if (step + 1) % 10 == 0:
-            frames.append(x)
-            titles.append(f"t={step + 1}")
-    return _strip(
-        frames, titles, out / "forward_letter_t.png", "Forward diffusion of the letter T (lecture schedule, T = 100)"
-    )
+            frames[f"t={step + 1}"] = x
+    return _strip(frames, out / "forward_letter_t.png", "Forward diffusion of the letter T (lecture schedule, T = 100)")
 
 
 def posterior_walk(out: Path, seed: int = 0, start: int = 50) -> Path:
@@ -71,26 +66,22 @@ def posterior_walk(out: Path, seed: int = 0, start: int = 50) -> Path:
     generator = torch.Generator().manual_seed(seed)
     # Index k holds x_{k+1} in the paper's 1-based notation: x_start is index start - 1.
     x = q_sample(schedule, x0, torch.tensor([start - 1]), torch.randn(x0.shape, generator=generator))
-    frames, titles = [x[0]], [f"t={start}"]
+    frames = {f"t={start}": x[0]}
     for k in reversed(range(start)):
         mean, var = q_posterior(schedule, x0, x, torch.tensor([k]))
         x = mean + var.sqrt() * torch.randn(x0.shape, generator=generator)  # now x_k; var = 0 at k = 0
         if k % 10 == 0:
-            frames.append(x[0])
-            titles.append(f"t={k}")
-    frames.append(x0[0])
-    titles.append("original")
-    return _strip(
-        frames, titles, out / "posterior_walk.png", f"True-posterior walk from t = {start} (linear, T = 1000)"
-    )
+            frames[f"t={k}"] = x[0]
+    frames["original"] = x0[0]
+    return _strip(frames, out / "posterior_walk.png", f"True-posterior walk from t = {start} (linear, T = 1000)")
 
 
 def schedule_curves(out: Path) -> Path:
     """alpha_bar_t and log10 SNR_t against t/T for every schedule."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, params in SCHEDULE_DEFAULTS.items():
+    for name in SCHEDULES:
         timesteps = 100 if name == "lecture" else 1000
-        s = make_schedule(name, timesteps, **params)
+        s = make_schedule(name, timesteps)
         u = (torch.arange(timesteps) + 1) / timesteps
         label = f"{name} (T={timesteps})"
         ax1.plot(u, s.alphas_cumprod, label=label)
@@ -158,18 +149,16 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--out", type=Path, default=Path("figures"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     args = parser.parse_args(argv)
+    if args.demo == "samplers" and args.ckpt is None:
+        parser.error("samplers needs --ckpt PATH (a DDPM checkpoint written by train.py)")
     args.out.mkdir(parents=True, exist_ok=True)
     configure_progress(not args.no_progress)
     if args.demo == "samplers":
-        if args.ckpt is None:
-            parser.error("samplers needs --ckpt PATH (a DDPM checkpoint written by train.py)")
-        path = sampler_comparison(args.out, args.ckpt)
-        print(path)
-        return [path]
-    chosen = [fn for name, fn in DEMOS.items() if args.demo in (name, "all")]
-    paths = [fn(args.out) for fn in track(chosen, "demos", "picture")]
-    for path in paths:
-        print(path)
+        paths = [sampler_comparison(args.out, args.ckpt)]
+    else:
+        chosen = [fn for name, fn in DEMOS.items() if args.demo in (name, "all")]
+        paths = [fn(args.out) for fn in track(chosen, "demos", "picture")]
+    print("\n".join(map(str, paths)))
     return paths
 
 

@@ -8,7 +8,6 @@ checkpoint, and loading it unpickles nothing. A training checkpoint stays the fi
 
 from __future__ import annotations
 
-import csv
 import json
 import shlex
 from pathlib import Path
@@ -27,6 +26,7 @@ from .lit import AUTOENCODER_KEY, load_model, read_checkpoint
 from .lit.pretrained import CARD_FILE, CONFIG_FILE, SAMPLES_FILE, WEIGHTS_FILE, sha256
 from .run.layout import RunDir
 from .run.startup import count_parameters
+from .runs import last_logged
 from .sampling import generate
 
 # Hub ids of the data sets dgmlab's configs name (the card's ``datasets``); others keep their name.
@@ -40,9 +40,9 @@ HUB_DATASETS = {
 
 def export(cfg: DictConfig) -> Path:
     """Write ``cfg.out`` from the checkpoint ``cfg.ckpt``; see the module docstring."""
-    ckpt, out = Path(cfg.ckpt), Path(cfg.out) if cfg.out else None
-    if out is None:
+    if not cfg.out:
         raise ConfigError("out is required: pass out=DIR, the folder to write the model into")
+    ckpt, out = Path(cfg.ckpt), Path(cfg.out)
     taken = [name for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE) if (out / name).exists()]
     if taken and not cfg.overwrite:
         raise ConfigError(f"out={str(out)!r} already holds {', '.join(taken)}; choose another out= or overwrite=true")
@@ -59,16 +59,12 @@ def export(cfg: DictConfig) -> Path:
     config = export_config(run_cfg, checkpoint, ckpt, sha256(out / WEIGHTS_FILE))
     write_atomically(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
     save_grid(images, out / SAMPLES_FILE)
-    facts = card_facts(model, run_cfg, checkpoint, ckpt, cfg)
-    write_atomically(out / CARD_FILE, model_card(facts))
+    write_atomically(out / CARD_FILE, model_card(model, run_cfg, checkpoint, ckpt, cfg))
     print(
         f"wrote {out}: {WEIGHTS_FILE} ({(out / WEIGHTS_FILE).stat().st_size / 2**20:.1f} MiB), {CONFIG_FILE}, "
         f"{SAMPLES_FILE}, {CARD_FILE}; sample from it: python sample.py ckpt={out}"
     )
     return out
-
-
-export_program = reports_user_errors(export)
 
 
 def export_config(run_cfg: DictConfig, checkpoint: dict, ckpt: Path, weights_sha256: str) -> dict[str, Any]:
@@ -84,36 +80,6 @@ def export_config(run_cfg: DictConfig, checkpoint: dict, ckpt: Path, weights_sha
     return config
 
 
-def card_facts(model, run_cfg: DictConfig, checkpoint: dict, ckpt: Path, cfg: DictConfig) -> dict[str, Any]:
-    """What the model card says, gathered from the model, its run config and its run directory."""
-    run = RunDir.of_checkpoint(ckpt)
-    net = model.net if model.has_ema else model  # the network it samples with
-    return {
-        "kind": type(model).__name__,
-        "network": type(net).__name__,
-        "parameters": count_parameters(net),
-        "dataset": run_cfg.dataset.name,
-        "image_shape": (run_cfg.dataset.channels, run_cfg.dataset.image_size, run_cfg.dataset.image_size),
-        "step": checkpoint.get("global_step"),
-        "batch_size": OmegaConf.select(run_cfg, "dataset.batch_size"),
-        "sampling": model.sampling,
-        "train_command": shlex.join(["python", "train.py", *run.stored_overrides()]),
-        "val_loss": final_metric(run.metrics_file, "val/loss"),
-        "fids": fid_results(run),
-        "n": cfg.n,
-        "seed": cfg.seed,
-    }
-
-
-def final_metric(metrics_file: Path | None, name: str) -> float | None:
-    """The last ``name`` in a run's metrics.csv, or None."""
-    if metrics_file is None or not metrics_file.is_file():
-        return None
-    with metrics_file.open() as f:
-        values = [float(r[name]) for r in csv.DictReader(f) if r.get(name)]
-    return values[-1] if values else None
-
-
 def fid_results(run: RunDir) -> list[dict[str, Any]]:
     """The FID files ``python -m dgmlab.evaluate`` wrote beside the run's samples, oldest first."""
     results = []
@@ -126,40 +92,37 @@ def fid_results(run: RunDir) -> list[dict[str, Any]]:
     return results
 
 
-def model_card(facts: dict[str, Any]) -> str:
-    """README.md in the Hub's layout: a YAML header, then what the model is, its samples and metrics."""
-    diffusion = facts["sampling"] is not None
-    tags = [
-        "dgmlab",
-        "pytorch",
-        "diffusion" if diffusion else "vae",
-        facts["kind"].lower(),
-        "unconditional-image-generation",
-    ]
+def model_card(model, run_cfg: DictConfig, checkpoint: dict, ckpt: Path, cfg: DictConfig) -> str:
+    """README.md in the Hub's layout: a YAML header, then what the model is, its samples and metrics,
+    from the model, its run config and its run directory."""
+    run, kind, dataset, sampling = RunDir.of_checkpoint(ckpt), type(model).__name__, run_cfg.dataset, model.sampling
+    net = model.net if model.has_ema else model  # the network it samples with
+    diffusion, fids = sampling is not None, fid_results(run)
+    task = "unconditional-image-generation"
     header = {
         "library_name": "dgmlab",
-        "pipeline_tag": "unconditional-image-generation",
-        "tags": tags,
-        "datasets": [HUB_DATASETS.get(facts["dataset"], facts["dataset"])],
-        "metrics": ["fid"] if facts["fids"] else [],
+        "pipeline_tag": task,
+        "tags": ["dgmlab", "pytorch", "diffusion" if diffusion else "vae", kind.lower(), task],
+        "datasets": [HUB_DATASETS.get(dataset.name, dataset.name)],
+        "metrics": ["fid"] if fids else [],
     }
-    c, h, w = facts["image_shape"]
-    sampler = f"{facts['sampling'].sampler} with {facts['sampling'].steps} steps" if diffusion else "one decoder pass"
+    sampler = f"{sampling.sampler} with {sampling.steps} steps" if diffusion else "one decoder pass"
+    weights = "; the weights are the EMA weights it samples with" if diffusion else ""
     lines = [
         "---",
         yaml.safe_dump(header, sort_keys=False).strip(),
         "---",
         "",
-        f"# {facts['kind']} on {facts['dataset']}",
+        f"# {kind} on {dataset.name}",
         "",
-        f"A {facts['kind']} trained with dgmlab: a {facts['network']} of "
-        f"{facts['parameters']:,} parameters, trained for {facts['step']} optimiser steps (batch size "
-        f"{facts['batch_size']}) on `{facts['dataset']}` images of {c} x {h} x {w}. It samples with {sampler} "
-        f"(its config's `model.sampling`){'; the weights are the EMA weights it samples with' if diffusion else ''}.",
+        f"A {kind} trained with dgmlab: a {type(net).__name__} of {count_parameters(net):,} parameters, trained for "
+        f"{checkpoint.get('global_step')} optimiser steps (batch size {OmegaConf.select(run_cfg, 'dataset.batch_size')})"
+        f" on `{dataset.name}` images of {dataset.channels} x {dataset.image_size} x {dataset.image_size}. It samples "
+        f"with {sampler} (its config's `model.sampling`){weights}.",
         "",
-        f"![{facts['n']} samples]({SAMPLES_FILE})",
+        f"![{cfg.n} samples]({SAMPLES_FILE})",
         "",
-        f"{SAMPLES_FILE}: {facts['n']} samples, seed {facts['seed']}, on a CPU in fp32.",
+        f"{SAMPLES_FILE}: {cfg.n} samples, seed {cfg.seed}, on a CPU in fp32.",
         "",
         "## Use",
         "",
@@ -179,21 +142,21 @@ def model_card(facts: dict[str, Any]) -> str:
         "## Training",
         "",
         "```bash",
-        facts["train_command"],
+        shlex.join(["python", "train.py", *run.stored_overrides()]),
         "```",
         "",
         "## Metrics",
         "",
-        *metric_lines(facts),
+        *metric_lines(last_logged(run.metrics_file, "val/loss"), fids),
     ]
     return "\n".join(lines) + "\n"
 
 
-def metric_lines(facts: dict[str, Any]) -> list[str]:
+def metric_lines(val_loss: float | None, fids: list[dict[str, Any]]) -> list[str]:
     lines = []
-    if facts["val_loss"] is not None:
-        lines.append(f"- val/loss {facts['val_loss']:.4f}, the run's last (its csv/metrics.csv)")
-    for r in facts["fids"]:
+    if val_loss is not None:
+        lines.append(f"- val/loss {val_loss:.4f}, the run's last (its csv/metrics.csv)")
+    for r in fids:
         lines.append(
             f"- FID {r['fid']:.4f}, KID {r['kid_mean']:.5f} ({r['features']} features, {r['num_samples']} samples "
             f"of `{r['folder']}` against {r['num_reference']} {r['dataset']} {r['split']} images): "
@@ -207,8 +170,9 @@ def main() -> None:
     import hydra
 
     @hydra.main(version_base="1.3", config_path="conf", config_name="export")
+    @reports_user_errors
     def run(cfg: DictConfig) -> None:
-        export_program(cfg)
+        export(cfg)
 
     run()
 

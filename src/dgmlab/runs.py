@@ -34,7 +34,7 @@ import yaml
 from .core.errors import ConfigError, UserError
 from .core.trees import flatten
 from .run import status as run_status
-from .run.layout import CONFIG_FILE, STATUS_FILE, RunDir, read_yaml
+from .run.layout import STATUS_FILE, RunDir, read_yaml
 
 # Folders inside a run directory, or tracker stores beside runs, that hold no run of their own.
 NOT_RUNS = {"checkpoints", "samples", "csv", "eval", "figures", "logs", "tensorboard", "wandb", "mlruns", "profile"}
@@ -117,14 +117,11 @@ def from_config(run: Run) -> None:
     """A run without ``status.json``: from before dgmlab wrote one, or stopped before training."""
     files = RunDir.named(run.path)
     run.overrides = run_status.settings(files.stored_overrides())
-    config_file = files.config_file
     run.started = short_time(datetime.fromtimestamp(run.path.stat().st_mtime).isoformat())
-    if not config_file.is_file():
+    if not files.config_file.is_file():
         run.state, run.note = "not started", "no config.yaml: it stopped before training (see its train.log)"
         return
-    config = read_yaml(config_file) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{CONFIG_FILE} is not a config")
+    config = read_config(files)
     run.model = str((config.get("model") or {}).get("name") or "")
     run.max_steps = (config.get("trainer") or {}).get("max_steps")
     log = tail(files.log_file)
@@ -132,6 +129,13 @@ def from_config(run: Run) -> None:
         run.state = "finished"
     elif "Interrupted by " in log:
         run.state = "interrupted"
+
+
+def read_config(files: RunDir) -> dict[str, Any]:
+    config = read_yaml(files.config_file)
+    if not isinstance(config, dict):
+        raise ConfigError(f"{files.config_file} is not a config")
+    return config
 
 
 def alive(pid) -> bool:
@@ -173,6 +177,15 @@ def metrics_tail(path: Path) -> tuple[int | None, dict[str, float]]:
     return step, last
 
 
+def last_logged(metrics_file: Path | None, name: str) -> float | None:
+    """The last value of ``name`` in a run's metrics CSV; None if it logged none, or has no CSV."""
+    if metrics_file is None or not metrics_file.is_file():
+        return None
+    with open(metrics_file, newline="") as f:
+        values = [row[name] for row in csv.DictReader(f) if row.get(name) not in (None, "")]
+    return float(values[-1]) if values else None
+
+
 def number(cell: str) -> float | None:
     try:
         return float(cell)
@@ -198,25 +211,23 @@ def shown_metrics(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in sorted(chosen.items()))
 
 
-def table(runs: list[Run], root: Path) -> list[str]:
-    header = ["run", "started", "model", "steps", "state", "last metrics", "overrides"]
-    rows = [header]
-    for run in runs:
-        steps = f"{run.step if run.step is not None else '?'}/{run.max_steps if run.max_steps is not None else '?'}"
-        name = str(run.path.relative_to(root)) if run.path != root else run.path.name
-        rows.append(
-            [name, run.started, run.model, steps, run.state, shown_metrics(run.metrics), " ".join(run.overrides)]
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+def aligned(rows: list[list[str]]) -> list[str]:
+    """``rows`` as text in columns, each as wide as its widest cell."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
 
 
-def notes(runs: list[Run], root: Path) -> list[str]:
-    return [
-        f"  {run.path.relative_to(root) if run.path != root else run.path.name}: {run.state}: {run.note}"
-        for run in runs
-        if run.note
-    ]
+def shown_name(run: Run, root: Path) -> str:
+    return str(run.path.relative_to(root)) if run.path != root else run.path.name
+
+
+def table(runs: list[Run], root: Path) -> list[str]:
+    rows = [["run", "started", "model", "steps", "state", "last metrics", "overrides"]]
+    for run in runs:
+        steps = f"{run.step if run.step is not None else '?'}/{run.max_steps if run.max_steps is not None else '?'}"
+        row = [shown_name(run, root), run.started, run.model, steps, run.state, shown_metrics(run.metrics)]
+        rows.append([*row, " ".join(run.overrides)])
+    return aligned(rows) + [f"  {shown_name(run, root)}: {run.state}: {run.note}" for run in runs if run.note]
 
 
 def list_runs(root: Path) -> list[Run]:
@@ -239,10 +250,7 @@ def differing_settings(paths: list[Path]) -> dict[str, list[Any]]:
     """The config keys whose values differ between the runs (their own paths left out)."""
     flat = []
     for path in paths:
-        config_file = RunDir.named(path).config_file
-        config = read_yaml(config_file)
-        if not isinstance(config, dict):
-            raise ConfigError(f"{config_file} is not a config")
+        config = read_config(RunDir.named(path))
         stored_root = str((config.get("paths") or {}).get("output_dir") or path)
         flat.append({k: v for k, v in flatten(config).items() if not (isinstance(v, str) and stored_root in v)})
     keys = sorted(set().union(*flat))
@@ -279,10 +287,7 @@ def compare(names: list[str], root: Path, out: Path) -> list[str]:
     runs = [read_run(p) for p in paths]
     for key in sorted({k for r in runs for k in r.metrics if k.startswith(("val/", "test/", "train/loss"))}):
         rows.append([f"final {key}", *(f"{r.metrics[key]:.4g}" if key in r.metrics else "" for r in runs)])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    lines.append(f"curves: {drawn}" if drawn else "curves: none of these runs has a metrics CSV")
-    return lines
+    return aligned(rows) + [f"curves: {drawn}" if drawn else "curves: none of these runs has a metrics CSV"]
 
 
 def short_value(value: Any) -> str:
@@ -303,16 +308,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare:
             if len(args.compare) < 2:
                 raise ConfigError("--compare needs at least two runs")
-            print("\n".join(compare(args.compare, root, Path(args.out))))
-            return 0
-        runs = list_runs(root)
+            lines = compare(args.compare, root, Path(args.out))
+        else:
+            runs = list_runs(root)
+            lines = table(runs, root) if runs else [f"no runs under {root}"]
     except UserError as e:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code
-    if not runs:
-        print(f"no runs under {root}")
-        return 0
-    print("\n".join(table(runs, root) + notes(runs, root)))
+    print("\n".join(lines))
     return 0
 
 

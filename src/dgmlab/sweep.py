@@ -1,13 +1,11 @@
 """A W&B sweep without a W&B server: ``python -m dgmlab.sweep sweeps/FILE.yaml --count N [key=value ...]``.
 
 The same sweep file that ``wandb sweep`` takes. W&B's own open-source sweep engine (the PyPI package
-``sweeps``, which the W&B server runs) proposes each run from the results so far (grid, random or
-Bayesian); the run goes through the sweep file's ``command`` (``train.py`` in this Python), with the
-``key=value`` overrides given here added to every run, logs to W&B offline, and its metric is read
-back from the run's metrics.csv and fed to the engine for the next proposal. Each finished run is added to
-``runs.jsonl``, the table of runs, best first, is written to ``results.csv`` in the sweep directory
-and drawn in ``results.png`` (the metric against each parameter, and all runs in parallel
-coordinates: ``plots/sweep.py``); ``--dir`` an existing sweep directory continues that sweep.
+``sweeps``, which the W&B server runs) proposes each run from the results so far; the run goes through
+the sweep file's ``command``, expanded as ``wandb agent`` expands it (``train.py`` in this Python), with
+the ``key=value`` overrides given here added, logs to W&B offline, and its metric is read back from its
+metrics.csv for the next proposal. The sweep directory holds ``runs.jsonl``, ``results.csv`` (best
+first) and ``results.png`` (``plots/sweep.py``); ``--dir`` an existing one continues that sweep.
 
     python -m dgmlab.sweep sweeps/vae_beta_bayes.yaml --count 8 trainer.max_steps=500
     python -m dgmlab.sweep sweeps/ddpm_beta_grid.yaml --dry-run     # the commands, each config composed
@@ -20,26 +18,26 @@ import csv
 import json
 import math
 import os
-import secrets
 import shlex
-import string
 import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .core.errors import ConfigError, UserError
+from .core.errors import ConfigError, UserError, positive_int
 from .core.paths import shown_path
-from .run.layout import RunDir
+from .run.layout import RunDir, read_yaml
+from .runs import aligned, last_logged
 
 # The sweep file's command macros that a local run understands (W&B's agent has the same meanings).
 MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}")
+DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]  # W&B's, for a file without one
 RESULTS, RUNS, PICTURE = "results.csv", "runs.jsonl", "results.png"
 
 
@@ -101,10 +99,7 @@ def load_sweep_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file {path} does not exist; the shipped ones are in sweeps/")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"sweep file {path} is not valid YAML: {e}") from None
+    config = read_yaml(path)
     sweeps = import_engine()
     try:
         sweeps.SweepConfig(config)
@@ -112,7 +107,7 @@ def load_sweep_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"sweep file {path} is not a valid W&B sweep: {getattr(e, 'message', e)}") from None
     if "metric" not in config or "name" not in config["metric"]:
         raise ConfigError(f"sweep file {path} has no metric.name: name the logged metric to optimise, e.g. val/loss")
-    command = config.get("command", ["${env}", "${interpreter}", "${program}", "${args}"])
+    command = config.get("command", DEFAULT_COMMAND)
     unknown = [c for c in command if str(c).startswith("${") and str(c).endswith("}") and c not in MACROS]
     if unknown:
         raise ConfigError(f"sweep file {path}: command uses {unknown}; python -m dgmlab.sweep knows {list(MACROS)}")
@@ -131,34 +126,19 @@ def find_program(config: dict[str, Any], sweep_file: Path) -> Path:
 
 
 # --- one run -----------------------------------------------------------------------------------------
-def format_value(value: Any) -> str:
-    """A parameter value as Hydra reads it on the command line."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    return str(value)
-
-
 def run_command(sweep: Sweep, trial: Trial) -> list[str]:
-    """The sweep file's command for ``trial``, then the extra overrides, then the run's own directory."""
-    args = [f"{k}={format_value(v)}" for k, v in trial.params.items()]
-    expand = {
-        "${env}": ["/usr/bin/env"] if os.name == "posix" else [],
-        "${interpreter}": [sys.executable],
-        "${program}": [str(sweep.program)],
-        "${args_no_hyphens}": args,
-        "${args}": [f"--{a}" for a in args],
-    }
-    command = sweep.config.get("command", ["${env}", "${interpreter}", "${program}", "${args}"])
-    expanded = [
-        part for c in command for part in expand.get(str(c), [str(c)]) if not part.startswith("hydra.run.dir=")
-    ]  # the sweep directory's own, below
-    return [*expanded, *sweep.overrides, f"hydra.run.dir={sweep.directory / trial.name}"]
+    """The sweep file's command for ``trial``, its macros expanded as W&B's agent expands them, then the
+    extra overrides, then the run's own directory (instead of the command's hydra.run.dir)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    macros = create_sweep_command_args({"args": {k: {"value": v} for k, v in trial.params.items()}})
+    macros.update(env=["/usr/bin/env"] if os.name == "posix" else [], interpreter=[sys.executable])
+    macros.update(program=[str(sweep.program)])
+    command = []
+    for part in map(str, sweep.config.get("command", DEFAULT_COMMAND)):
+        command += macros[part[2:-1]] if part in MACROS else [part]
+    command = [c for c in command if not c.startswith("hydra.run.dir=")]
+    return [*command, *sweep.overrides, f"hydra.run.dir={sweep.directory / trial.name}"]
 
 
 def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
@@ -166,10 +146,7 @@ def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
     command = run_command(sweep, trial)
     log_path = sweep.directory / "logs" / f"{trial.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    print(
-        f"[{index}/{count}] run {trial.name}: {' '.join(f'{k}={format_value(v)}' for k, v in trial.params.items())}",
-        flush=True,
-    )
+    print(f"[{index}/{count}] run {trial.name}: {' '.join(f'{k}={v}' for k, v in trial.params.items())}", flush=True)
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_RUN_ID": trial.name, "WANDB_SILENT": "true"}
     start = time.monotonic()
     with open(log_path, "w") as log:
@@ -180,7 +157,8 @@ def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
             print(f"    {line}", end="", flush=True)
         code = process.wait()
     trial.seconds = time.monotonic() - start
-    trial.metric = read_metric(sweep.directory / trial.name, sweep.metric)
+    # The metrics CSV, which every logger config writes beside W&B's offline log.
+    trial.metric = last_logged(RunDir.at(sweep.directory / trial.name).metrics_file, sweep.metric)
     if code != 0:
         trial.state, trial.note = "failed", f"exit code {code}; see {log_path}"
     elif trial.metric is None:
@@ -194,22 +172,11 @@ def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
     )
 
 
-def read_metric(run_dir: Path, name: str) -> float | None:
-    """The last value of ``name`` the run logged (its metrics CSV, which every logger config writes
-    beside W&B's offline log); None if it logged none."""
-    path = RunDir.at(run_dir).metrics_file
-    if path is None or not path.is_file():
-        return None
-    with open(path, newline="") as f:
-        values = [row[name] for row in csv.DictReader(f) if row.get(name) not in (None, "")]
-    return float(values[-1]) if values else None
-
-
 # --- the sweep ------------------------------------------------------------------------------------
 def new_name(trials: list[Trial]) -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    taken = {t.name for t in trials}
-    while (name := "".join(secrets.choice(alphabet) for _ in range(8))) in taken:
+    from wandb.sdk.lib.runid import generate_id  # a W&B run id: 8 characters of a-z and 0-9
+
+    while (name := generate_id()) in {t.name for t in trials}:
         pass
     return name
 
@@ -242,48 +209,32 @@ def ranked(sweep: Sweep) -> list[Trial]:
     return done + [t for t in sweep.trials if t not in done]
 
 
-def write_results(sweep: Sweep) -> Path:
+def results(sweep: Sweep) -> list[list[str]]:
+    """``results.csv``'s rows: a header, then the trials ranked."""
     names = sorted({k for t in sweep.trials for k in t.params})
-    path = sweep.directory / RESULTS
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["rank", "run", "state", sweep.metric, *names, "minutes", "run_dir"])
-        for rank, t in enumerate(ranked(sweep), 1):
-            writer.writerow(
-                [
-                    rank,
-                    t.name,
-                    t.state,
-                    "" if t.metric is None else t.metric,
-                    *(format_value(t.params[n]) if n in t.params else "" for n in names),
-                    f"{t.seconds / 60:.2f}",
-                    sweep.directory / t.name,
-                ]
-            )
-    return path
+    rows = [["rank", "run", "state", sweep.metric, *names, "minutes", "run_dir"]]
+    for rank, t in enumerate(ranked(sweep), 1):
+        params = [str(t.params[n]) if n in t.params else "" for n in names]
+        metric = "" if t.metric is None else str(t.metric)
+        rows.append(
+            [str(rank), t.name, t.state, metric, *params, f"{t.seconds / 60:.2f}", str(sweep.directory / t.name)]
+        )
+    return rows
 
 
 def write_picture(sweep: Sweep) -> Path | None:
     """``results.png``; a picture that cannot be drawn is a warning, never the end of a sweep."""
-    from .plots.sweep import write_results_picture  # matplotlib only once there are results
+    from .plots import save  # matplotlib only once there are results
+    from .plots.sweep import draw
 
     path = sweep.directory / PICTURE
     try:
         runs = [(t.params, t.metric if t.state == "finished" else None) for t in sweep.trials]
         parameters = sweep.config.get("parameters", {})
-        return write_results_picture(runs, parameters, sweep.metric, sweep.maximize, path, title=sweep.path.stem)
+        return save(draw(runs, parameters, sweep.metric, sweep.maximize, title=sweep.path.stem), path)
     except Exception as e:
         print(f"warning: {path} not drawn: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return None
-
-
-def print_table(sweep: Sweep) -> None:
-    with open(sweep.directory / RESULTS, newline="") as f:
-        rows = [row[:-1] for row in csv.reader(f)]  # without run_dir
-    rows = [[short(c) for c in row] for row in rows]
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
 def short(cell: str) -> str:
@@ -296,19 +247,7 @@ def short(cell: str) -> str:
 
 def record(sweep: Sweep, trial: Trial) -> None:
     with open(sweep.directory / RUNS, "a") as f:
-        f.write(
-            json.dumps(
-                {
-                    "name": trial.name,
-                    "params": trial.params,
-                    "state": trial.state,
-                    "metric": trial.metric,
-                    "seconds": trial.seconds,
-                    "note": trial.note,
-                }
-            )
-            + "\n"
-        )
+        f.write(json.dumps(asdict(trial)) + "\n")
 
 
 def load_trials(directory: Path) -> list[Trial]:
@@ -322,21 +261,13 @@ def open_sweep(path: str | Path, directory: str | Path | None, overrides: list[s
     path = Path(path)
     config = load_sweep_file(path)
     program = find_program(config, path)
-    if directory is None:
-        directory = Path("outputs") / "sweeps" / "local" / path.stem / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    directory = Path(directory).resolve()
-    sweep = Sweep(
-        path=path,
-        config=config,
-        program=program,
-        directory=directory,
-        overrides=list(overrides),
-        trials=load_trials(directory),
-    )
     bad = [o for o in overrides if "=" not in o or o.startswith("-")]
     if bad:
         raise ConfigError(f"{bad[0]!r} is not an override; give key=value pairs after the sweep file")
-    return sweep
+    if directory is None:
+        directory = Path("outputs") / "sweeps" / "local" / path.stem / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    directory = Path(directory).resolve()
+    return Sweep(path, config, program, directory, list(overrides), load_trials(directory))
 
 
 def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
@@ -356,11 +287,12 @@ def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
         run_trial(sweep, trial, index, count)
         sweep.trials.append(trial)
         record(sweep, trial)
-        write_results(sweep)
+        with open(sweep.directory / RESULTS, "w", newline="") as f:
+            csv.writer(f).writerows(results(sweep))
         write_picture(sweep)
     if sweep.trials:
         print(f"\n{len(sweep.trials)} runs, best first ({shown_path(sweep.directory / RESULTS)}; {PICTURE} beside it):")
-        print_table(sweep)
+        print("\n".join(aligned([[short(c) for c in row[:-1]] for row in results(sweep)])))  # without run_dir
     return sweep
 
 
@@ -401,9 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         sweep = open_sweep(args.sweep_file, args.dir, args.overrides)
-        count = args.count if args.count is not None else default_count(sweep)
-        if count < 1:
-            raise ConfigError(f"--count must be a positive integer, got {count}")
+        count = positive_int(args.count if args.count is not None else default_count(sweep), "--count")
         if args.dry_run:
             for command in dry_run(sweep, count, args.seed):
                 print(shlex.join(command))

@@ -60,12 +60,6 @@ def matching(series: Series, patterns: Sequence[str]) -> list[str]:
     return names
 
 
-def panel_title(names: Sequence[str]) -> str:
-    if all(n.startswith("lr-") for n in names):
-        return "learning rate"
-    return ", ".join(names)
-
-
 def draw(runs: Mapping[str, Series], panels: Sequence[Sequence[str]] = DEFAULT_PANELS, title: str = ""):
     """A figure with one panel per group of ``panels`` that any run logged; None if none did.
     One run: a colour per metric. Several: a colour per run, a line style per metric."""
@@ -88,11 +82,10 @@ def draw(runs: Mapping[str, Series], panels: Sequence[Sequence[str]] = DEFAULT_P
 def draw_panel(ax, runs: Mapping[str, Series], patterns: Sequence[str]) -> None:
     styles = ("-", "--", ":", "-.")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    names = []
+    single, names, drawn = len(runs) == 1, set(), []
     for r, (run, series) in enumerate(runs.items()):
         for m, name in enumerate(matching(series, patterns)):
             steps, values = zip(*series[name])
-            single = len(runs) == 1
             ax.plot(
                 steps,
                 values,
@@ -103,11 +96,12 @@ def draw_panel(ax, runs: Mapping[str, Series], patterns: Sequence[str]) -> None:
                 linewidth=1.2,
                 label=name if single else f"{run}: {name}",
             )
-            names.append(name)
-    ax.set_title(panel_title(sorted(set(names))), fontsize=10)
+            names.add(name)
+            drawn += values
+    learning_rate = all(n.startswith("lr-") for n in names)
+    ax.set_title("learning rate" if learning_rate else ", ".join(sorted(names)), fontsize=10)
     ax.set_xlabel("step")
-    values = [v for s in runs.values() for n in matching(s, patterns) for _, v in s[n]]
-    if values and min(values) > 0 and max(values) / min(values) > 20:
+    if drawn and min(drawn) > 0 and max(drawn) / min(drawn) > 20:
         ax.set_yscale("log")  # a loss falling over decades
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7 if len(runs) > 1 else 8)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import plt, save
+from . import plt
 
 
 @dataclass(frozen=True)
@@ -45,8 +44,7 @@ class Axis:
 
     def ticks(self) -> list[tuple[float, str]]:
         if self.categories is not None:
-            n = len(self.categories)
-            return [(i / (n - 1) if n > 1 else 0.5, c) for i, c in enumerate(self.categories)]
+            return [(self.unit(c), c) for c in self.categories]
         span = self.high - self.low
         points = self.marks or ((self.low, (self.low + self.high) / 2, self.high) if span else (self.low,))
         return [((p - self.low) / span if span else 0.5, number(p, self.log)) for p in points]
@@ -66,7 +64,8 @@ def is_number(raw: Any) -> bool:
 
 def make_axis(name: str, values: Sequence[Any], spec: Mapping[str, Any] | None = None) -> Axis:
     if not values or not all(is_number(v) for v in values):
-        return Axis(name, tuple(dict.fromkeys(sorted(label(v) for v in values))))
+        categories = tuple(dict.fromkeys(sorted(label(v) for v in values)))
+        return Axis(name, categories, low=0.0, high=float(len(categories) - 1))  # a category's index
     spec = spec or {}
     log = ("log" in str(spec.get("distribution", "")) or spec_is_log_grid(spec)) and min(values) > 0
     axis = Axis(name, None, log)
@@ -156,7 +155,3 @@ def draw_parallel(ax, parameters: list[Axis], metric: Axis, done, maximize: bool
     ax.set_ylim(-0.08, 1.08)
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
-
-
-def write_results_picture(runs, parameters, metric: str, maximize: bool, path: str | Path, title: str = "") -> Path:
-    return save(draw(runs, parameters, metric, maximize, title), path)
