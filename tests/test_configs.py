@@ -136,14 +136,14 @@ def test_every_sampling_setting_reaches_sample_py_the_grid_and_the_fid_callback(
     assert names <= set(sample) and (sample.sampler, sample.steps, sample.eta) == ("ddim", 7, None)
     model = instantiate(cfg.model)
     grid, fid = instantiate(cfg.callbacks.sample_grid), instantiate(cfg.eval)
-    grid.resolve_sampling(model)
-    fid.resolve_sampling(model)
+    grid.setup(None, model, "fit")
+    fid.resolve_sampling(model)  # what its setup does first
     assert (grid.options.sampler, grid.options.eta, grid.options.steps) == ("ddim", 0.5, 50)
     # the FID callback's sampler is the model's own (model.sampling: dpmpp_2m) with the given settings
     assert (fid.options.sampler, fid.options.spacing, fid.options.steps) == ("dpmpp_2m", "leading", 4)
     typo = instantiate(compose_train(["+callbacks.sample_grid.etta=1"], tmp_path).callbacks.sample_grid)
     with pytest.raises(ConfigError, match=r"callbacks\.sample_grid\.etta is not a sampling setting"):
-        typo.resolve_sampling(model)
+        typo.setup(None, model, "fit")
 
 
 # The networks of the named experiments, counted when they were the default: they must not move when

@@ -84,7 +84,8 @@ def test_each_prediction_trains_and_samples(prediction, tmp_path):
     loss = model.training_step((x, torch.zeros(4, dtype=torch.long)), 0)
     loss.backward()
     assert torch.isfinite(loss)
-    out = model.sample_images(2, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=5)
+    options = model.sampling_with(sampler="ddim", steps=5)
+    out = model.sample_images(2, generator=torch.Generator().manual_seed(0), options=options)
     assert out.shape == (2, 1, 28, 28) and out.min() >= -1 and out.max() <= 1
 
 
@@ -97,9 +98,7 @@ def test_classifier_free_guidance_uses_the_labels(tmp_path):
             2,
             generator=torch.Generator().manual_seed(0),
             labels=labels,
-            sampler="ddim",
-            steps=4,
-            guidance=g,
+            options=model.sampling_with(sampler="ddim", steps=4, guidance=g),
         )
 
     three, seven = torch.tensor([3, 3]), torch.tensor([7, 7])
@@ -110,26 +109,22 @@ def test_classifier_free_guidance_uses_the_labels(tmp_path):
 
 
 def test_the_ddpm_declares_its_sampler_schedule_and_bound(tmp_path):
-    from dgmlab.diffusion import ResolvedSampling
     from dgmlab.lit import GenerativeModule
 
     model = _model(tmp_path, "model.sampling.sampler=ddim")
-    assert isinstance(model.sampling, ResolvedSampling)  # checked once, in the constructor
-    assert (model.sampling.steps, model.sampling.timesteps) == (20, model.schedule.timesteps) == (20, 20)
+    assert (model.sampling.sampler, model.sampling.steps) == ("ddim", model.schedule.timesteps) == ("ddim", 20)
     assert model.likelihood_bound == "variational"
     assert GenerativeModule.sampling is GenerativeModule.schedule is GenerativeModule.likelihood_bound is None
 
 
 def test_a_sample_py_job_checks_its_sampling_options_once(tmp_path, monkeypatch):
-    from omegaconf import OmegaConf
-
     from dgmlab.diffusion import SamplingOptions
-    from dgmlab.sampling import generate, sampler_options
+    from dgmlab.sampling import generate
 
     model = _model(tmp_path)
     checks = []
     check = SamplingOptions.resolve
     monkeypatch.setattr(SamplingOptions, "resolve", lambda self, *a, **kw: checks.append(self) or check(self, *a, **kw))
-    options = sampler_options(OmegaConf.create({"sampler": "ddim", "steps": 3}), model)
+    options = model.sampling_with(sampler="ddim", steps=3)
     images = generate(model, 3, 0, 2, torch.device("cpu"), options=options)  # two batches
     assert images.shape == (3, 1, 28, 28) and len(checks) == 1, checks

@@ -11,27 +11,23 @@ import torch
 from dgmlab.core.seeding import ImageNoise
 from dgmlab.diffusion import (
     SAMPLERS,
-    ResolvedSampling,
-    Sampler,
     SamplingOptions,
-    ancestral_sample,
     diffusion_loss,
-    eps_from_x0,
-    loss_weight,
     make_denoiser,
     make_schedule,
     q_posterior,
     q_sample,
     q_step,
-    register,
-    sample,
     timestep_distribution,
-    timestep_sequence,
-    v_target,
-    x0_and_eps,
-    x0_eps_from_v,
-    x0_from_eps,
 )
+from dgmlab.diffusion.process import eps_from_x0, loss_weight, v_target, x0_and_eps, x0_eps_from_v, x0_from_eps
+from dgmlab.diffusion.samplers import Sampler, register, timestep_sequence
+
+
+def sample(schedule, denoise, shape, sampler="ddpm", *, generator=None, **settings):
+    """A batch from x_T ~ N(0, I) with ``sampler`` and its ``settings``, checked against ``schedule``."""
+    options = SamplingOptions(sampler).override(**settings).resolve(schedule.timesteps)
+    return options.run(schedule, denoise, shape, generator=generator)
 
 
 def test_linear_schedule_is_the_papers():
@@ -135,7 +131,7 @@ def test_ancestral_sampler_with_the_true_noise_oracle_returns_data():
         abar = s.alphas_cumprod.float()[t].view(-1, 1)
         return (x - abar.sqrt() * target) / (1 - abar).sqrt()
 
-    out = ancestral_sample(s, oracle, (16, 2), generator=torch.Generator().manual_seed(0))
+    out = sample(s, make_denoiser(s, oracle), (16, 2), "ddpm", generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out, target.expand(16, 2), atol=1e-3)
 
 
@@ -216,7 +212,7 @@ def test_timestep_sequences():
     assert timestep_sequence(1000, 4, "linspace") == [999, 666, 333, 0]
     assert timestep_sequence(10, 10) == list(range(9, -1, -1))
     with pytest.raises(ValueError, match=r"steps must lie in \[1, schedule\.timesteps=10\]"):
-        timestep_sequence(10, 11)
+        SamplingOptions("ddim", steps=11).resolve(10)  # checked there, before any sampler runs
 
 
 def _gaussian_data_denoiser(s, mu, std):
@@ -343,10 +339,10 @@ def test_each_shipped_sampler_is_called_with_its_own_settings_only(name, monkeyp
     assert ("steps" in declared.settings) == (declared.default_steps is not None)
 
 
-def test_resolved_options_pass_the_layers_below_unchecked():
+def test_resolved_options_run_and_unresolved_ones_are_refused():
     resolved = SamplingOptions("ddim").resolve(100)
-    assert isinstance(resolved, ResolvedSampling) and (resolved.steps, resolved.timesteps) == (50, 100)
-    assert resolved.resolve(100) is resolved and resolved.override(steps=None) is resolved
-    changed = resolved.override(eta=0.5)
-    assert type(changed) is SamplingOptions and changed.resolve(100).eta == 0.5  # changed: checked again
-    assert resolved.resolve(20).steps == 20  # another schedule: resolved again
+    assert resolved.steps == 50 and resolved.override(steps=None) == resolved  # None keeps a setting
+    assert resolved.override(eta=0.5).resolve(100) == SamplingOptions("ddim", steps=50, eta=0.5)
+    s = make_schedule("linear", 100)
+    with pytest.raises(ValueError, match="needs resolved options"):
+        SamplingOptions("ddim").run(s, make_denoiser(s, lambda x, t: x), (1, 1))

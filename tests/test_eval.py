@@ -23,7 +23,7 @@ from torchvision.transforms.functional import gaussian_blur
 from dgmlab.core.errors import ConfigError
 from dgmlab.core.images import save_grid, to_pixel_range
 from dgmlab.data.sources import in_class_interleaved_order, mnist_5k
-from dgmlab.diffusion import eps_from_x0, make_schedule
+from dgmlab.diffusion import make_schedule
 from dgmlab.diffusion.likelihood import (
     decoder_variance,
     denoising_kl,
@@ -32,6 +32,7 @@ from dgmlab.diffusion.likelihood import (
     prior_kl,
     variational_bound,
 )
+from dgmlab.diffusion.process import eps_from_x0
 from dgmlab.evaluate import evaluate_nll, evaluate_samples, evaluate_val
 from dgmlab.metrics import (
     GaussianStatistics,

@@ -35,11 +35,12 @@ def close(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 @pytest.mark.parametrize(
-    "options",
-    [SamplingOptions("ddpm"), SamplingOptions("ddim", steps=5, eta=0.7), SamplingOptions("dpmpp_2m", steps=4)],
+    "settings",
+    [{"sampler": "ddpm"}, {"sampler": "ddim", "steps": 5, "eta": 0.7}, {"sampler": "dpmpp_2m", "steps": 4}],
     ids=["ddpm", "ddim_eta", "dpmpp_2m"],
 )
-def test_image_i_of_a_seed_does_not_depend_on_the_batch(ddpm, options):
+def test_image_i_of_a_seed_does_not_depend_on_the_batch(ddpm, settings):
+    options = ddpm.sampling_with(**settings)
     whole = generate(ddpm, 5, seed=3, batch_size=5, device=CPU, options=options)
     assert close(generate(ddpm, 5, seed=3, batch_size=2, device=CPU, options=options), whole)
     assert close(
@@ -78,7 +79,7 @@ def test_sampling_options_are_checked_in_one_place_naming_the_setting(settings, 
     with pytest.raises(ConfigError, match=r"eval\." + message):
         SamplingOptions().override(**settings).resolve(20, prefix="eval.")
     with pytest.raises(ConfigError, match="is not a sampling setting"):
-        SamplingOptions.from_settings({"sampler": "ddim", "step": 5})
+        SamplingOptions().override(sampler="ddim", step=5)
 
 
 def test_steps_follow_the_sampler():

@@ -354,17 +354,15 @@ def test_every_likelihood_trains_a_step_and_samples_in_its_range(likelihood, pix
 
 
 def test_the_vae_declares_what_it_can_do_and_sample_py_refuses_sampler_settings_by_name(tmp_path):
-    from omegaconf import OmegaConf
-
     from dgmlab.core.errors import ConfigError
     from dgmlab.metrics.nll import model_nll
-    from dgmlab.sampling import sampler_options
 
     model = instantiate(compose_train(["model=vae"], tmp_path).model)
     assert (model.sampling, model.schedule, model.likelihood_bound) == (None, None, "importance_weighted")
-    assert model.sampling_with(prefix="eval.", sampler="ddim") is None  # one decoder pass: no sampler
-    assert sampler_options(OmegaConf.create({"sampler": None}), model) is None
+    assert model.sampling_with(sampler=None) is None  # one decoder pass: no sampler
     with pytest.raises(ConfigError, match=r"\['eta', 'steps'\] apply to diffusion models; VAE takes none"):
-        sampler_options(OmegaConf.create({"steps": 5, "eta": 0.5}), model)
+        model.sampling_with(steps=5, eta=0.5)  # sample.py's settings
+    with pytest.raises(ConfigError, match=r"\['eval\.sampler'\] apply to diffusion models; VAE takes none"):
+        model.sampling_with("eval.", sampler="ddim")  # the sample grid's and the FID callback's alike
     images = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
     assert model_nll(model, images, iw_samples=2).bound.startswith("importance-weighted, K=2")

@@ -123,7 +123,7 @@ def sampler_comparison(out: Path, ckpt: Path, num_samples: int = 36, seed: int =
     precision = resolve_precision("auto", "cpu").precision
     fig, axes = plt.subplots(2, 3, figsize=(11, 7.6))
     for ax, (sampler, steps) in zip(axes.flat, track(SAMPLER_SETTINGS, "samplers", "setting")):
-        options = model.sampling.override(sampler=sampler, steps=steps)
+        options = model.sampling_with(sampler=sampler, steps=steps)
         images = generate(model, num_samples, seed, num_samples, torch.device("cpu"), precision, options=options)
         grid = make_grid(images, nrow=int(num_samples**0.5), padding=2, pad_value=255)
         ax.imshow(grid.permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=255)

@@ -15,7 +15,7 @@ from .core.progress import configure as configure_progress
 from .core.progress import progress_bar
 from .core.seeding import ImageNoise
 from .core.trust import trusting
-from .diffusion import ResolvedSampling, SamplingOptions
+from .diffusion import SamplingOptions
 from .lit import load_model
 from .lit.pretrained import is_export
 from .run.layout import RunDir
@@ -65,22 +65,18 @@ def generate(
 ) -> torch.Tensor:
     """``num_samples`` images as uint8 NCHW. Image i comes from its own seed (``seeding.image_seed(seed, i)``),
     so it is the same image at any ``batch_size`` and in the sample grid or the FID callback.
-    ``options``: resolved ones (``sampler_options``) are taken as they are; others are checked here.
+    ``options``: resolved ones (``model.sampling_with``); None for a model that draws in one decoder pass.
     On a terminal a bar counts the sampler's steps of every batch (``dgmlab.core.progress``)."""
     model = model.to(device)
-    if options is not None:
-        options = options.resolve(model.schedule.timesteps)  # resolved ones come back as they are
-    extra = {"options": options} if options is not None else {}
     steps = options.steps if options is not None else 1  # a VAE decodes in one step
     batches = range(0, num_samples, batch_size)
     chunks = []
     with autocast(device, precision), progress_bar(steps * len(batches), "sampling", "step") as bar:
         for start in batches:
             size = min(batch_size, num_samples - start)
-            if labels is not None:
-                extra["labels"] = labels[start : start + size]
+            extra = {"labels": labels[start : start + size]} if labels is not None else {}
             if options is not None:  # the trajectory follows the first batch only
-                extra["on_step"] = _counting(bar, recorder if start == 0 else None)
+                extra.update(options=options, on_step=_counting(bar, recorder if start == 0 else None))
             noise = ImageNoise(seed, range(start, start + size))
             chunks.append(model.to_uint8(model.sample_images(size, generator=noise, **extra)).cpu())
             bar.set_postfix(images=f"{start + size}/{num_samples}")
@@ -100,16 +96,6 @@ def _counting(bar, recorder: TrajectoryRecorder | None):
     return on_step
 
 
-def sampler_options(cfg: DictConfig, model) -> ResolvedSampling | None:
-    """The model's sampling settings with those given on the command line (null keeps the model's),
-    checked against its schedule, once for the whole job; None for a model that draws in one decoder
-    pass (``model.sampling`` is None: the VAE)."""
-    given = {k: cfg[k] for k in SamplingOptions.names() if cfg.get(k) is not None}
-    if model.sampling is None and given:
-        raise ConfigError(f"{sorted(given)} apply to diffusion models; {type(model).__name__} takes none")
-    return model.sampling_with(**given)
-
-
 def sample(cfg: DictConfig) -> Path:
     """Load ``cfg.ckpt``, draw ``cfg.n`` samples with ``cfg.seed``, write grid.png and samples.npz."""
     for key in ("n", "batch_size"):
@@ -120,7 +106,7 @@ def sample(cfg: DictConfig) -> Path:
     precision = resolve_job_precision(cfg.precision, device)
     with trusting(cfg.trust_config):
         model, _ = load_model(ckpt)
-    options = sampler_options(cfg, model)
+    options = model.sampling_with(**{k: cfg[k] for k in SamplingOptions.names()})  # checked once, here
     name = options.sampler if options is not None else "model"
     out = Path(cfg.out) if cfg.out else default_out(ckpt) / f"{ckpt.stem}_{name}_seed{cfg.seed}"
     if (out / "samples.npz").exists() and not cfg.overwrite:
@@ -130,17 +116,7 @@ def sample(cfg: DictConfig) -> Path:
     print(announce(cfg.n, options, device), flush=True)
 
     start = time.perf_counter()
-    images = generate(
-        model,
-        cfg.n,
-        cfg.seed,
-        cfg.batch_size,
-        device,
-        precision,
-        labels=labels,
-        recorder=recorder,
-        options=options,
-    )
+    images = generate(model, cfg.n, cfg.seed, cfg.batch_size, device, precision, labels, recorder, options)
     seconds = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)

@@ -130,10 +130,7 @@ class FIDCallback(L.Callback):
 
     def resolve_sampling(self, pl_module) -> None:
         """The sampling options, checked once against the model's schedule (None: one decoder pass)."""
-        self.options = pl_module.sampling_with(prefix="eval.", **self.overrides)
-        given = [f"eval.{k}" for k, v in self.overrides.items() if v is not None]
-        if self.options is None and given:
-            log.info("eval: %s has no sampler settings; ignored: %s", type(pl_module).__name__, ", ".join(given))
+        self.options = pl_module.sampling_with("eval.", **self.overrides)
 
     # --- when to evaluate ------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -186,11 +183,10 @@ class FIDCallback(L.Callback):
         self.feature_net.to(pl_module.device)
         features, indices = [], []
         try:
-            options = {"options": self.options} if self.options is not None else {}
             for b, start, size in track(mine, "FID: sampling", "batch", enabled=trainer.is_global_zero, leave=False):
                 noise = ImageNoise(self.seed, range(start, start + size))
                 with autocast(pl_module.device, self.precision):
-                    images = pl_module.sample_images(size, generator=noise, **options)
+                    images = pl_module.sample_images(size, generator=noise, options=self.options)
                 features.append(self.feature_net(pl_module.to_uint8(images)))
                 indices.append(torch.arange(start, start + size))
         finally:

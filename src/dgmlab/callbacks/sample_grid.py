@@ -11,7 +11,7 @@ import torch
 from ..core.errors import positive_int
 from ..core.images import save_grid
 from ..core.seeding import ImageNoise
-from ..diffusion import ResolvedSampling
+from ..diffusion import SamplingOptions
 
 
 class SampleGrid(L.Callback):
@@ -19,16 +19,15 @@ class SampleGrid(L.Callback):
     different steps are comparable, and image i is the one ``sample.py seed=S`` draws), writes
     ``<dirpath>/step_XXXXXX.png`` and sends the grid to loggers that take images (W&B). A diffusion
     model samples with ``sampling``, the SamplingOptions settings (``sampler``, ``steps``, ``eta``, ...;
-    null: its own ``model.sampling``; ``steps`` at most the schedule's T, else refused at setup); a few
-    dozen DDIM steps keep a grid to seconds where ancestral sampling takes all T network evaluations.
-    A model that draws in one decoder pass ignores them. Under the trainer's precision."""
+    null: its own ``model.sampling``), checked at setup; a few dozen DDIM steps keep a grid to seconds
+    where ancestral sampling takes all T network evaluations. Under the trainer's precision."""
 
     def __init__(self, dirpath: str, every_n_steps: int, num_samples: int = 64, seed: int = 0, **sampling: Any):
         positive_int(every_n_steps, "callbacks.sample_grid.every_n_steps")
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
         self.num_samples, self.seed = num_samples, seed
         self.overrides = sampling
-        self.options: ResolvedSampling | None = None  # resolved for the model at setup
+        self.options: SamplingOptions | None = None  # resolved for the model at setup
         self._last_step = -1
         self.last_path: Path | None = None  # the newest grid written (the run's summary names it)
 
@@ -37,7 +36,7 @@ class SampleGrid(L.Callback):
 
     def resolve_sampling(self, pl_module) -> None:
         """The sampling options, checked once against the model's schedule (None: one decoder pass)."""
-        self.options = pl_module.sampling_with(prefix="callbacks.sample_grid.", **self.overrides)
+        self.options = pl_module.sampling_with("callbacks.sample_grid.", **self.overrides)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every_n_steps == 0:
@@ -45,13 +44,6 @@ class SampleGrid(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self.write(trainer, pl_module)
-
-    def options_for(self, pl_module) -> dict:
-        """The keyword arguments of ``sample_images`` for this model: the options resolved at setup
-        (none for a model without ``sampling``, the VAE)."""
-        if self.options is None and pl_module.sampling is not None:
-            self.resolve_sampling(pl_module)  # not set up by a Trainer
-        return {"options": self.options} if self.options is not None else {}
 
     @torch.no_grad()
     def write(self, trainer, pl_module) -> Path | None:
@@ -63,7 +55,7 @@ class SampleGrid(L.Callback):
         pl_module.eval()
         noise = ImageNoise(self.seed, range(self.num_samples))
         with trainer.precision_plugin.forward_context():
-            images = pl_module.sample_images(self.num_samples, generator=noise, **self.options_for(pl_module))
+            images = pl_module.sample_images(self.num_samples, generator=noise, options=self.options)
         pl_module.train(was_training)
         if not trainer.is_global_zero:
             return None

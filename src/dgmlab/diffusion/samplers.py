@@ -1,4 +1,4 @@
-"""Reverse-process samplers: from x_T ~ N(0, I) to an image, given a denoiser.
+"""Reverse-process samplers: from x_T ~ N(0, I) to an image, given a denoiser; and their settings.
 
 A *denoiser* maps (x_t, t) to (x0_hat, eps_hat); :func:`make_denoiser` builds one from a
 network and its prediction type. Every sampler takes (schedule, denoise, shape) and the common
@@ -8,27 +8,24 @@ keywords ``generator``, ``device`` and ``on_step``, so ``sample.py sampler=NAME`
 - ``ddim``     Song et al. (2021), any number of steps, stochasticity ``eta``;
 - ``dpmpp_2m`` DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep ODE solver.
 
-The registry is our own, one :class:`Sampler` record per sampler in :data:`SAMPLERS`, filled by the
-:func:`register` decorator on the function: its name, its default number of steps, and the settings
-it takes, read from its keyword-only parameters (so each is written once). That is simpler than
-diffusers' ``set_timesteps``/``step`` split because every sampler here runs its own loop.
-:class:`SamplingOptions` reads the names, default steps and settings from here and checks the
-settings before a sampler runs, so a sampler with the existing settings is added in this file alone
-(in YAML, only the ``sampler:`` comments that list the choices); a setting no sampler had before is
-also a field of SamplingOptions and a ``null`` line of ``conf/sampling/overrides.yaml``.
+Noise comes from ``dgmlab.core.seeding.randn``: one generator or per-image ones, drawn on the CPU
+so that a seed gives the same images on every device. :func:`register` records each sampler once in
+:data:`SAMPLERS`, with its default steps and its settings (its keyword-only parameters), and
+:class:`SamplingOptions` reads them from there: a sampler with the existing settings is added in this
+file alone; a new setting is also a field of SamplingOptions and a line of ``conf/sampling/overrides.yaml``.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, choice, positive_int
 from ..core.seeding import randn
 from .process import eps_from_x0, q_posterior, x0_and_eps
 from .schedules import NoiseSchedule
@@ -41,9 +38,8 @@ COMMON_KEYWORDS = ("generator", "device", "on_step")  # every sampler's; not sam
 
 @dataclass(frozen=True)
 class Sampler:
-    """A registered sampler: ``run(schedule, denoise, shape, *, generator, device, on_step, **settings)``
-    takes exactly ``settings`` (names of SamplingOptions fields); ``default_steps`` is its number of
-    steps when ``steps`` is null (at most T), or None for a sampler that takes every one of the T steps."""
+    """A registered sampler: ``run`` takes ``settings`` beside the common keywords; ``default_steps``:
+    its steps when ``steps`` is null (at most T), None for one that takes all T steps."""
 
     name: str
     run: Callable[..., torch.Tensor]
@@ -69,6 +65,67 @@ def register(name: str, default_steps: int | None = None) -> Callable:
     return add
 
 
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to sample: a sampler and its settings. ``resolve`` checks them against a schedule of T
+    steps and fills in ``steps``; a program does that once, where it receives them (the DDPM's
+    constructor for ``model.sampling``, ``GenerativeModule.sampling_with`` for a program's own
+    settings), and passes the resolved value down to ``run``."""
+
+    sampler: str = "ddpm"  # a name in SAMPLERS: ddpm (ancestral) | ddim | dpmpp_2m
+    steps: int | None = None  # None: the sampler's default_steps (at most T); ddpm: always T
+    eta: float = 0.0  # ddim: 0 deterministic, 1 DDPM-like
+    spacing: str = "trailing"  # the timesteps a shortened sampler visits: trailing | leading | linspace
+    variance: str = "small"  # ddpm: the posterior's variance (small) or beta_t (large)
+    guidance: float = 1.0  # classifier-free guidance scale (class-conditional models)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def override(self, prefix: str = "", **values: Any) -> SamplingOptions:
+        """A copy with the given settings changed (None keeps one; unknown names are refused), to be
+        resolved; another sampler without ``steps`` takes its own number of steps."""
+        unknown = sorted(set(values) - set(self.names()))
+        if unknown:
+            raise ConfigError(f"{prefix}{unknown[0]} is not a sampling setting; the settings are {list(self.names())}")
+        changed = {k: v for k, v in values.items() if v is not None}
+        if "sampler" in changed and "steps" not in changed:
+            changed["steps"] = None
+        return replace(self, **changed)
+
+    def resolve(self, timesteps: int, prefix: str = "") -> SamplingOptions:
+        """Checked against a schedule of ``timesteps`` steps, with ``steps`` filled in. ``prefix`` is
+        how the caller spells the settings (``eval.``, ``callbacks.sample_grid.``, or none for sample.py)."""
+        sampler = SAMPLERS[choice(self.sampler, f"{prefix}sampler", sorted(SAMPLERS))]
+        choice(self.spacing, f"{prefix}spacing", SPACINGS)
+        choice(self.variance, f"{prefix}variance", VARIANCES)
+        if self.eta < 0:
+            raise ConfigError(f"{prefix}eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {self.eta}")
+        if sampler.default_steps is None:  # every one of the T steps
+            if self.steps not in (None, timesteps):
+                fewer = " or ".join(f"{prefix}sampler={s.name}" for s in SAMPLERS.values() if s.default_steps)
+                raise ConfigError(
+                    f"{prefix}sampler={self.sampler} takes all schedule.timesteps={timesteps} steps, got "
+                    f"{prefix}steps={self.steps}; use {fewer} for fewer"
+                )
+            return replace(self, steps=timesteps)
+        default = min(sampler.default_steps, timesteps)  # a schedule shorter than the default: all of it
+        steps = positive_int(self.steps if self.steps is not None else default, f"{prefix}steps")
+        if steps > timesteps:
+            raise ConfigError(f"{prefix}steps must lie in [1, schedule.timesteps={timesteps}], got {steps}")
+        return replace(self, steps=steps)
+
+    def run(self, schedule: NoiseSchedule, denoise: Denoiser, shape, **common) -> torch.Tensor:
+        """A batch of ``shape`` from x_T ~ N(0, I), with options resolved for ``schedule``; ``common``:
+        ``generator`` (a torch.Generator, or per-image ones: ``dgmlab.core.seeding.ImageNoise``),
+        ``device``, ``on_step``. Guidance is the network's, not the sampler's."""
+        if self.steps is None:
+            raise ValueError("SamplingOptions.run needs resolved options: call resolve(schedule.timesteps) first")
+        sampler = SAMPLERS[self.sampler]
+        return sampler.run(schedule, denoise, shape, **common, **{k: getattr(self, k) for k in sampler.settings})
+
+
 def make_denoiser(schedule: NoiseSchedule, net: Callable, prediction: str = "eps", clip: bool = True) -> Denoiser:
     """(x_t, t) -> (x0_hat, eps_hat) from a network predicting ``prediction``; with ``clip``,
     x0_hat is clipped to [-1, 1] and eps_hat made consistent with it."""
@@ -83,44 +140,21 @@ def make_denoiser(schedule: NoiseSchedule, net: Callable, prediction: str = "eps
     return denoise
 
 
-def _trailing(timesteps: int, steps: int) -> np.ndarray:
-    return np.round(np.arange(timesteps, 0, -timesteps / steps)).astype(int) - 1
-
-
-def _leading(timesteps: int, steps: int) -> np.ndarray:
-    return (np.arange(steps) * (timesteps // steps))[::-1]
-
-
-def _linspace(timesteps: int, steps: int) -> np.ndarray:
-    return np.round(np.linspace(0, timesteps - 1, steps)).astype(int)[::-1]
-
-
-_SPACINGS = {"trailing": _trailing, "leading": _leading, "linspace": _linspace}
+_SPACINGS = {  # k of the T timesteps; timestep_sequence orders them
+    "trailing": lambda T, k: np.round(np.arange(T, 0, -T / k)).astype(int) - 1,
+    "leading": lambda T, k: np.arange(k) * (T // k),
+    "linspace": lambda T, k: np.round(np.linspace(0, T - 1, k)).astype(int),
+}
 SPACINGS = tuple(_SPACINGS)
 
 
 def timestep_sequence(timesteps: int, steps: int, spacing: str = "trailing") -> list[int]:
-    """``steps`` timesteps out of 0..T-1, in decreasing order.
+    """``steps`` timesteps out of 0..T-1, in decreasing order (checked by SamplingOptions.resolve).
 
     trailing: T-1, T-1-T/k, ... (always starts at the noisiest step; Lin et al. 2024);
     leading: 0, T/k, 2T/k, ... reversed (DDIM's original); linspace: round(linspace(0, T-1, k)).
     """
-    if not 1 <= steps <= timesteps:
-        raise ConfigError(f"steps must lie in [1, schedule.timesteps={timesteps}], got {steps}")
-    if spacing not in _SPACINGS:
-        raise ConfigError(f"spacing={spacing!r} is unknown; choose one of {list(SPACINGS)}")
-    return _visited(timesteps, steps, spacing)
-
-
-def _visited(timesteps: int, steps: int, spacing: str) -> list[int]:
-    # The samplers' timesteps, unchecked: SamplingOptions.resolve has checked steps and spacing.
     return sorted({int(t) for t in _SPACINGS[spacing](timesteps, steps)}, reverse=True)
-
-
-def _noise(shape, generator, device):
-    # A torch.Generator, or per-image generators (dgmlab.core.seeding.ImageNoise); drawn on the CPU so
-    # that a seed gives the same images on every device.
-    return randn(shape, generator, device)
 
 
 def _full(step: int, n: int, device) -> torch.Tensor:
@@ -141,15 +175,15 @@ def ddpm_sample(
 ) -> torch.Tensor:
     """Ancestral sampling: x_{t-1} ~ N(mu~(x_t, x0_hat), sigma_t^2) for t = T..1, where mu~ is the
     true posterior's mean with the predicted x_0, and sigma_t^2 is the posterior variance
-    ("small") or beta_t ("large"). Always T steps (the settings are checked by SamplingOptions)."""
-    x = _noise(shape, generator, device)
+    ("small") or beta_t ("large"). Always T steps."""
+    x = randn(shape, generator, device)
     for i, step in enumerate(reversed(range(schedule.timesteps))):
         t = _full(step, shape[0], device)
         x0, _ = denoise(x, t)
         mean, var = q_posterior(schedule, x0, x, t)
         if variance == "large":
             var = torch.full_like(var, float(schedule.betas[step]))
-        x = mean + var.sqrt() * _noise(shape, generator, device) if step > 0 else mean
+        x = mean + var.sqrt() * randn(shape, generator, device) if step > 0 else mean
         if on_step:
             on_step(i, x)
     return x
@@ -173,15 +207,15 @@ def ddim_sample(
     sigma = eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s); eta = 0 is deterministic
     given x_T, eta = 1 matches DDPM's posterior variance."""
     abar = schedule.alphas_cumprod.tolist()
-    ts = _visited(schedule.timesteps, steps, spacing)
-    x = _noise(shape, generator, device)
+    ts = timestep_sequence(schedule.timesteps, steps, spacing)
+    x = randn(shape, generator, device)
     for i, step in enumerate(ts):
         x0, eps = denoise(x, _full(step, shape[0], device))
         a_t, a_s = abar[step], (abar[ts[i + 1]] if i + 1 < len(ts) else 1.0)
         sigma = eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
         x = math.sqrt(a_s) * x0 + math.sqrt(max(0.0, 1 - a_s - sigma**2)) * eps
         if sigma > 0:
-            x = x + sigma * _noise(shape, generator, device)
+            x = x + sigma * randn(shape, generator, device)
         if on_step:
             on_step(i, x)
     return x
@@ -207,11 +241,11 @@ def dpmpp_2m_sample(
     The last step goes to the clean image (sigma = 0), where the update returns D.
     """
     abar = schedule.alphas_cumprod.tolist()
-    ts = _visited(schedule.timesteps, steps, spacing)
+    ts = timestep_sequence(schedule.timesteps, steps, spacing)
     alpha = lambda a: math.sqrt(a)  # noqa: E731
     sigma = lambda a: math.sqrt(1 - a)  # noqa: E731
     lam = lambda a: math.log(alpha(a)) - math.log(sigma(a)) if 0 < a < 1 else (math.inf if a >= 1 else -math.inf)  # noqa: E731
-    x = _noise(shape, generator, device)
+    x = randn(shape, generator, device)
     x0_prev, h_prev = None, None
     for i, step in enumerate(ts):
         x0, _ = denoise(x, _full(step, shape[0], device))
@@ -226,10 +260,3 @@ def dpmpp_2m_sample(
         if on_step:
             on_step(i, x)
     return x
-
-
-def ancestral_sample(schedule, eps_model, shape, generator=None, device="cpu", clip_denoised=True) -> torch.Tensor:
-    """DDPM ancestral sampling with an eps-prediction network (shorthand for ``sample(..., "ddpm")``)."""
-    return ddpm_sample(
-        schedule, make_denoiser(schedule, eps_model, "eps", clip_denoised), shape, generator=generator, device=device
-    )

@@ -8,9 +8,9 @@ from typing import Any, Callable, ClassVar
 import lightning as L
 import torch
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, choice
 from ..core.images import to_pixel_range, to_uint8
-from ..diffusion import NoiseSchedule, ResolvedSampling
+from ..diffusion import NoiseSchedule, SamplingOptions
 from .checkpoint import CONFIG_KEY
 
 LR_DECAYS = ("constant", "cosine")
@@ -35,7 +35,7 @@ class GenerativeModule(L.LightningModule):
     they can do in the attributes below; callers test these, never ``hasattr``.
 
     - ``sampling``: how the model samples by default, resolved against its schedule (a diffusion
-      model's ``model.sampling``); None: it draws in one decoder pass and takes no sampler settings.
+      model's ``model.sampling``); None: it draws in one decoder pass and refuses sampler settings.
     - ``schedule``: its noise schedule (a model that has ``sampling`` has one); None: none.
     - ``class_conditional``: it draws images of given labels (``sample_images(..., labels=)``).
     - ``has_ema``: it keeps an EMA copy (``ema``) of its network (``net``), and samples with it.
@@ -44,7 +44,7 @@ class GenerativeModule(L.LightningModule):
       VAE's, from ``encode``, ``decoder`` and ``likelihood``); None: none.
     """
 
-    sampling: ResolvedSampling | None = None
+    sampling: SamplingOptions | None = None
     schedule: NoiseSchedule | None = None
     class_conditional: bool = False
     has_ema: ClassVar[bool] = False
@@ -59,8 +59,7 @@ class GenerativeModule(L.LightningModule):
         lr_final_fraction: float = 0.1,
     ):
         super().__init__()
-        if lr_decay not in LR_DECAYS:
-            raise ConfigError(f"model.lr_decay={lr_decay!r} is unknown; choose one of {list(LR_DECAYS)}")
+        choice(lr_decay, "model.lr_decay", LR_DECAYS)
         if not 0.0 <= lr_final_fraction <= 1.0:
             raise ConfigError(f"model.lr_final_fraction must lie in [0, 1], got {lr_final_fraction}")
         self.optimizer_factory = optimizer
@@ -69,16 +68,21 @@ class GenerativeModule(L.LightningModule):
         # The resolved run config (a plain dict); train() sets it so every checkpoint carries it.
         self.run_config: dict[str, Any] | None = None
 
-    def sample_images(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw ``num_samples`` images from the model, floats in ``pixel_range``, NCHW."""
+    def sample_images(self, num_samples: int, generator=None, options: SamplingOptions | None = None) -> torch.Tensor:
+        """Draw ``num_samples`` images, floats in ``pixel_range``, NCHW; ``generator``: one, or per-image
+        ones (ImageNoise); ``options``: resolved ones (``sampling_with``), None: ``sampling``."""
         raise NotImplementedError
 
-    def sampling_with(self, prefix: str = "", **overrides: Any) -> ResolvedSampling | None:
-        """``sampling`` changed by ``overrides`` (None keeps a setting), checked against the schedule and
-        named with ``prefix`` (how the program spells its settings); None for a model without ``sampling``."""
+    def sampling_with(self, prefix: str = "", **overrides: Any) -> SamplingOptions | None:
+        """``sampling`` changed by ``overrides`` (None keeps a setting), checked against the schedule: what
+        a program calls once, where it receives its settings, named with ``prefix`` as it spells them.
+        A model without ``sampling`` returns None and refuses any setting given."""
         if self.sampling is None:
+            given = sorted(f"{prefix}{k}" for k, v in overrides.items() if v is not None)
+            if given:
+                raise ConfigError(f"{given} apply to diffusion models; {type(self).__name__} takes none")
             return None
-        return self.sampling.override(prefix=prefix, **overrides).resolve(self.schedule.timesteps, prefix=prefix)
+        return self.sampling.override(prefix, **overrides).resolve(self.schedule.timesteps, prefix)
 
     # Pixels: data sets, sample files and metrics hold uint8 images; the model alone knows its range.
     def from_uint8(self, images: torch.Tensor) -> torch.Tensor:

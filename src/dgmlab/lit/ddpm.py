@@ -14,11 +14,9 @@ from ..diffusion import (
     PREDICTIONS,
     TIMESTEP_DISTRIBUTIONS,
     NoiseSchedule,
-    ResolvedSampling,
     SamplingOptions,
     diffusion_loss,
     make_denoiser,
-    sample,
     timestep_distribution,
 )
 from ..diffusion.likelihood import variational_bound
@@ -34,13 +32,11 @@ class DDPM(GenerativeModule):
     or min_snr; ``training_timesteps`` the distribution of t in the loss (uniform, or log-normal in
     the noise level: :func:`~dgmlab.diffusion.process.timestep_distribution`). With ``class_conditional``, labels are dropped with probability
     ``label_dropout`` in training so that sampling can use classifier-free guidance.
-    ``sampling`` holds the default sampler settings (sampler, steps, eta, guidance, ...).
-    ``clip_denoised`` clips each step's estimate of x_0 to [-1, 1], where pixels lie.
-    Capabilities: ``sampling`` (resolved against ``schedule``) and ``schedule`` are set in the
-    constructor; its bound is the variational one.
+    ``sampling`` holds the default sampler settings (sampler, steps, eta, guidance, ...), resolved
+    against ``schedule`` here. ``clip_denoised`` clips each step's estimate of x_0 to [-1, 1].
     """
 
-    sampling: ResolvedSampling
+    sampling: SamplingOptions
     schedule: NoiseSchedule
     likelihood_bound = "variational"
     has_ema = True
@@ -91,7 +87,8 @@ class DDPM(GenerativeModule):
             "timestep_probs", None if training_timesteps["distribution"] == "uniform" else probs, False
         )
         # The defaults of sample grids, sample.py and FID, checked here where the model config arrives.
-        self.sampling = SamplingOptions.from_settings(sampling).resolve(schedule.timesteps, prefix="model.sampling.")
+        prefix = "model.sampling."
+        self.sampling = SamplingOptions().override(prefix, **(sampling or {})).resolve(schedule.timesteps, prefix)
 
     def loss(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
         labels = self._training_labels(labels, generator)
@@ -179,33 +176,18 @@ class DDPM(GenerativeModule):
 
     @torch.no_grad()
     def sample_images(
-        self,
-        num_samples,
-        generator=None,
-        labels=None,
-        on_step=None,
-        options: SamplingOptions | None = None,
-        **overrides,
+        self, num_samples, generator=None, options: SamplingOptions | None = None, labels=None, on_step=None
     ):
-        """Sample with ``options`` (default: ``self.sampling``) changed by ``overrides`` (sampler, steps,
-        eta, guidance, ...); options resolved for this schedule, without overrides, are used unchecked.
-        ``generator``: a torch.Generator or per-image generators (ImageNoise).
-        Class-conditional models draw image i with label i mod K unless ``labels`` are given."""
-        options = (options or self.sampling).override(**overrides).resolve(self.schedule.timesteps)
+        """Sample with resolved ``options`` (``sampling_with``; None: ``self.sampling``). Class-conditional
+        models draw image i with label i mod K unless ``labels`` are given."""
         if self.class_conditional and labels is None:
             labels = image_indices(generator, num_samples) % self.net.num_classes
         labels = labels.to(self.device) if labels is not None else None
+        options = options or self.sampling
         network = self.guided_network(labels, options.guidance)
         denoise = make_denoiser(self.schedule, network, self.prediction, self.clip_denoised)
-        return sample(
-            self.schedule,
-            denoise,
-            (num_samples, *self.diffusion_shape),
-            options,
-            generator=generator,
-            device=self.device,
-            on_step=on_step,
-        )
+        shape = (num_samples, *self.diffusion_shape)
+        return options.run(self.schedule, denoise, shape, generator=generator, device=self.device, on_step=on_step)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """x_0 (or any x_t) of the diffusion -> images: here they are the same (LatentDDPM decodes)."""

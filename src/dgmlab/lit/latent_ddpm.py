@@ -85,9 +85,9 @@ class LatentDDPM(DDPM):
     def loss(self, net, images, labels, generator=None):
         return super().loss(net, self.encode(images), labels, generator)
 
-    def sample_images(self, num_samples, generator=None, labels=None, on_step=None, options=None, **overrides):
+    def sample_images(self, num_samples, generator=None, options=None, labels=None, on_step=None):
         """Latents from the DDPM's sampler, decoded (``on_step`` sees the latents: ``decode`` them)."""
-        return self.decode(super().sample_images(num_samples, generator, labels, on_step, options, **overrides))
+        return self.decode(super().sample_images(num_samples, generator, options, labels, on_step))
 
     def variational_bound(self, x0, generator=None, clip_denoised=True, on_step=None):
         raise ConfigError(

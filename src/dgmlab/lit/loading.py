@@ -93,16 +93,13 @@ def autoencoder_files(path: str | Path, setting: str) -> tuple[dict | None, dict
     checkpoint or export."""
     if is_export(path):
         config, weights = read_export(path, setting)
-        prefix = "autoencoder."
-        return config.get("autoencoder"), {
-            k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)
-        }
+        return config.get("autoencoder"), _under("autoencoder.", weights)
     checkpoint = read_checkpoint(path, setting)
     if AUTOENCODER_KEY in checkpoint:
-        weights = {
-            k.removeprefix("autoencoder."): v
-            for k, v in checkpoint["state_dict"].items()
-            if k.startswith("autoencoder.")
-        }
-        return checkpoint[AUTOENCODER_KEY], weights
+        return checkpoint[AUTOENCODER_KEY], _under("autoencoder.", checkpoint["state_dict"])
     return checkpoint.get(CONFIG_KEY), checkpoint.get("state_dict")
+
+
+def _under(prefix: str, state: dict) -> dict:
+    """The entries of ``state`` under ``prefix``, named without it."""
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}

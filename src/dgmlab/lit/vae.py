@@ -33,12 +33,9 @@ class VAE(GenerativeModule):
 
     ``decoder`` is a factory (a Hydra partial) called with ``outputs_per_pixel`` from the
     likelihood, so the decoder's output size never has to be set by hand.
-    Capabilities: it draws in one decoder pass (no ``sampling``, no ``schedule``); its bound is the
-    importance-weighted one.
     """
 
-    sampling = None  # one decoder pass: no sampler, no sampler settings
-    schedule = None
+    sampling = None  # one decoder pass (and no schedule): sampler settings are refused
     likelihood_bound = "importance_weighted"
 
     def __init__(
@@ -59,7 +56,22 @@ class VAE(GenerativeModule):
         lr_final_fraction: float = 0.1,
     ):
         super().__init__(optimizer, pixel_range, warmup_steps, lr_decay, lr_final_fraction)
-        check_vae_settings(likelihood, beta, kl_warmup_steps, free_bits, iw_samples, iw_chunk_size, self.pixel_range)
+        # Fail fast, naming the setting, before any network is used.
+        choice(likelihood, "model.likelihood", sorted(LIKELIHOODS))
+        if beta < 0:
+            raise ConfigError(f"model.beta must be >= 0, got {beta}")
+        if kl_warmup_steps < 0:
+            raise ConfigError(f"model.kl_warmup_steps must be >= 0 (0: no warm-up), got {kl_warmup_steps}")
+        if free_bits < 0:
+            raise ConfigError(f"model.free_bits must be >= 0 nats per latent dimension (0: off), got {free_bits}")
+        positive_int(iw_samples, "model.iw_samples")
+        positive_int(iw_chunk_size, "model.iw_chunk_size")
+        expected = LIKELIHOODS[likelihood].pixel_range
+        if expected is not None and tuple(map(float, self.pixel_range)) != expected:
+            raise ConfigError(
+                f"model.pixel_range={list(self.pixel_range)} does not match model.likelihood={likelihood!r}, which "
+                f"expects pixel values in {list(expected)}; pass model.pixel_range=[{expected[0]:g},{expected[1]:g}]"
+            )
         self.likelihood = LIKELIHOODS[likelihood]()
         self.encoder = encoder
         self.decoder = (
@@ -88,8 +100,8 @@ class VAE(GenerativeModule):
         return ELBO(self.likelihood.log_prob(params, x), kl_per_dimension(mu.float(), logvar.float()))
 
     @torch.no_grad()
-    def sample_images(self, num_samples, generator=None):
-        """Decode z ~ N(0, I) and show each pixel's mean."""
+    def sample_images(self, num_samples, generator=None, options=None):
+        """Decode z ~ N(0, I) and show each pixel's mean (one decoder pass: no ``options``)."""
         z = randn((num_samples, self.latent_dim), generator, self.device)  # generator: one, or per image
         return self.decode_mean(z)
 
@@ -133,30 +145,3 @@ class VAE(GenerativeModule):
         self.log(f"{stage}/elbo", terms.value.mean(), prog_bar=True, **options)
         self.log(f"{stage}/recon", terms.reconstruction.mean(), **options)
         self.log(f"{stage}/kl", terms.kl.mean(), **options)
-
-
-def check_vae_settings(
-    likelihood: str,
-    beta: float,
-    kl_warmup_steps: int,
-    free_bits: float,
-    iw_samples: int,
-    iw_chunk_size: int,
-    pixel_range: tuple[float, float],
-) -> None:
-    """Fail fast, naming the setting, before any network is used."""
-    choice(likelihood, "model.likelihood", sorted(LIKELIHOODS))
-    if beta < 0:
-        raise ConfigError(f"model.beta must be >= 0, got {beta}")
-    if kl_warmup_steps < 0:
-        raise ConfigError(f"model.kl_warmup_steps must be >= 0 (0: no warm-up), got {kl_warmup_steps}")
-    if free_bits < 0:
-        raise ConfigError(f"model.free_bits must be >= 0 nats per latent dimension (0: off), got {free_bits}")
-    positive_int(iw_samples, "model.iw_samples")
-    positive_int(iw_chunk_size, "model.iw_chunk_size")
-    expected = LIKELIHOODS[likelihood].pixel_range
-    if expected is not None and tuple(map(float, pixel_range)) != expected:
-        raise ConfigError(
-            f"model.pixel_range={list(pixel_range)} does not match model.likelihood={likelihood!r}, which expects pixel "
-            f"values in {list(expected)}; pass model.pixel_range=[{expected[0]:g},{expected[1]:g}]"
-        )

@@ -15,7 +15,6 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..callbacks import SampleGrid
 from ..core.errors import ConfigError, reports_user_errors
 from ..core.precision import PrecisionChoice, resolve_precision
 from ..core.progress import configure as configure_progress
@@ -128,15 +127,13 @@ train_program = reports_user_errors(train)  # train.py: a user's error as one li
 
 
 def next_command(trainer: L.Trainer, model) -> str | None:
-    """``python sample.py ckpt=...``, with the sampler of the run's sample grid for a diffusion model."""
+    """``python sample.py ckpt=...``, with the model's own sampler for a diffusion model."""
     checkpoint = last_checkpoint(trainer)
     if not checkpoint:
         return None
     command = f"python sample.py ckpt={shown_path(checkpoint)}"
-    grids = [c for c in trainer.callbacks if isinstance(c, SampleGrid)]
-    options = grids[0].options_for(model).get("options") if grids else None
-    if options is not None:
-        command += f" sampler={options.sampler} steps={options.steps}"
+    if model.sampling is not None:
+        command += f" sampler={model.sampling.sampler} steps={model.sampling.steps}"
     return command
 
 
