@@ -209,9 +209,9 @@ def default_startup(ws: Workspace) -> str:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from .lit import DDPM  # noqa: F401  (the model's imports, before the log handler)
-    from .run.startup import log_effective_batch_size, log_start, quiet_libraries
-    from .run.training import build, build_trainer, trainer_precision
+    from dgmlab.lit import DDPM  # noqa: F401  (the model's imports, before the log handler)
+    from dgmlab.run.startup import log_effective_batch_size, log_start, quiet_libraries
+    from dgmlab.run.training import build, build_trainer, trainer_precision
 
     quiet_libraries()
     with initialize_config_dir(config_dir=str(Path(__file__).parent / "conf"), version_base="1.3"):
@@ -301,7 +301,7 @@ def error_foreign_target(ws: Workspace) -> str:
 
 def error_second_writer(ws: Workspace) -> str:
     """``resume=`` of a run that another process is writing (this one holds its lock meanwhile)."""
-    from .run.lock import hold, release
+    from dgmlab.run.lock import hold, release
 
     root, _ = ws.smoke()
     hold(ws.cwd / root, "hydra.run.dir")
