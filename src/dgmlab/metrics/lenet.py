@@ -28,7 +28,7 @@ from ..core.files import write_atomically
 from ..core.progress import configure as configure_progress
 from ..core.progress import track
 from .digests import data_digest, file_sha256
-from .feature_net import FeatureNet
+from .feature_nets import FeatureNet
 
 ARCHITECTURE_VERSION = 2  # bump when LeNet changes, so old cached weights are not reused
 
@@ -72,17 +72,13 @@ class LeNet(nn.Module):
         self.classifier = nn.Linear(hidden, num_classes)
         self.register_buffer("feature_scale", torch.tensor(1.0))
 
-    @staticmethod
-    def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
-        return images_uint8.float() / 127.5 - 1.0
-
     def hidden(self, images_uint8: torch.Tensor) -> torch.Tensor:
         if tuple(images_uint8.shape[1:]) != self.image_shape:
             raise ValueError(
                 f"features=lenet was trained on images of shape {self.image_shape} (C, H, W), got "
                 f"{tuple(images_uint8.shape[1:])}: evaluate with the data set the model was trained on"
             )
-        return self.body(self.normalise(images_uint8))
+        return self.body(images_uint8.float() / 127.5 - 1.0)
 
     def features(self, images_uint8: torch.Tensor) -> torch.Tensor:
         return self.hidden(images_uint8) / self.feature_scale
@@ -98,15 +94,6 @@ class LeNet(nn.Module):
         self.feature_scale.fill_(math.sqrt(squares / (len(images_uint8) * self.classifier.in_features)))
 
 
-class _Features(nn.Module):
-    def __init__(self, lenet: LeNet):
-        super().__init__()
-        self.lenet = lenet
-
-    def forward(self, images_uint8):
-        return self.lenet.features(images_uint8)
-
-
 @contextlib.contextmanager
 def single_thread():
     """One intra-op thread: bit-for-bit the same result on any machine (and, for a net this
@@ -119,15 +106,11 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
+@single_thread()
 def train_lenet(train, val, settings: LeNetSettings, log=print) -> tuple[LeNet, float]:
     """Adam on cross-entropy for ``settings.train_steps`` steps, batches drawn from a seeded
     permutation per epoch, on one thread; returns the net and its accuracy on ``val``. The
     global RNG is left as it was."""
-    with single_thread():
-        return _train_lenet(train, val, settings, log)
-
-
-def _train_lenet(train, val, settings: LeNetSettings, log) -> tuple[LeNet, float]:
     num_classes = int(train.labels.max()) + 1
     if num_classes < 2:
         raise ConfigError(
@@ -214,15 +197,8 @@ def load_or_train_lenet(
 
 
 def lenet_feature_net(net: LeNet, path: Path, val_accuracy: float) -> FeatureNet:
-    return FeatureNet(
-        "lenet",
-        _Features(net),
-        file_sha256(path),
-        net.classifier.in_features,
-        lambda x: x,
-        batch_size=500,
-        details={"weights": str(path), "val_accuracy": val_accuracy},
-    )
+    details = {"weights": str(path), "val_accuracy": val_accuracy}
+    return FeatureNet("lenet", net, net.features, file_sha256(path), net.classifier.in_features, 500, details)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from ..core.files import write_atomically
 from .digests import data_digest
 from .distances import GaussianStatistics
-from .feature_net import FeatureNet
+from .feature_nets import FeatureNet
 
 
 @dataclass
@@ -29,10 +29,6 @@ class ReferenceFeatures:
     statistics: GaussianStatistics
     path: Path
     from_cache: bool
-
-    @property
-    def count(self) -> int:
-        return len(self.features)
 
 
 def reference_cache_path(
@@ -61,24 +57,7 @@ def load_or_compute_reference(
     log(f"fid: computing {feature_net.name} features of the {dataset_name} {split_name} split ({len(split)} images)")
     features = feature_net(split.images).numpy()
     statistics = GaussianStatistics.of(features)
-    _save_atomically(
-        path,
-        features=features.astype(np.float32),
-        mean=statistics.mean,
-        covariance=statistics.covariance,
-        about=np.array(
-            json.dumps(
-                {
-                    "dataset": dataset_name,
-                    "split": split_name,
-                    "count": len(features),
-                    "feature_net": feature_net.identity,
-                }
-            )
-        ),
-    )
+    about = {"dataset": dataset_name, "split": split_name, "count": len(features), "feature_net": feature_net.identity}
+    arrays = dict(features=features.astype(np.float32), mean=statistics.mean, covariance=statistics.covariance)
+    write_atomically(path, lambda f: np.savez(f, **arrays, about=np.array(json.dumps(about))))
     return ReferenceFeatures(features, statistics, path, from_cache=False)
-
-
-def _save_atomically(path: Path, **arrays) -> None:
-    write_atomically(path, lambda f: np.savez(f, **arrays))

@@ -39,7 +39,7 @@ def score_features(
         kid_mean,
         kid_std,
         len(samples),
-        reference.count,
+        len(reference.features),
         kid.subsets,
-        kid.effective_subset_size(len(samples), reference.count),
+        kid.effective_subset_size(len(samples), len(reference.features)),
     )
