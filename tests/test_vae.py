@@ -25,7 +25,6 @@ from dgmlab.vae import (
     importance_weighted_log_likelihood,
     kl_per_dimension,
     kl_term,
-    kl_to_standard_normal,
     linear_warmup,
     log_normal_diag,
     log_standard_normal,
@@ -60,7 +59,7 @@ def test_closed_form_kl_matches_a_monte_carlo_estimate():
     z = reparameterize(mu, logvar, torch.randn(400_000, 4, 3, generator=g, dtype=torch.float64))
     q, prior = Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)
     monte_carlo = (q.log_prob(z) - prior.log_prob(z)).sum(-1).mean(0)
-    assert torch.allclose(kl_to_standard_normal(mu, logvar), monte_carlo, atol=0.02)
+    assert torch.allclose(kl_per_dimension(mu, logvar).sum(-1), monte_carlo, atol=0.02)
     assert torch.allclose(kl_per_dimension(mu, logvar), torch.distributions.kl_divergence(q, prior))
     # the log-densities the importance weights use
     assert torch.allclose(log_normal_diag(z[:5], mu, logvar), q.log_prob(z[:5]).sum(-1))
