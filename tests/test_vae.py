@@ -20,11 +20,9 @@ from dgmlab.vae import (
     BernoulliLikelihood,
     DiscretizedLogisticLikelihood,
     GaussianLikelihood,
-    discrete_kl,
     free_bits_kl,
     importance_weighted_log_likelihood,
     kl_per_dimension,
-    kl_term,
     linear_warmup,
     log_normal_diag,
     log_standard_normal,
@@ -37,6 +35,21 @@ Normal = torch.distributions.Normal
 
 
 # --- KL -----------------------------------------------------------------------------------------
+def kl_term(p: float | torch.Tensor, q: float | torch.Tensor) -> torch.Tensor:
+    """One term of D_KL(P || Q) = sum_x P(x) ln(P(x) / Q(x)): the term P ln(P / Q).
+
+    The lecture's example: P = 0.9, Q = 0.1 gives 0.9 ln 9 = 1.98; P = 0.1, Q = 0.9 gives
+    0.1 ln(1/9) = -0.22. A single term can be negative; the sum over x cannot.
+    """
+    p, q = torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(q, dtype=torch.float64)
+    return torch.xlogy(p, p) - torch.xlogy(p, q)  # 0 ln 0 = 0 by convention
+
+
+def discrete_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """D_KL(P || Q) = sum_x P(x) ln(P(x) / Q(x)) over the last dimension (probability vectors)."""
+    return kl_term(p, q).sum(dim=-1)
+
+
 def test_the_lectures_kl_example():
     assert float(kl_term(0.9, 0.1)) == pytest.approx(1.98, abs=0.005)
     assert float(kl_term(0.1, 0.9)) == pytest.approx(-0.22, abs=0.005)

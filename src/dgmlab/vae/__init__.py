@@ -3,13 +3,14 @@
 from .elbo import (
     ELBO,
     bits_per_dim,
+    free_bits_kl,
     importance_weighted_log_likelihood,
+    kl_per_dimension,
     linear_warmup,
     log_normal_diag,
     log_standard_normal,
     reparameterize,
 )
-from .kl import discrete_kl, free_bits_kl, kl_per_dimension, kl_term
 from .likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
@@ -26,11 +27,9 @@ __all__ = [
     "GaussianLikelihood",
     "DiscretizedLogisticLikelihood",
     "bits_per_dim",
-    "discrete_kl",
     "free_bits_kl",
     "importance_weighted_log_likelihood",
     "kl_per_dimension",
-    "kl_term",
     "linear_warmup",
     "log_normal_diag",
     "log_standard_normal",
