@@ -1,4 +1,5 @@
-"""Real-data features and statistics, computed once and cached on disk.
+"""Real-data features and statistics, computed once and cached on disk, and the FID and KID of
+generated images' features against them.
 
 The cache file ``<cache_dir>/fid/<data set>_<split>_<C>x<H>x<W>_<feature net>-<weights hash>_<data hash>.npz``
 holds the features (for KID) and their mean and covariance (for FID). The key names everything
@@ -9,14 +10,15 @@ of the images themselves, so a changed split or network can never reuse stale st
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..core.files import write_atomically
 from .digests import data_digest
-from .distances import GaussianStatistics
+from .distances import GaussianStatistics, KIDSettings, frechet_distance, kernel_inception_distance
 from .feature_nets import FeatureNet
 
 
@@ -61,3 +63,37 @@ def load_or_compute_reference(
     arrays = dict(features=features.astype(np.float32), mean=statistics.mean, covariance=statistics.covariance)
     write_atomically(path, lambda f: np.savez(f, **arrays, about=np.array(json.dumps(about))))
     return ReferenceFeatures(features, statistics, path, from_cache=False)
+
+
+@dataclass
+class SampleScores:
+    fid: float
+    kid_mean: float
+    kid_std: float
+    num_samples: int
+    num_reference: int
+    kid_subsets: int
+    kid_subset_size: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_features(
+    sample_features: torch.Tensor | np.ndarray, reference: ReferenceFeatures, kid: KIDSettings
+) -> SampleScores:
+    """FID between the Gaussians fitted to both feature sets, and KID between the sets."""
+    samples = np.asarray(sample_features, dtype=np.float64)
+    if len(samples) < 2:
+        raise ValueError(f"FID needs at least 2 samples, got {len(samples)}")
+    fid = frechet_distance(GaussianStatistics.of(samples), reference.statistics)
+    kid_mean, kid_std = kernel_inception_distance(samples, reference.features, kid)
+    return SampleScores(
+        fid,
+        kid_mean,
+        kid_std,
+        len(samples),
+        len(reference.features),
+        kid.subsets,
+        kid.effective_subset_size(len(samples), len(reference.features)),
+    )
