@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
+import timeit
 import warnings
 from dataclasses import dataclass
 
@@ -112,7 +112,12 @@ def resolve_precision(
     if requested != "auto":
         precision = CANONICAL[requested]
         if precision.startswith("bf16") and hardware.kind == "cpu" and not hardware.native_bf16:
-            warn_emulated_bf16(setting, requested, hardware)
+            warnings.warn(
+                f"{setting}={requested} on a CPU without native bf16 ({hardware.name}): bf16 is emulated here, "
+                f"and a bf16 matrix product just ran {measure_bf16_slowdown():.0f}x slower than fp32 on it. "
+                f"Set {setting}=auto (or 32-true) for fp32.",
+                stacklevel=2,
+            )
         return PrecisionChoice(precision, f"set by {setting}")
     device = "GPU" if hardware.kind == "cuda" else hardware.kind.upper()
     if hardware.native_bf16:
@@ -122,27 +127,12 @@ def resolve_precision(
     return PrecisionChoice("32-true", f"{device} has no native bf16: {hardware.name}")
 
 
-def warn_emulated_bf16(setting: str, requested: str, hardware: Hardware) -> None:
-    slowdown = measure_bf16_slowdown()
-    warnings.warn(
-        f"{setting}={requested} on a CPU without native bf16 ({hardware.name}): bf16 is emulated here, "
-        f"and a bf16 matrix product just ran {slowdown:.0f}x slower than fp32 on it. "
-        f"Set {setting}=auto (or 32-true) for fp32.",
-        stacklevel=3,
-    )
-
-
-def measure_bf16_slowdown(size: int = 256, repeats: int = 3) -> float:
-    """Time of a ``size`` x ``size`` bf16 matrix product over the fp32 one (best of ``repeats``)."""
+def measure_bf16_slowdown() -> float:
+    """Time of a 256 x 256 bf16 matrix product over the fp32 one (best of 3, after one to warm up)."""
 
     def best(dtype):
-        a = torch.randn(size, size).to(dtype)
-        times = []
-        for _ in range(repeats + 1):
-            start = time.perf_counter()
-            a @ a
-            times.append(time.perf_counter() - start)
-        return min(times[1:])
+        a = torch.randn(256, 256).to(dtype)
+        return min(timeit.repeat(lambda: a @ a, number=1, repeat=4)[1:])
 
     return best(torch.bfloat16) / best(torch.float32)
 
