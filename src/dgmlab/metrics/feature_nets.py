@@ -19,8 +19,8 @@ from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
 from ..core.errors import ConfigError, choice
+from ..core.files import file_sha256
 from ..core.progress import track
-from .digests import file_sha256
 
 FEATURE_NETS = ("inception", "lenet")
 INCEPTION_FILE_NAME = URL_INCEPTION_V3.rsplit("/", 1)[-1]

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError
-from ..core.files import write_atomically
+from ..core.files import file_sha256, write_atomically
 from ..core.progress import configure as configure_progress
 from ..core.progress import track
-from .digests import data_digest, file_sha256
 from .feature_nets import FeatureNet
+from .reference import data_digest
 
 ARCHITECTURE_VERSION = 2  # bump when LeNet changes, so old cached weights are not reused
 
@@ -177,11 +177,11 @@ def load_lenet(path: Path) -> tuple[LeNet, dict]:
 
 
 def load_or_train_lenet(
-    splits, dataset_name: str, cache_dir: str | Path, settings: LeNetSettings, retrain: bool = False, log=print
+    splits, dataset_name: str, cache_dir: str | Path, settings: LeNetSettings, log=print
 ) -> FeatureNet:
     """The cached LeNet for this data set and these settings, trained first if there is none."""
     path = lenet_path(cache_dir, dataset_name, splits.train, settings)
-    if path.is_file() and not retrain:
+    if path.is_file():
         try:
             net, record = load_lenet(path)
         except Exception as e:  # noqa: BLE001 - a broken cache entry is rebuilt, not fatal

@@ -9,6 +9,7 @@ of the images themselves, so a changed split or network can never reuse stale st
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,9 +18,15 @@ import numpy as np
 import torch
 
 from ..core.files import write_atomically
-from .digests import data_digest
 from .distances import GaussianStatistics, KIDSettings, frechet_distance, kernel_inception_distance
 from .feature_nets import FeatureNet
+
+
+def data_digest(split) -> str:
+    """A hash of a split's images and labels: the cache key for anything computed from them."""
+    digest = hashlib.sha256(split.images.contiguous().numpy().tobytes())
+    digest.update(split.labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 @dataclass
