@@ -150,8 +150,4 @@ def build_feature_net(
         return load_inception(inception_weights)
     from .lenet import LeNetSettings, load_or_train_lenet  # lazy: `python -m dgmlab.metrics.lenet` runs that module
 
-    if splits is None or lenet is None:
-        raise ConfigError(
-            "features=lenet needs the data set's splits and the eval.lenet settings to train or find its classifier"
-        )
     return load_or_train_lenet(splits, dataset_name, cache_dir, LeNetSettings(**lenet), log=log)
