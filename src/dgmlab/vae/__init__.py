@@ -18,20 +18,3 @@ from .likelihoods import (
     GaussianLikelihood,
     Likelihood,
 )
-
-__all__ = [
-    "ELBO",
-    "LIKELIHOODS",
-    "Likelihood",
-    "BernoulliLikelihood",
-    "GaussianLikelihood",
-    "DiscretizedLogisticLikelihood",
-    "bits_per_dim",
-    "free_bits_kl",
-    "importance_weighted_log_likelihood",
-    "kl_per_dimension",
-    "linear_warmup",
-    "log_normal_diag",
-    "log_standard_normal",
-    "reparameterize",
-]
