@@ -139,16 +139,7 @@ class VAEFigures(L.Callback):
 
     def _val_images(self, trainer, pl_module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Up to ``max_scatter_points`` val images, in the model's pixel range, on its device."""
-        datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "val_dataloader"):
+        if trainer.datamodule is None:
             return None, None
-        wanted = max(self.max_scatter_points, self.num_reconstructions)
-        images, labels, count = [], [], 0
-        for batch in datamodule.val_dataloader():
-            x, y = pl_module.from_uint8(batch[0].to(pl_module.device)), batch[1]
-            images.append(x)
-            labels.append(y)
-            count += len(x)
-            if count >= wanted:
-                break
-        return torch.cat(images)[:wanted], torch.cat(labels)[:wanted]
+        val, wanted = trainer.datamodule.splits.val, max(self.max_scatter_points, self.num_reconstructions)
+        return pl_module.from_uint8(val.images[:wanted].to(pl_module.device)), val.labels[:wanted]

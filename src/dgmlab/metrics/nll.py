@@ -60,11 +60,7 @@ def ddpm_nll(
                 bounds.append(module.variational_bound(x0, _noise(seed, index), on_step=lambda _: bar.update()))
     bound = VariationalBound.cat(bounds)
     dims = images[0].numel()
-    terms = {
-        "decoder_L0": bound.decoder.mean(),
-        "denoising_sum": bound.denoising.sum(1).mean(),
-        "prior_LT": bound.prior.mean(),
-    }
+    terms = {"decoder_L0": bound.decoder, "denoising_sum": bound.denoising.sum(1), "prior_LT": bound.prior}
     return NLLResult(
         "ddpm",
         f"variational bound, all T={module.schedule.timesteps} terms",
@@ -73,7 +69,7 @@ def ddpm_nll(
         len(images),
         True,
         time.perf_counter() - start,
-        {k: float(bits_per_dim(v, dims)) for k, v in terms.items()},
+        {k: float(bits_per_dim(v.mean(), dims)) for k, v in terms.items()},
     )
 
 
