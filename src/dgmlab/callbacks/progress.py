@@ -73,11 +73,8 @@ class StepProgressBar(ProgressBar):
         log.info("step %d/%d (%d%%), %.2f steps/s%s %s", step, total, 100 * step // max(1, total), rate, left, metrics)
 
     def metrics(self, trainer, pl_module) -> dict[str, str]:
-        shown = {}
-        for key, value in self.get_metrics(trainer, pl_module).items():
-            if key != "v_num":
-                shown[key] = f"{float(value):.4g}" if hasattr(value, "__float__") else str(value)
-        return shown
+        shown = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+        return {k: f"{float(v):.4g}" if hasattr(v, "__float__") else str(v) for k, v in shown.items()}
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.bar is not None:

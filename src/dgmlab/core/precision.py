@@ -3,8 +3,7 @@
 bf16 mixed precision pays only where the hardware computes in bf16 natively: a CUDA GPU that
 supports it, or a CPU with AVX512-BF16 or AMX. Elsewhere (AVX2-only x86 such as AMD Zen 3 or
 Intel before Sapphire Rapids, ARM laptops) bf16 is emulated and several times *slower* than fp32
-(measured in docs/devices.md), so
-``auto`` picks fp32 there, and 16-mixed on GPUs without bf16.
+(measured in docs/devices.md), so ``auto`` picks fp32 there, and 16-mixed on GPUs without bf16.
 
 The CPU check honours ``ATEN_CPU_CAPABILITY`` and ``ONEDNN_MAX_CPU_ISA``: with
 ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` a bf16 CPU behaves like an AVX2-only one,

@@ -91,8 +91,6 @@ def score_features(
 ) -> SampleScores:
     """FID between the Gaussians fitted to both feature sets, and KID between the sets."""
     samples = np.asarray(sample_features, dtype=np.float64)
-    if len(samples) < 2:
-        raise ValueError(f"FID needs at least 2 samples, got {len(samples)}")
     fid = frechet_distance(GaussianStatistics.of(samples), reference.statistics)
     kid_mean, kid_std = kernel_inception_distance(samples, reference.features, kid)
     return SampleScores(

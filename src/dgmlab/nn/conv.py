@@ -14,11 +14,8 @@ from .mlp import check_latent_dim
 
 
 def downsampled_sizes(size: int, levels: int) -> list[int]:
-    """The side after each stride-2 level: s_{i+1} = ceil(s_i / 2), from s_0 = ``size``."""
-    sizes = [size]
-    for _ in range(levels):
-        sizes.append((sizes[-1] + 1) // 2)
-    return sizes
+    """The side after each stride-2 level: s_{i+1} = ceil(s_i / 2), from s_0 = ``size``; s_i = ceil(size / 2^i)."""
+    return [-(-size // 2**level) for level in range(levels + 1)]
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

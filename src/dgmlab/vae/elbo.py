@@ -66,9 +66,7 @@ class ELBO:
 def linear_warmup(step: int, final_value: float, warmup_steps: int) -> float:
     """The KL weight at ``step``: beta_t = beta * min(1, t / warmup_steps); beta throughout if
     ``warmup_steps`` is 0."""
-    if warmup_steps <= 0:
-        return float(final_value)
-    return float(final_value) * min(1.0, step / warmup_steps)
+    return float(final_value) * (min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0)
 
 
 def importance_weighted_log_likelihood(
