@@ -146,18 +146,15 @@ def image_folder(root: str, image_size: int, channels: int = 3, val_fraction: fl
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise ConfigError(f"dataset.source.root={root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    classes = sorted({p.parent.relative_to(folder).as_posix() for p in files})
-    mode = {1: "L", 3: "RGB"}[channels]
-    images, labels = [], []
+    if len(files) < 2:
+        raise ConfigError(f"dataset.source.root={root!r} holds one image; a train/val split needs at least two")
+    folders = [p.parent.relative_to(folder).as_posix() for p in files]
+    classes, mode = sorted(set(folders)), {1: "L", 3: "RGB"}[channels]
+    images = []
     for p in files:
         with Image.open(p) as im:
-            im = TF.center_crop(TF.resize(im.convert(mode), image_size), image_size)
-            images.append(TF.pil_to_tensor(im))
-        labels.append(classes.index(p.parent.relative_to(folder).as_posix()))
-    images, labels = torch.stack(images), torch.tensor(labels)
-    if len(images) < 2:
-        raise ConfigError(f"dataset.source.root={root!r} holds one image; a train/val split needs at least two")
-    return _random_split(images, labels, val_fraction, seed)
+            images.append(TF.pil_to_tensor(TF.center_crop(TF.resize(im.convert(mode), image_size), image_size)))
+    return _random_split(torch.stack(images), torch.tensor([classes.index(f) for f in folders]), val_fraction, seed)
 
 
 def _random_split(images, labels, val_fraction, seed) -> Splits:
