@@ -138,10 +138,5 @@ def measure_bf16_slowdown() -> float:
 
 def autocast(device: torch.device | str, precision: str):
     """The forward-pass context for a resolved precision: autocast for the mixed ones, else none."""
-    device_type = torch.device(device).type
-    precision = CANONICAL.get(str(precision), str(precision))
-    if precision == "bf16-mixed":
-        return torch.autocast(device_type, dtype=torch.bfloat16)
-    if precision == "16-mixed":
-        return torch.autocast(device_type, dtype=torch.float16)
-    return contextlib.nullcontext()
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(CANONICAL.get(str(precision)))
+    return torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()

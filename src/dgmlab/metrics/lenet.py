@@ -153,7 +153,6 @@ def lenet_path(cache_dir: str | Path, dataset_name: str, train, settings: LeNetS
 
 
 def save_lenet(net: LeNet, val_accuracy: float, dataset_name: str, settings: LeNetSettings, path: Path) -> None:
-    """Write atomically (a temporary file, then a rename), so a half-written file is never read."""
     channels, size, _ = net.image_shape
     record = {
         "state_dict": net.state_dict(),

@@ -90,10 +90,9 @@ def vae_nll(
             )
         )
     nats = -torch.cat(log_px).mean()
-    name = type(module.likelihood).__name__
     return NLLResult(
         "vae",
-        f"importance-weighted, K={k} ({name})",
+        f"importance-weighted, K={k} ({type(module.likelihood).__name__})",
         float(nats),
         float(bits_per_dim(nats, images[0].numel())),
         len(images),

@@ -100,12 +100,9 @@ class SpatialConvEncoder(nn.Module):
         in_channels, height, width = image_shape
         levels = len(channels)
         self.image_shape = tuple(image_shape)
-        self.latent_shape = (
-            latent_channels,
-            downsampled_sizes(height, levels)[-1],
-            downsampled_sizes(width, levels)[-1],
-        )
-        self.latent_dim = latent_channels * self.latent_shape[1] * self.latent_shape[2]
+        smallest = (downsampled_sizes(height, levels)[-1], downsampled_sizes(width, levels)[-1])
+        self.latent_shape = (latent_channels, *smallest)
+        self.latent_dim = latent_channels * smallest[0] * smallest[1]
         self.body = downsampling_levels(in_channels, channels)
         self.head = nn.Conv2d(channels[-1], 2 * latent_channels, kernel_size=1)
 
