@@ -130,7 +130,6 @@ class VAEFigures(L.Callback):
         return paths
 
     def _reconstructions(self, pl_module, inputs: torch.Tensor, path: Path) -> Path:
-        """Rows of ``images_per_row`` inputs, each row followed by their reconstructions."""
         per_row = min(self.images_per_row, len(inputs))
         inputs = inputs[: len(inputs) // per_row * per_row]  # whole rows only, so pairs stay aligned
         pair = [pl_module.to_uint8(inputs), pl_module.to_uint8(pl_module.reconstruct(inputs))]

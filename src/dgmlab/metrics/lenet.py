@@ -146,12 +146,6 @@ def accuracy(net: LeNet, split) -> float:
     return float((predictions == split.labels).float().mean())
 
 
-def lenet_path(cache_dir: str | Path, dataset_name: str, train, settings: LeNetSettings) -> Path:
-    channels, height, width = train.images.shape[1:]
-    name = f"{dataset_name}_{channels}x{height}x{width}_{data_digest(train)}_{settings.digest()}.pt"
-    return Path(cache_dir) / "lenet" / name
-
-
 def save_lenet(net: LeNet, val_accuracy: float, dataset_name: str, settings: LeNetSettings, path: Path) -> None:
     channels, size, _ = net.image_shape
     record = {
@@ -178,7 +172,9 @@ def load_or_train_lenet(
     splits, dataset_name: str, cache_dir: str | Path, settings: LeNetSettings, log=print
 ) -> FeatureNet:
     """The cached LeNet for this data set and these settings, trained first if there is none."""
-    path = lenet_path(cache_dir, dataset_name, splits.train, settings)
+    channels, height, width = splits.train.images.shape[1:]
+    name = f"{dataset_name}_{channels}x{height}x{width}_{data_digest(splits.train)}_{settings.digest()}.pt"
+    path = Path(cache_dir) / "lenet" / name
     if path.is_file():
         try:
             net, record = load_lenet(path)
