@@ -11,6 +11,7 @@ Both are :class:`FeatureNet` objects: uint8 NCHW images to float32 feature vecto
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,7 @@ FEATURE_NETS = ("inception", "lenet")
 INCEPTION_FILE_NAME = URL_INCEPTION_V3.rsplit("/", 1)[-1]
 
 
+@dataclass(eq=False)
 class FeatureNet:
     """A frozen network: uint8 images (N, C, H, W) -> features (N, D), float32 on the CPU.
 
@@ -34,23 +36,16 @@ class FeatureNet:
     network; ``details``: e.g. the weights file and, for lenet, its val accuracy.
     """
 
-    def __init__(
-        self,
-        name: str,
-        network: nn.Module,
-        extract: Callable[[torch.Tensor], torch.Tensor],
-        weights_hash: str,
-        num_features: int,
-        batch_size: int,
-        details: dict,
-    ):
-        self.name, self.network, self.extract = name, network.eval().requires_grad_(False), extract
-        self.weights_hash, self.num_features, self.batch_size, self.details = (
-            weights_hash,
-            num_features,
-            batch_size,
-            details,
-        )
+    name: str
+    network: nn.Module
+    extract: Callable[[torch.Tensor], torch.Tensor]
+    weights_hash: str
+    num_features: int
+    batch_size: int
+    details: dict
+
+    def __post_init__(self):
+        self.network.eval().requires_grad_(False)
 
     @property
     def identity(self) -> str:
