@@ -6,5 +6,3 @@ from .loss_trend import LossTrend
 from .progress import StepProgressBar
 from .sample_grid import SampleGrid
 from .vae_figures import VAEFigures
-
-__all__ = ["SampleGrid", "VAEFigures", "FIDCallback", "StepProgressBar", "Curves", "LossTrend"]

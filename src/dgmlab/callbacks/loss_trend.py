@@ -31,14 +31,8 @@ class LossTrend(L.Callback):
         window = max(1, min(self.window, len(self.losses) // 2))
         first, last = mean(self.losses[:window]), mean(self.losses[-window:])
         log.info(
-            "training loss: first %.4g (step 1), last %.4g (step %d); mean of the first %d steps %.4g, of the last %d %.4g",
-            self.losses[0],
-            self.losses[-1],
-            len(self.losses),
-            window,
-            first,
-            window,
-            last,
+            f"training loss: first {self.losses[0]:.4g} (step 1), last {self.losses[-1]:.4g} (step {len(self.losses)}); "
+            f"mean of the first {window} steps {first:.4g}, of the last {window} {last:.4g}"
         )
         if last < first:
             log.info("the loss fell to %.0f%% of its start", 100 * last / first)

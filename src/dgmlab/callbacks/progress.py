@@ -28,12 +28,10 @@ class StepProgressBar(ProgressBar):
     plain log line every ``log_every_percent`` percent of the run instead.
     """
 
-    def __init__(self, refresh_rate: int = 10, log_every_percent: int = 10, stream=None, terminal_bar: bool = True):
+    def __init__(self, refresh_rate: int = 10, log_every_percent: int = 10, terminal_bar: bool = True):
         super().__init__()
-        self.terminal_bar = terminal_bar
         self.refresh_rate, self.log_every_percent = max(1, refresh_rate), max(1, log_every_percent)
-        self.stream = stream
-        self._enabled, self.bar = True, None
+        self.terminal_bar, self._enabled, self.bar = terminal_bar, True, None
         self._start_time, self._start_step, self._next_log = 0.0, 0, 0
 
     def disable(self) -> None:
@@ -42,33 +40,17 @@ class StepProgressBar(ProgressBar):
     def enable(self) -> None:
         self._enabled = True
 
-    @property
-    def is_terminal(self) -> bool:
-        stream = self.stream or sys.stderr
-        return self.terminal_bar and hasattr(stream, "isatty") and stream.isatty()
-
     def total_steps(self, trainer) -> int:
-        return (
-            trainer.max_steps
-            if trainer.max_steps and trainer.max_steps > 0
-            else int(trainer.estimated_stepping_batches)
-        )
+        return trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
 
     def on_train_start(self, trainer, pl_module) -> None:
         if not (self._enabled and trainer.is_global_zero):
             return
         self._start_time, self._start_step = time.perf_counter(), trainer.global_step
         self._next_log = self._start_step
-        if self.is_terminal:
-            self.bar = tqdm(
-                total=self.total_steps(trainer),
-                initial=trainer.global_step,
-                desc="steps",
-                unit="step",
-                dynamic_ncols=True,
-                file=self.stream or sys.stderr,
-                smoothing=0.05,
-            )
+        if self.terminal_bar and sys.stderr.isatty():
+            total, initial = self.total_steps(trainer), trainer.global_step
+            self.bar = tqdm(total=total, initial=initial, desc="steps", unit="step", dynamic_ncols=True, smoothing=0.05)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not (self._enabled and trainer.is_global_zero):
@@ -91,11 +73,8 @@ class StepProgressBar(ProgressBar):
         log.info("step %d/%d (%d%%), %.2f steps/s%s %s", step, total, 100 * step // max(1, total), rate, left, metrics)
 
     def metrics(self, trainer, pl_module) -> dict[str, str]:
-        shown = {}
-        for key, value in self.get_metrics(trainer, pl_module).items():
-            if key != "v_num":
-                shown[key] = f"{float(value):.4g}" if hasattr(value, "__float__") else str(value)
-        return shown
+        shown = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+        return {k: f"{float(v):.4g}" if hasattr(v, "__float__") else str(v) for k, v in shown.items()}
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.bar is not None:

@@ -32,15 +32,8 @@ def plot_latent_scatter(mu: torch.Tensor, labels: torch.Tensor, num_classes: int
     figure = Figure(figsize=(6.4, 5.2), dpi=110)
     axes = figure.add_subplot()
     if num_classes > 1:
-        points = axes.scatter(
-            mu[:, 0],
-            mu[:, 1],
-            c=labels,
-            s=6,
-            cmap="tab10" if num_classes <= 10 else "viridis",
-            vmin=-0.5,
-            vmax=num_classes - 0.5,
-        )
+        cmap = "tab10" if num_classes <= 10 else "viridis"
+        points = axes.scatter(mu[:, 0], mu[:, 1], c=labels, s=6, cmap=cmap, vmin=-0.5, vmax=num_classes - 0.5)
         colour_bar = figure.colorbar(points, ax=axes, ticks=range(num_classes))
         colour_bar.set_label("class (the digit, for MNIST)")
     else:
@@ -84,14 +77,10 @@ class VAEFigures(L.Callback):
             raise ConfigError(
                 f"callbacks.vae_figures.manifold_quantiles must satisfy 0 < low < high < 1, got {list(manifold_quantiles)}"
             )
-        self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
-        self.num_reconstructions, self.images_per_row, self.num_samples = (
-            num_reconstructions,
-            images_per_row,
-            num_samples,
-        )
+        self.dirpath, self.every_n_steps, self.seed = Path(dirpath), every_n_steps, seed
+        self.num_reconstructions, self.num_samples = num_reconstructions, num_samples
+        self.images_per_row, self.max_scatter_points = images_per_row, max_scatter_points
         self.manifold_size, self.manifold_quantiles = manifold_size, (low, high)
-        self.max_scatter_points, self.seed = max_scatter_points, seed
         self._last_step = -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -122,20 +111,14 @@ class VAEFigures(L.Callback):
 
     def _draw_all(self, trainer, pl_module, step: int) -> list[Path]:
         suffix = f"_step_{step:06d}.png"
-        generator = torch.Generator().manual_seed(self.seed)
-        paths = [
-            save_grid(
-                pl_module.to_uint8(pl_module.sample_images(self.num_samples, generator=generator)),
-                self.dirpath / f"prior_samples{suffix}",
-            )
-        ]
+        samples = pl_module.sample_images(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
+        paths = [save_grid(pl_module.to_uint8(samples), self.dirpath / f"prior_samples{suffix}")]
         images, labels = self._val_images(trainer, pl_module)
         if images is None:
             log.warning("vae_figures: no datamodule with a val split; skipping reconstructions and the latent scatter")
             return paths
-        spread = torch.linspace(
-            0, len(images) - 1, min(self.num_reconstructions, len(images))
-        ).long()  # splits may be sorted by class
+        # inputs spread evenly over the split, which may be sorted by class
+        spread = torch.linspace(0, len(images) - 1, min(self.num_reconstructions, len(images))).long()
         paths.append(self._reconstructions(pl_module, images[spread], self.dirpath / f"reconstructions{suffix}"))
         if pl_module.latent_dim == 2:
             mu = torch.cat([pl_module.encode(chunk)[0].float().cpu() for chunk in images.split(256)])
@@ -147,7 +130,6 @@ class VAEFigures(L.Callback):
         return paths
 
     def _reconstructions(self, pl_module, inputs: torch.Tensor, path: Path) -> Path:
-        """Rows of ``images_per_row`` inputs, each row followed by their reconstructions."""
         per_row = min(self.images_per_row, len(inputs))
         inputs = inputs[: len(inputs) // per_row * per_row]  # whole rows only, so pairs stay aligned
         pair = [pl_module.to_uint8(inputs), pl_module.to_uint8(pl_module.reconstruct(inputs))]
@@ -156,16 +138,7 @@ class VAEFigures(L.Callback):
 
     def _val_images(self, trainer, pl_module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Up to ``max_scatter_points`` val images, in the model's pixel range, on its device."""
-        datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "val_dataloader"):
+        if trainer.datamodule is None:
             return None, None
-        wanted = max(self.max_scatter_points, self.num_reconstructions)
-        images, labels, count = [], [], 0
-        for batch in datamodule.val_dataloader():
-            x, y = pl_module.from_uint8(batch[0].to(pl_module.device)), batch[1]
-            images.append(x)
-            labels.append(y)
-            count += len(x)
-            if count >= wanted:
-                break
-        return torch.cat(images)[:wanted], torch.cat(labels)[:wanted]
+        val, wanted = trainer.datamodule.splits.val, max(self.max_scatter_points, self.num_reconstructions)
+        return pl_module.from_uint8(val.images[:wanted].to(pl_module.device)), val.labels[:wanted]

@@ -1,7 +1,9 @@
-"""Files replaced atomically: the one way dgmlab writes a file that a reader or a crash may catch half-done."""
+"""Files replaced atomically: the one way dgmlab writes a file that a reader or a crash may catch
+half-done; and a file's content hash."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import IO, Callable
@@ -38,3 +40,12 @@ def fsync_folder(folder: Path) -> None:
             os.close(fd)
     except OSError:
         pass
+
+
+def file_sha256(path: str | Path, length: int = 12) -> str:
+    """The first ``length`` hex digits of the file's SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]

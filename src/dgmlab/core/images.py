@@ -26,12 +26,10 @@ def to_uint8(images: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Te
 def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
     """Write uint8 NCHW images as one PNG grid (``nrow`` per row, square by default)."""
     nrow = nrow or max(1, int(np.ceil(np.sqrt(len(images_uint8)))))
-    grid = make_grid(images_uint8.cpu(), nrow=nrow, padding=2, pad_value=255)
+    grid = make_grid(images_uint8.cpu(), nrow=nrow, padding=2, pad_value=255)  # RGB, grey images too
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(
-        grid.permute(1, 2, 0).squeeze(-1).numpy() if grid.shape[0] == 1 else grid.permute(1, 2, 0).numpy()
-    ).save(path)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
     return path
 
 

@@ -3,8 +3,7 @@
 bf16 mixed precision pays only where the hardware computes in bf16 natively: a CUDA GPU that
 supports it, or a CPU with AVX512-BF16 or AMX. Elsewhere (AVX2-only x86 such as AMD Zen 3 or
 Intel before Sapphire Rapids, ARM laptops) bf16 is emulated and several times *slower* than fp32
-(measured in docs/devices.md), so
-``auto`` picks fp32 there, and 16-mixed on GPUs without bf16.
+(measured in docs/devices.md), so ``auto`` picks fp32 there, and 16-mixed on GPUs without bf16.
 
 The CPU check honours ``ATEN_CPU_CAPABILITY`` and ``ONEDNN_MAX_CPU_ISA``: with
 ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` a bf16 CPU behaves like an AVX2-only one,
@@ -15,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
+import timeit
 import warnings
 from dataclasses import dataclass
 
@@ -112,7 +111,12 @@ def resolve_precision(
     if requested != "auto":
         precision = CANONICAL[requested]
         if precision.startswith("bf16") and hardware.kind == "cpu" and not hardware.native_bf16:
-            warn_emulated_bf16(setting, requested, hardware)
+            warnings.warn(
+                f"{setting}={requested} on a CPU without native bf16 ({hardware.name}): bf16 is emulated here, "
+                f"and a bf16 matrix product just ran {measure_bf16_slowdown():.0f}x slower than fp32 on it. "
+                f"Set {setting}=auto (or 32-true) for fp32.",
+                stacklevel=2,
+            )
         return PrecisionChoice(precision, f"set by {setting}")
     device = "GPU" if hardware.kind == "cuda" else hardware.kind.upper()
     if hardware.native_bf16:
@@ -122,37 +126,17 @@ def resolve_precision(
     return PrecisionChoice("32-true", f"{device} has no native bf16: {hardware.name}")
 
 
-def warn_emulated_bf16(setting: str, requested: str, hardware: Hardware) -> None:
-    slowdown = measure_bf16_slowdown()
-    warnings.warn(
-        f"{setting}={requested} on a CPU without native bf16 ({hardware.name}): bf16 is emulated here, "
-        f"and a bf16 matrix product just ran {slowdown:.0f}x slower than fp32 on it. "
-        f"Set {setting}=auto (or 32-true) for fp32.",
-        stacklevel=3,
-    )
-
-
-def measure_bf16_slowdown(size: int = 256, repeats: int = 3) -> float:
-    """Time of a ``size`` x ``size`` bf16 matrix product over the fp32 one (best of ``repeats``)."""
+def measure_bf16_slowdown() -> float:
+    """Time of a 256 x 256 bf16 matrix product over the fp32 one (best of 3, after one to warm up)."""
 
     def best(dtype):
-        a = torch.randn(size, size).to(dtype)
-        times = []
-        for _ in range(repeats + 1):
-            start = time.perf_counter()
-            a @ a
-            times.append(time.perf_counter() - start)
-        return min(times[1:])
+        a = torch.randn(256, 256).to(dtype)
+        return min(timeit.repeat(lambda: a @ a, number=1, repeat=4)[1:])
 
     return best(torch.bfloat16) / best(torch.float32)
 
 
 def autocast(device: torch.device | str, precision: str):
     """The forward-pass context for a resolved precision: autocast for the mixed ones, else none."""
-    device_type = torch.device(device).type
-    precision = CANONICAL.get(str(precision), str(precision))
-    if precision == "bf16-mixed":
-        return torch.autocast(device_type, dtype=torch.bfloat16)
-    if precision == "16-mixed":
-        return torch.autocast(device_type, dtype=torch.float16)
-    return contextlib.nullcontext()
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(CANONICAL.get(str(precision)))
+    return torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()

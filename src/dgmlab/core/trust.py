@@ -33,11 +33,9 @@ _trusted = contextvars.ContextVar("dgmlab_trust_config", default=False)
 @functools.cache
 def allowed_targets() -> frozenset[str]:
     """Every ``_target_`` that a config shipped in ``dgmlab/conf`` names."""
-    found: set[str] = set()
-    for path in CONF_DIR.rglob("*.yaml"):
-        for _, target in targets(yaml.safe_load(path.read_text())):
-            found.add(target)
-    return frozenset(found)
+    return frozenset(
+        target for path in CONF_DIR.rglob("*.yaml") for _, target in targets(yaml.safe_load(path.read_text()))
+    )
 
 
 def targets(tree: Any, path: str = "") -> Iterator[tuple[str, Any]]:

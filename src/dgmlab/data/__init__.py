@@ -2,5 +2,3 @@
 
 from .datamodule import ImageDataModule
 from .sources import ImageTensorDataset, Splits
-
-__all__ = ["ImageDataModule", "ImageTensorDataset", "Splits"]

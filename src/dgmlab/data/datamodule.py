@@ -48,15 +48,12 @@ class ImageDataModule(L.LightningDataModule):
             # (trainer.limit_val_batches, nll.max_images, the VAE's reconstructions) is a fair subset.
             # The train split keeps its order: training draws it in a seeded random order every epoch.
             self.splits = Splits(splits.train, in_class_interleaved_order(splits.val))
-            self._check_shape()
-
-    def _check_shape(self) -> None:
-        got = tuple(self.splits.train.images.shape[1:])
-        if got != self.image_shape:
-            raise ConfigError(
-                f"dataset={self.name}: images have shape {got} (C, H, W) but dataset.channels / "
-                f"dataset.image_size say {self.image_shape}; set them to match the data"
-            )
+            got = tuple(self.splits.train.images.shape[1:])
+            if got != self.image_shape:
+                raise ConfigError(
+                    f"dataset={self.name}: images have shape {got} (C, H, W) but dataset.channels / "
+                    f"dataset.image_size say {self.image_shape}; set them to match the data"
+                )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits.train, shuffle=True, drop_last=len(self.splits.train) >= self.batch_size)

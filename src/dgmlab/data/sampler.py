@@ -24,16 +24,13 @@ class ResumableSampler(DistributedSampler):
     ``next_set_epoch`` is the number it will pass next). The global RNG is never touched.
     """
 
-    def __init__(self, data_source: Sized, seed: int | None = None, shuffle: bool = True, drop_last: bool = False):
+    def __init__(self, data_source: Sized):
         distributed = dist.is_available() and dist.is_initialized()
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         super().__init__(
             data_source,
             num_replicas=dist.get_world_size() if distributed else 1,
             rank=dist.get_rank() if distributed else 0,
-            shuffle=shuffle,
-            seed=seed,
-            drop_last=drop_last,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run's seed, as Lightning's own samplers take it
         )
         self._skip: tuple[int, int] | None = None
         self._epoch_shift = 0

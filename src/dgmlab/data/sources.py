@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, choice
 from ..core.paths import shown_path
 
 
@@ -38,6 +38,23 @@ class Splits:
     train: ImageTensorDataset
     val: ImageTensorDataset
 
+    @classmethod
+    def of(cls, images: torch.Tensor, labels: torch.Tensor, train: torch.Tensor, val: torch.Tensor) -> "Splits":
+        """The images and labels at the positions ``train`` and at ``val``."""
+        return cls(ImageTensorDataset(images[train], labels[train]), ImageTensorDataset(images[val], labels[val]))
+
+
+def check_val_fraction(val_fraction: float) -> None:
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"dataset.source.val_fraction must lie in (0, 1), got {val_fraction}")
+
+
+def shuffled_classes(labels: torch.Tensor, generator: torch.Generator):
+    """The positions of each class in ``labels`` (in class order), each shuffled by ``generator``."""
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        yield idx[torch.randperm(len(idx), generator=generator)]
+
 
 def class_interleaved(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """A fixed, seeded order of the positions of ``labels`` that spreads every class evenly: the k-th
@@ -45,9 +62,7 @@ def class_interleaved(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
     Every prefix of the order then holds each class in proportion (to within one image)."""
     g = torch.Generator().manual_seed(seed)
     key = torch.empty(len(labels), dtype=torch.float64)
-    for c in labels.unique():
-        idx = (labels == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
+    for idx in shuffled_classes(labels, g):
         jitter = torch.rand(len(idx), generator=g, dtype=torch.float64)
         key[idx] = (torch.arange(len(idx), dtype=torch.float64) + jitter) / len(idx)
     return torch.argsort(key)
@@ -59,24 +74,16 @@ def in_class_interleaved_order(split: "ImageTensorDataset", seed: int = 0) -> "I
     return ImageTensorDataset(split.images[order].contiguous(), split.labels[order])
 
 
-def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (train, val) with ``val_fraction`` of every class in val, shuffled by ``seed``."""
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"dataset.source.val_fraction must lie in (0, 1), got {val_fraction}")
+def stratified_split(images: torch.Tensor, labels: torch.Tensor, val_fraction: float, seed: int) -> Splits:
+    """``val_fraction`` of every class in val, the rest in train, chosen by ``seed``."""
+    check_val_fraction(val_fraction)
     g = torch.Generator().manual_seed(seed)
     train, val = [], []
-    for c in labels.unique():
-        idx = (labels == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
+    for idx in shuffled_classes(labels, g):
         n_val = max(1, round(len(idx) * val_fraction))
         val.append(idx[:n_val])
         train.append(idx[n_val:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
-
-
-def split_in_memory(images: torch.Tensor, labels: torch.Tensor, val_fraction: float, seed: int) -> Splits:
-    train, val = stratified_split(labels, val_fraction, seed)
-    return Splits(ImageTensorDataset(images[train], labels[train]), ImageTensorDataset(images[val], labels[val]))
+    return Splits.of(images, labels, torch.cat(train).sort().values, torch.cat(val).sort().values)
 
 
 def mnist_5k(val_fraction: float = 0.1, seed: int = 0) -> Splits:
@@ -90,7 +97,7 @@ def mnist_5k(val_fraction: float = 0.1, seed: int = 0) -> Splits:
         table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
     images = torch.from_numpy(table[:, :784].reshape(-1, 1, 28, 28).copy())
     labels = torch.from_numpy(table[:, 784].astype(np.int64))
-    return split_in_memory(images, labels, val_fraction, seed)
+    return stratified_split(images, labels, val_fraction, seed)
 
 
 _TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
@@ -103,9 +110,7 @@ def torchvision_dataset(name: str, root: str, download: bool = False) -> Splits:
     """
     import torchvision
 
-    if name not in _TORCHVISION:
-        raise ConfigError(f"dataset.source.name={name!r} is unknown; choose one of {sorted(_TORCHVISION)}")
-    cls = getattr(torchvision.datasets, _TORCHVISION[name])
+    cls = getattr(torchvision.datasets, _TORCHVISION[choice(name, "dataset.source.name", sorted(_TORCHVISION))])
     try:
         parts = [cls(root, train=train, download=download) for train in (True, False)]
     except RuntimeError as e:
@@ -141,27 +146,22 @@ def image_folder(root: str, image_size: int, channels: int = 3, val_fraction: fl
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise ConfigError(f"dataset.source.root={root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    classes = sorted({p.parent.relative_to(folder).as_posix() for p in files})
-    mode = {1: "L", 3: "RGB"}[channels]
-    images, labels = [], []
+    if len(files) < 2:
+        raise ConfigError(f"dataset.source.root={root!r} holds one image; a train/val split needs at least two")
+    folders = [p.parent.relative_to(folder).as_posix() for p in files]
+    classes, mode = sorted(set(folders)), {1: "L", 3: "RGB"}[channels]
+    images = []
     for p in files:
         with Image.open(p) as im:
-            im = TF.center_crop(TF.resize(im.convert(mode), image_size), image_size)
-            images.append(TF.pil_to_tensor(im))
-        labels.append(classes.index(p.parent.relative_to(folder).as_posix()))
-    images, labels = torch.stack(images), torch.tensor(labels)
-    if len(images) < 2:
-        raise ConfigError(f"dataset.source.root={root!r} holds one image; a train/val split needs at least two")
-    return _random_split(images, labels, val_fraction, seed)
+            images.append(TF.pil_to_tensor(TF.center_crop(TF.resize(im.convert(mode), image_size), image_size)))
+    return _random_split(torch.stack(images), torch.tensor([classes.index(f) for f in folders]), val_fraction, seed)
 
 
 def _random_split(images, labels, val_fraction, seed) -> Splits:
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"dataset.source.val_fraction must lie in (0, 1), got {val_fraction}")
+    check_val_fraction(val_fraction)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     n_val = min(len(images) - 1, max(1, round(len(images) * val_fraction)))
-    val, train = order[:n_val], order[n_val:]
-    return Splits(ImageTensorDataset(images[train], labels[train]), ImageTensorDataset(images[val], labels[val]))
+    return Splits.of(images, labels, order[n_val:], order[:n_val])
 
 
 def letter_t_image(image_size: int = 64) -> torch.Tensor:
@@ -179,7 +179,5 @@ def letter_t(image_size: int = 64, num_images: int = 512) -> Splits:
     """The letter "T" repeated: a one-image data set for the lecture's forward-process demo."""
     images = letter_t_image(image_size).unsqueeze(0).repeat(num_images, 1, 1, 1)
     labels = torch.zeros(num_images, dtype=torch.long)
-    n_val = max(1, num_images // 8)
-    return Splits(
-        ImageTensorDataset(images[n_val:], labels[n_val:]), ImageTensorDataset(images[:n_val], labels[:n_val])
-    )
+    n_val, order = max(1, num_images // 8), torch.arange(num_images)
+    return Splits.of(images, labels, order[n_val:], order[:n_val])

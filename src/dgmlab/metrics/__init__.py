@@ -2,23 +2,5 @@
 and the likelihood bounds (DDPM variational bound, VAE importance-weighted bound) in bits/dim."""
 
 from .distances import GaussianStatistics, KIDSettings, frechet_distance, kernel_inception_distance
-from .feature_nets import FEATURE_NETS, FeatureNet, build_feature_net, check_feature_settings, check_inception_weights
-from .reference import ReferenceFeatures, load_or_compute_reference, reference_cache_path
-from .scores import SampleScores, score_features
-
-__all__ = [
-    "GaussianStatistics",
-    "KIDSettings",
-    "frechet_distance",
-    "kernel_inception_distance",
-    "FEATURE_NETS",
-    "FeatureNet",
-    "build_feature_net",
-    "check_feature_settings",
-    "check_inception_weights",
-    "ReferenceFeatures",
-    "load_or_compute_reference",
-    "reference_cache_path",
-    "SampleScores",
-    "score_features",
-]
+from .feature_nets import FEATURE_NETS, FeatureNet, build_feature_net, check_feature_settings
+from .reference import ReferenceFeatures, load_or_compute_reference, score_features

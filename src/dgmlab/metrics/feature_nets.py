@@ -6,45 +6,81 @@
   (:mod:`dgmlab.metrics.lenet`); features are its penultimate layer. Input: the data set's own
   images (e.g. 28 x 28 grey).
 
-Both are :class:`~dgmlab.metrics.feature_net.FeatureNet` objects: uint8 NCHW images to float32
-feature vectors, in batches.
+Both are :class:`FeatureNet` objects: uint8 NCHW images to float32 feature vectors, in batches.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
-from ..core.errors import ConfigError
-from .digests import file_sha256
-from .feature_net import FeatureNet
+from ..core.errors import ConfigError, choice
+from ..core.files import file_sha256
+from ..core.progress import track
 
 FEATURE_NETS = ("inception", "lenet")
 INCEPTION_FILE_NAME = URL_INCEPTION_V3.rsplit("/", 1)[-1]
 
 
+@dataclass(eq=False)
+class FeatureNet:
+    """A frozen network: uint8 images (N, C, H, W) -> features (N, D), float32 on the CPU.
+
+    ``extract`` gives a batch's features from ``network``. ``identity`` names the network and its
+    weights (a hash of the weights file), so cached statistics are only reused with the very same
+    network; ``details``: e.g. the weights file and, for lenet, its val accuracy.
+    """
+
+    name: str
+    network: nn.Module
+    extract: Callable[[torch.Tensor], torch.Tensor]
+    weights_hash: str
+    num_features: int
+    batch_size: int
+    details: dict
+
+    def __post_init__(self):
+        self.network.eval().requires_grad_(False)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}-{self.weights_hash}"
+
+    def to(self, device) -> "FeatureNet":
+        self.network.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(
+                f"feature net {self.name!r} takes uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
+        device = next(self.network.parameters()).device
+        batches = images.split(self.batch_size)
+        chunks = [
+            self.extract(x.to(device)).float().cpu()
+            for x in track(batches, f"{self.name} features", "batch", enabled=len(batches) > 1)
+        ]
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.num_features)
+
+
 # --- inception -----------------------------------------------------------------------------------
-def default_inception_weights() -> Path:
-    """Where torch-fidelity itself caches the weights it downloads: torch hub's checkpoints folder."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE_NAME
-
-
-def inception_weights_path(setting: str | None) -> Path:
-    return Path(setting).expanduser() if setting else default_inception_weights()
-
-
-def check_inception_weights(setting: str | None, setting_name: str = "eval.inception_weights") -> Path:
-    """The weights file, or a ConfigError saying where to get it and where to put it."""
-    path = inception_weights_path(setting)
+def check_inception_weights(setting: str | None) -> Path:
+    """The weights file, or a ConfigError saying where to get it and where to put it. Unset: where
+    torch-fidelity itself caches the weights it downloads, torch hub's checkpoints folder."""
+    path = Path(setting).expanduser() if setting else Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE_NAME
     if not path.is_file():
         raise ConfigError(
-            f"features=inception needs torch-fidelity's InceptionV3 weights, but {setting_name}={str(path)!r} "
+            f"features=inception needs torch-fidelity's InceptionV3 weights, but eval.inception_weights={str(path)!r} "
             f"does not exist and this machine may not download them. On a machine online, get them with\n"
             f"    curl -L -o {INCEPTION_FILE_NAME} {URL_INCEPTION_V3}\n"
-            f"then copy the file to {path} (or anywhere, and pass {setting_name}=/path/to/{INCEPTION_FILE_NAME})."
+            f"then copy the file to {path} (or anywhere, and pass eval.inception_weights=/path/to/{INCEPTION_FILE_NAME})."
         )
     return path
 
@@ -57,7 +93,7 @@ def _grey_to_rgb(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def load_inception(setting: str | None, batch_size: int = 50) -> FeatureNet:
+def load_inception(setting: str | None) -> FeatureNet:
     """torch-fidelity's FeatureExtractorInceptionV3 (pool3 features) with weights read by
     ``torch.load(weights_only=True)`` (torch-fidelity would read a local file with
     weights_only=False, so it is handed the already-loaded state dict instead)."""
@@ -81,34 +117,15 @@ def load_inception(setting: str | None, batch_size: int = 50) -> FeatureNet:
                 f"eval.inception_weights={str(path)!r} does not fit torch-fidelity's InceptionV3 ({e}); "
                 f"use the file from {URL_INCEPTION_V3}"
             ) from None
-    return FeatureNet(
-        "inception",
-        _FirstOutput(network),
-        file_sha256(path),
-        2048,
-        _grey_to_rgb,
-        batch_size,
-        details={"weights": str(path)},
-    )
-
-
-class _FirstOutput(nn.Module):
-    """torch-fidelity's extractors return a tuple of the requested layers; keep the one."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
-
-    def forward(self, x):
-        return self.network(x)[0]
+    # torch-fidelity's extractors return a tuple of the requested layers; keep the one.
+    extract = lambda x: network(_grey_to_rgb(x))[0]
+    return FeatureNet("inception", network, extract, file_sha256(path), 2048, 50, {"weights": str(path)})
 
 
 # --- choosing by name ----------------------------------------------------------------------------
 def check_feature_settings(features: str, inception_weights: str | None, setting_name: str = "eval.features") -> None:
     """Fail fast, before any sampling or training, on a bad feature-network setting."""
-    if features not in FEATURE_NETS:
-        raise ConfigError(f"{setting_name}={features!r} is unknown; choose one of {list(FEATURE_NETS)}")
-    if features == "inception":
+    if choice(features, setting_name, FEATURE_NETS) == "inception":
         check_inception_weights(inception_weights)
 
 
@@ -128,8 +145,4 @@ def build_feature_net(
         return load_inception(inception_weights)
     from .lenet import LeNetSettings, load_or_train_lenet  # lazy: `python -m dgmlab.metrics.lenet` runs that module
 
-    if splits is None or lenet is None:
-        raise ConfigError(
-            "features=lenet needs the data set's splits and the eval.lenet settings to train or find its classifier"
-        )
     return load_or_train_lenet(splits, dataset_name, cache_dir, LeNetSettings(**lenet), log=log)

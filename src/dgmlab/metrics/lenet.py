@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError
-from ..core.files import write_atomically
+from ..core.files import file_sha256, write_atomically
 from ..core.progress import configure as configure_progress
 from ..core.progress import track
-from .digests import data_digest, file_sha256
-from .feature_net import FeatureNet
+from .feature_nets import FeatureNet
+from .reference import data_digest
 
 ARCHITECTURE_VERSION = 2  # bump when LeNet changes, so old cached weights are not reused
 
@@ -72,17 +72,13 @@ class LeNet(nn.Module):
         self.classifier = nn.Linear(hidden, num_classes)
         self.register_buffer("feature_scale", torch.tensor(1.0))
 
-    @staticmethod
-    def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
-        return images_uint8.float() / 127.5 - 1.0
-
     def hidden(self, images_uint8: torch.Tensor) -> torch.Tensor:
         if tuple(images_uint8.shape[1:]) != self.image_shape:
             raise ValueError(
                 f"features=lenet was trained on images of shape {self.image_shape} (C, H, W), got "
                 f"{tuple(images_uint8.shape[1:])}: evaluate with the data set the model was trained on"
             )
-        return self.body(self.normalise(images_uint8))
+        return self.body(images_uint8.float() / 127.5 - 1.0)
 
     def features(self, images_uint8: torch.Tensor) -> torch.Tensor:
         return self.hidden(images_uint8) / self.feature_scale
@@ -98,15 +94,6 @@ class LeNet(nn.Module):
         self.feature_scale.fill_(math.sqrt(squares / (len(images_uint8) * self.classifier.in_features)))
 
 
-class _Features(nn.Module):
-    def __init__(self, lenet: LeNet):
-        super().__init__()
-        self.lenet = lenet
-
-    def forward(self, images_uint8):
-        return self.lenet.features(images_uint8)
-
-
 @contextlib.contextmanager
 def single_thread():
     """One intra-op thread: bit-for-bit the same result on any machine (and, for a net this
@@ -119,15 +106,11 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
+@single_thread()
 def train_lenet(train, val, settings: LeNetSettings, log=print) -> tuple[LeNet, float]:
     """Adam on cross-entropy for ``settings.train_steps`` steps, batches drawn from a seeded
     permutation per epoch, on one thread; returns the net and its accuracy on ``val``. The
     global RNG is left as it was."""
-    with single_thread():
-        return _train_lenet(train, val, settings, log)
-
-
-def _train_lenet(train, val, settings: LeNetSettings, log) -> tuple[LeNet, float]:
     num_classes = int(train.labels.max()) + 1
     if num_classes < 2:
         raise ConfigError(
@@ -159,19 +142,11 @@ def _train_lenet(train, val, settings: LeNetSettings, log) -> tuple[LeNet, float
 
 @torch.no_grad()
 def accuracy(net: LeNet, split) -> float:
-    net.eval()
     predictions = torch.cat([net(chunk).argmax(1) for chunk in split.images.split(500)])
     return float((predictions == split.labels).float().mean())
 
 
-def lenet_path(cache_dir: str | Path, dataset_name: str, train, settings: LeNetSettings) -> Path:
-    channels, height, width = train.images.shape[1:]
-    name = f"{dataset_name}_{channels}x{height}x{width}_{data_digest(train)}_{settings.digest()}.pt"
-    return Path(cache_dir) / "lenet" / name
-
-
 def save_lenet(net: LeNet, val_accuracy: float, dataset_name: str, settings: LeNetSettings, path: Path) -> None:
-    """Write atomically (a temporary file, then a rename), so a half-written file is never read."""
     channels, size, _ = net.image_shape
     record = {
         "state_dict": net.state_dict(),
@@ -194,11 +169,13 @@ def load_lenet(path: Path) -> tuple[LeNet, dict]:
 
 
 def load_or_train_lenet(
-    splits, dataset_name: str, cache_dir: str | Path, settings: LeNetSettings, retrain: bool = False, log=print
+    splits, dataset_name: str, cache_dir: str | Path, settings: LeNetSettings, log=print
 ) -> FeatureNet:
     """The cached LeNet for this data set and these settings, trained first if there is none."""
-    path = lenet_path(cache_dir, dataset_name, splits.train, settings)
-    if path.is_file() and not retrain:
+    channels, height, width = splits.train.images.shape[1:]
+    name = f"{dataset_name}_{channels}x{height}x{width}_{data_digest(splits.train)}_{settings.digest()}.pt"
+    path = Path(cache_dir) / "lenet" / name
+    if path.is_file():
         try:
             net, record = load_lenet(path)
         except Exception as e:  # noqa: BLE001 - a broken cache entry is rebuilt, not fatal
@@ -214,15 +191,8 @@ def load_or_train_lenet(
 
 
 def lenet_feature_net(net: LeNet, path: Path, val_accuracy: float) -> FeatureNet:
-    return FeatureNet(
-        "lenet",
-        _Features(net),
-        file_sha256(path),
-        net.classifier.in_features,
-        lambda x: x,
-        batch_size=500,
-        details={"weights": str(path), "val_accuracy": val_accuracy},
-    )
+    details = {"weights": str(path), "val_accuracy": val_accuracy}
+    return FeatureNet("lenet", net, net.features, file_sha256(path), net.classifier.in_features, 500, details)
 
 
 def main() -> None:

@@ -41,43 +41,26 @@ class NLLResult:
         return asdict(self)
 
 
-def _batches(images: torch.Tensor, batch_size: int):
-    for index, start in enumerate(range(0, len(images), batch_size)):
-        yield index, images[start : start + batch_size]
-
-
-def ddpm_variational_bound(
-    module,
-    images: torch.Tensor,
-    batch_size: int = 64,
-    seed: int = 0,
-    autocast=contextlib.nullcontext,
-    clip_denoised: bool = True,
-) -> VariationalBound:
-    """All T terms of the DDPM bound for uint8 ``images``, with the EMA network; batch i draws
-    its noise from seed (seed, i)."""
-    bounds = []
-    total = math.ceil(len(images) / batch_size) * module.schedule.timesteps
-    with progress_bar(total, "DDPM bound: T terms x batches", "term") as bar:
-        for index, chunk in _batches(images, batch_size):
-            x0 = module.from_uint8(chunk.to(module.device))
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-            with autocast():
-                bounds.append(module.variational_bound(x0, generator, clip_denoised, on_step=lambda _: bar.update()))
-    return VariationalBound.cat(bounds)
+def _noise(seed: int, batch_index: int, device="cpu") -> torch.Generator:
+    """The generator of batch ``batch_index``: its seed is (seed, batch_index)."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + batch_index)
 
 
 def ddpm_nll(
     module, images: torch.Tensor, batch_size: int = 64, seed: int = 0, autocast=contextlib.nullcontext
 ) -> NLLResult:
+    """All T terms of the DDPM bound for uint8 ``images``, with the EMA network, averaged."""
     start = time.perf_counter()
-    bound = ddpm_variational_bound(module, images, batch_size, seed, autocast)
+    bounds = []
+    total = math.ceil(len(images) / batch_size) * module.schedule.timesteps
+    with progress_bar(total, "DDPM bound: T terms x batches", "term") as bar:
+        for index, chunk in enumerate(images.split(batch_size)):
+            x0 = module.from_uint8(chunk.to(module.device))
+            with autocast():
+                bounds.append(module.variational_bound(x0, _noise(seed, index), on_step=lambda _: bar.update()))
+    bound = VariationalBound.cat(bounds)
     dims = images[0].numel()
-    terms = {
-        "decoder_L0": bound.decoder.mean(),
-        "denoising_sum": bound.denoising.sum(1).mean(),
-        "prior_LT": bound.prior.mean(),
-    }
+    terms = {"decoder_L0": bound.decoder, "denoising_sum": bound.denoising.sum(1), "prior_LT": bound.prior}
     return NLLResult(
         "ddpm",
         f"variational bound, all T={module.schedule.timesteps} terms",
@@ -86,7 +69,7 @@ def ddpm_nll(
         len(images),
         True,
         time.perf_counter() - start,
-        {k: float(bits_per_dim(v, dims)) for k, v in terms.items()},
+        {k: float(bits_per_dim(v.mean(), dims)) for k, v in terms.items()},
     )
 
 
@@ -98,19 +81,18 @@ def vae_nll(
     start = time.perf_counter()
     k = num_samples or module.iw_samples
     log_px = []
-    for index, chunk in track(list(_batches(images, batch_size)), f"VAE bound, K={k}", "batch"):
+    for index, chunk in enumerate(track(images.split(batch_size), f"VAE bound, K={k}", "batch")):
         x = module.from_uint8(chunk.to(module.device))
-        generator = torch.Generator(device=module.device).manual_seed(seed * 1_000_003 + index)
+        generator = _noise(seed, index, module.device)
         log_px.append(
             importance_weighted_log_likelihood(
                 x, module.encode, module.decoder, module.likelihood, k, module.iw_chunk_size, generator
             )
         )
     nats = -torch.cat(log_px).mean()
-    name = type(module.likelihood).__name__
     return NLLResult(
         "vae",
-        f"importance-weighted, K={k} ({name})",
+        f"importance-weighted, K={k} ({type(module.likelihood).__name__})",
         float(nats),
         float(bits_per_dim(nats, images[0].numel())),
         len(images),

@@ -1,4 +1,5 @@
-"""Real-data features and statistics, computed once and cached on disk.
+"""Real-data features and statistics, computed once and cached on disk, and the FID and KID of
+generated images' features against them.
 
 The cache file ``<cache_dir>/fid/<data set>_<split>_<C>x<H>x<W>_<feature net>-<weights hash>_<data hash>.npz``
 holds the features (for KID) and their mean and covariance (for FID). The key names everything
@@ -8,16 +9,24 @@ of the images themselves, so a changed split or network can never reuse stale st
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..core.files import write_atomically
-from .digests import data_digest
-from .distances import GaussianStatistics
-from .feature_net import FeatureNet
+from .distances import GaussianStatistics, KIDSettings, frechet_distance, kernel_inception_distance
+from .feature_nets import FeatureNet
+
+
+def data_digest(split) -> str:
+    """A hash of a split's images and labels: the cache key for anything computed from them."""
+    digest = hashlib.sha256(split.images.contiguous().numpy().tobytes())
+    digest.update(split.labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 @dataclass
@@ -29,10 +38,6 @@ class ReferenceFeatures:
     statistics: GaussianStatistics
     path: Path
     from_cache: bool
-
-    @property
-    def count(self) -> int:
-        return len(self.features)
 
 
 def reference_cache_path(
@@ -61,24 +66,39 @@ def load_or_compute_reference(
     log(f"fid: computing {feature_net.name} features of the {dataset_name} {split_name} split ({len(split)} images)")
     features = feature_net(split.images).numpy()
     statistics = GaussianStatistics.of(features)
-    _save_atomically(
-        path,
-        features=features.astype(np.float32),
-        mean=statistics.mean,
-        covariance=statistics.covariance,
-        about=np.array(
-            json.dumps(
-                {
-                    "dataset": dataset_name,
-                    "split": split_name,
-                    "count": len(features),
-                    "feature_net": feature_net.identity,
-                }
-            )
-        ),
-    )
+    about = {"dataset": dataset_name, "split": split_name, "count": len(features), "feature_net": feature_net.identity}
+    arrays = dict(features=features.astype(np.float32), mean=statistics.mean, covariance=statistics.covariance)
+    write_atomically(path, lambda f: np.savez(f, **arrays, about=np.array(json.dumps(about))))
     return ReferenceFeatures(features, statistics, path, from_cache=False)
 
 
-def _save_atomically(path: Path, **arrays) -> None:
-    write_atomically(path, lambda f: np.savez(f, **arrays))
+@dataclass
+class SampleScores:
+    fid: float
+    kid_mean: float
+    kid_std: float
+    num_samples: int
+    num_reference: int
+    kid_subsets: int
+    kid_subset_size: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_features(
+    sample_features: torch.Tensor | np.ndarray, reference: ReferenceFeatures, kid: KIDSettings
+) -> SampleScores:
+    """FID between the Gaussians fitted to both feature sets, and KID between the sets."""
+    samples = np.asarray(sample_features, dtype=np.float64)
+    fid = frechet_distance(GaussianStatistics.of(samples), reference.statistics)
+    kid_mean, kid_std = kernel_inception_distance(samples, reference.features, kid)
+    return SampleScores(
+        fid,
+        kid_mean,
+        kid_std,
+        len(samples),
+        len(reference.features),
+        kid.subsets,
+        kid.effective_subset_size(len(samples), len(reference.features)),
+    )

@@ -4,15 +4,3 @@ from .conv import ConvDecoder, ConvEncoder, SpatialConvDecoder, SpatialConvEncod
 from .ema import ema_decay, ema_update
 from .mlp import MLPDecoder, MLPEncoder
 from .unet import UNet
-
-__all__ = [
-    "UNet",
-    "MLPEncoder",
-    "MLPDecoder",
-    "ConvEncoder",
-    "ConvDecoder",
-    "SpatialConvEncoder",
-    "SpatialConvDecoder",
-    "ema_update",
-    "ema_decay",
-]

@@ -14,11 +14,8 @@ from .mlp import check_latent_dim
 
 
 def downsampled_sizes(size: int, levels: int) -> list[int]:
-    """The side after each stride-2 level: s_{i+1} = ceil(s_i / 2), from s_0 = ``size``."""
-    sizes = [size]
-    for _ in range(levels):
-        sizes.append((sizes[-1] + 1) // 2)
-    return sizes
+    """The side after each stride-2 level: s_{i+1} = ceil(s_i / 2), from s_0 = ``size``; s_i = ceil(size / 2^i)."""
+    return [-(-size // 2**level) for level in range(levels + 1)]
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -103,12 +100,9 @@ class SpatialConvEncoder(nn.Module):
         in_channels, height, width = image_shape
         levels = len(channels)
         self.image_shape = tuple(image_shape)
-        self.latent_shape = (
-            latent_channels,
-            downsampled_sizes(height, levels)[-1],
-            downsampled_sizes(width, levels)[-1],
-        )
-        self.latent_dim = latent_channels * self.latent_shape[1] * self.latent_shape[2]
+        smallest = (downsampled_sizes(height, levels)[-1], downsampled_sizes(width, levels)[-1])
+        self.latent_shape = (latent_channels, *smallest)
+        self.latent_dim = latent_channels * smallest[0] * smallest[1]
         self.body = downsampling_levels(in_channels, channels)
         self.head = nn.Conv2d(channels[-1], 2 * latent_channels, kernel_size=1)
 

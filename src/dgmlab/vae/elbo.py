@@ -1,4 +1,5 @@
-"""The VAE objective in pure PyTorch: reparameterisation, ELBO, KL weight, importance weighting.
+"""The VAE objective in pure PyTorch: reparameterisation, the closed-form Gaussian KL (with free
+bits), ELBO, KL weight, importance weighting.
 
 All terms are per image, in nats, summed over pixels (or latent dimensions).
 """
@@ -29,6 +30,23 @@ def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(dim=-1)
 
 
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) = 1/2 (mu^2 + sigma^2 - log sigma^2 - 1), per latent dimension."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)
+
+
+def free_bits_kl(kl_per_dim: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """The KL term of the training objective with free bits (Kingma et al. 2016):
+
+        sum_d max(lambda, mean_n KL_{n,d})
+
+    with lambda = ``free_bits`` nats per latent dimension and the mean over the batch. Dimensions
+    whose batch-averaged KL is below lambda get no gradient, so the encoder may use them freely.
+    With lambda = 0 this is the batch mean of the summed KL.
+    """
+    return kl_per_dim.mean(dim=0).clamp(min=free_bits).sum()
+
+
 @dataclass
 class ELBO:
     """ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)), per image (one z sample)."""
@@ -48,9 +66,7 @@ class ELBO:
 def linear_warmup(step: int, final_value: float, warmup_steps: int) -> float:
     """The KL weight at ``step``: beta_t = beta * min(1, t / warmup_steps); beta throughout if
     ``warmup_steps`` is 0."""
-    if warmup_steps <= 0:
-        return float(final_value)
-    return float(final_value) * min(1.0, step / warmup_steps)
+    return float(final_value) * (min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0)
 
 
 def importance_weighted_log_likelihood(

@@ -47,11 +47,6 @@ class BernoulliLikelihood(Likelihood):
         return torch.sigmoid(params.float())
 
 
-def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Minus the BCE per image (see :class:`BernoulliLikelihood`)."""
-    return BernoulliLikelihood().log_prob(logits, x)
-
-
 class GaussianLikelihood(Likelihood):
     """log p(x|z) = sum_i log N(x_i; mu_i, sigma_i^2) with a learned sigma per pixel (the lecture's
     description: the decoder gives mu_1, sigma_1, ..., mu_784, sigma_784):
