@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,7 @@ def evaluate_samples(cfg: DictConfig) -> dict:
         feature_net(samples).numpy(), reference, KIDSettings(**OmegaConf.to_container(cfg.eval.kid))
     )
     result = {
-        **scores.as_dict(),
+        **asdict(scores),
         "samples": str(Path(cfg.samples).resolve()),
         "features": feature_net.identity,
         "feature_details": feature_net.details,
@@ -217,7 +218,7 @@ def evaluate_nll(cfg: DictConfig) -> list[dict]:
             autocast=lambda: autocast(device, precision),
         )
         row = {
-            **result.as_dict(),
+            **asdict(result),
             "run": run_cfg.get("task_name", ""),
             "ckpt": str(path),
             "dataset": dataset_name,

@@ -19,11 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .core.errors import ConfigError, reports_user_errors
-from .core.files import write_atomically
+from .core.files import file_sha256, write_atomically
 from .core.images import save_grid
 from .core.trust import trusting
 from .lit import AUTOENCODER_KEY, load_model, read_checkpoint
-from .lit.pretrained import CARD_FILE, CONFIG_FILE, SAMPLES_FILE, WEIGHTS_FILE, sha256
+from .lit.pretrained import CARD_FILE, CONFIG_FILE, SAMPLES_FILE, WEIGHTS_FILE
 from .run.layout import RunDir
 from .run.startup import count_parameters
 from .runs import last_logged
@@ -56,7 +56,7 @@ def export(cfg: DictConfig) -> Path:
     from safetensors.torch import save
 
     write_atomically(out / WEIGHTS_FILE, save(weights, metadata={"format": "pt", "library": "dgmlab"}))
-    config = export_config(run_cfg, checkpoint, ckpt, sha256(out / WEIGHTS_FILE))
+    config = export_config(run_cfg, checkpoint, ckpt, file_sha256(out / WEIGHTS_FILE, length=64))
     write_atomically(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
     save_grid(images, out / SAMPLES_FILE)
     write_atomically(out / CARD_FILE, model_card(model, run_cfg, checkpoint, ckpt, cfg))

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,7 @@ class FIDCallback(L.Callback):
         record = None
         if trainer.is_global_zero:
             scores = score_features(features.numpy(), self.reference, self.kid)
-            record = {"step": step, **scores.as_dict(), **self.settings(pl_module), "seconds": round(seconds, 2)}
+            record = {"step": step, **asdict(scores), **self.settings(pl_module), "seconds": round(seconds, 2)}
         record = trainer.strategy.broadcast(record, src=0)
         self._publish(trainer, record)
         return record

@@ -12,19 +12,3 @@ from .process import (
 )
 from .samplers import SAMPLERS, SamplingOptions, make_denoiser
 from .schedules import NoiseSchedule, make_schedule
-
-__all__ = [
-    "NoiseSchedule",
-    "make_schedule",
-    "q_step",
-    "q_sample",
-    "q_posterior",
-    "diffusion_loss",
-    "PREDICTIONS",
-    "LOSS_WEIGHTINGS",
-    "TIMESTEP_DISTRIBUTIONS",
-    "timestep_distribution",
-    "SAMPLERS",
-    "SamplingOptions",
-    "make_denoiser",
-]

@@ -7,15 +7,3 @@ from .ddpm import DDPM
 from .latent_ddpm import LatentDDPM
 from .loading import load_autoencoder, load_model
 from .vae import VAE
-
-__all__ = [
-    "AUTOENCODER_KEY",
-    "CONFIG_KEY",
-    "GenerativeModule",
-    "DDPM",
-    "LatentDDPM",
-    "VAE",
-    "load_autoencoder",
-    "load_model",
-    "read_checkpoint",
-]

@@ -11,13 +11,13 @@ safetensors file, checked against the sha256 the config records.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..core.errors import ConfigError
+from ..core.files import file_sha256
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -27,14 +27,6 @@ CARD_FILE = "README.md"
 
 def is_export(path: str | Path) -> bool:
     return Path(path).is_dir()
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_export(path: str | Path, setting: str = "ckpt") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -62,7 +54,7 @@ def read_export(path: str | Path, setting: str = "ckpt") -> tuple[dict[str, Any]
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise ConfigError(f"{setting}={str(config_file)!r} holds no model config; {again}")
     recorded = (config.get("weights") or {}).get("sha256")
-    if recorded != sha256(weights_file):
+    if recorded != file_sha256(weights_file, length=64):
         raise ConfigError(
             f"{setting}={str(weights_file)!r} is not the file its {CONFIG_FILE} records (sha256 differs: edited or "
             f"truncated); {again}"

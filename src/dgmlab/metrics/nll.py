@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -36,9 +36,6 @@ class NLLResult:
     comparable: bool
     seconds: float
     terms_bits_per_dim: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _noise(seed: int, batch_index: int, device="cpu") -> torch.Generator:

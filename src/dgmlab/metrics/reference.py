@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +81,6 @@ class SampleScores:
     num_reference: int
     kid_subsets: int
     kid_subset_size: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def score_features(
