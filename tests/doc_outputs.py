@@ -209,12 +209,13 @@ def default_startup(ws: Workspace) -> str:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
+    import dgmlab
     from dgmlab.lit import DDPM  # noqa: F401  (the model's imports, before the log handler)
     from dgmlab.run.startup import log_effective_batch_size, log_start, quiet_libraries
     from dgmlab.run.training import build, build_trainer, trainer_precision
 
     quiet_libraries()
-    with initialize_config_dir(config_dir=str(Path(__file__).parent / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(Path(dgmlab.__file__).parent / "conf"), version_base="1.3"):
         cfg = compose("train")
     run_dir = ws.cwd / "outputs" / cfg.task_name / cfg.model.name / time.strftime("%Y-%m-%d_%H-%M-%S")
     with open_dict(cfg):  # what Hydra's runtime fills in
