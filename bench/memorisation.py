@@ -1,7 +1,7 @@
 """Are the samples copies? Each sample's distance to its nearest training digit, against the same for
 digits the model never saw (not a test).
 
-    python sample.py ckpt=RUN_DIR/checkpoints/last.ckpt num_samples=1000 hydra.run.dir=SAMPLES_DIR
+    python sample.py ckpt=RUN_DIR/checkpoints/last.ckpt n=1000 out=SAMPLES_DIR
     python bench/memorisation.py SAMPLES_DIR/samples.npz [--figure PATH] [--json PATH]
 
 Distances are Euclidean, between images scaled to [0, 1] (28 x 28 = 784 pixels), to the nearest of
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_json_arg(parser, "memorisation")
     args = parser.parse_args(argv)
     if not args.samples.is_file():
-        sys.exit(f"Error: no samples file {args.samples}; write one with `python sample.py ckpt=... num_samples=1000`")
+        sys.exit(f"Error: no samples file {args.samples}; write one with `python sample.py ckpt=... n=1000`")
     with np.load(args.samples) as npz:
         samples = flat(torch.from_numpy(npz["samples"]))
     splits = bench.mnist_5k_splits()
