@@ -6,7 +6,7 @@ the first of the callbacks, stops it in its own hooks, so the work of the other 
 (sample grids, figures, FID) is skipped. Under DDP the ranks agree there on the signal any of them
 received, so a signal to all ranks or to one alone stops every rank after the same step. A signal that
 arrives while the other callbacks work after a step or at the end of training interrupts that work at
-once: the step it follows is complete, so the state saved then is that of a checkpoint written after
+once (under DDP on rank 0, which saves alone and ends the others): the step it follows is complete, so the state saved then is that of a checkpoint written after
 the step. The guard writes ``last.ckpt`` and the process exits with 128 + the signal number; in a SLURM
 job, a warning signal (``requeue_signals``) also requeues the job, which then resumes from that
 checkpoint (``slurm.py``). A second Ctrl-C aborts without saving.
