@@ -85,3 +85,35 @@ def test_the_memorisation_check_tells_copies_of_train_digits_from_fresh_ones(tmp
     assert fresh["near_copies"] < 0.05 * 250
     assert copies["median"]["samples"] == 0 and copies["near_copies"] == 300
     assert "median distance of the samples / of the val digits: 0.00" in capsys.readouterr().out
+
+
+def write_sweep(directory, overrides, metrics):
+    """A sweep directory as python -m dgmlab.sweep leaves it: its sweep.yaml and runs.jsonl."""
+    import yaml
+
+    directory.mkdir()
+    sweep = {"metric": {"name": "val/fid", "goal": "minimize"}, "overrides": overrides}
+    (directory / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    runs = [{"name": f"r{s}", "params": {"seed": s}, "state": "finished", "metric": m} for s, m in metrics.items()]
+    runs.append({"name": "broken", "params": {"seed": 9}, "state": "failed", "metric": None})
+    (directory / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+
+
+def test_the_lever_table_gives_each_lever_its_seeds_mean_spread_and_difference(tmp_path):
+    from lever_table import draw_curve, read_lever
+    from lever_table import main as lever_table
+
+    write_sweep(tmp_path / "baseline", ["trainer.max_steps=500"], {1: 4.0, 0: 5.0})
+    write_sweep(tmp_path / "v", ["trainer.max_steps=500", "model.prediction=v"], {0: 3.0, 1: 3.5})
+    write_sweep(tmp_path / "long", ["trainer.max_steps=2000"], {0: 1.0, 1: 1.2})
+    curve = tmp_path / "curve.png"
+    table = lever_table(
+        [str(tmp_path / d) for d in ("baseline", "v", "long")] + ["--curve", str(curve), "--seconds-per-step", "0.3"]
+    )
+    assert table[0] == ["lever", "overrides", "seed 0", "seed 1", "mean", "spread", "vs baseline"]
+    assert table[1] == ["baseline", "trainer.max_steps=500", "5.000", "4.000", "4.500", "0.500", ""]
+    assert table[2] == ["v", "model.prediction=v", "3.000", "3.500", "3.250", "0.250", "-1.250"]  # failed runs left out
+    assert table[3][1] == "trainer.max_steps=2000" and table[3][-1] == "-3.400"
+    assert curve.stat().st_size > 0
+    levers = [read_lever(tmp_path / d) for d in ("baseline", "v", "long")]
+    assert draw_curve(curve, levers, seconds_per_step=0.3) == [2.5, 10.0]  # the v lever is not a point
