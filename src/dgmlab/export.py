@@ -85,8 +85,7 @@ def fid_results(run: RunDir) -> list[dict[str, Any]]:
     results = []
     for path in sorted(run.samples.glob("*/*_metrics_*.json"), key=lambda p: p.stat().st_mtime):
         try:
-            result = json.loads(path.read_text())
-            results.append({**result, "folder": path.parent.relative_to(run.root).as_posix()})
+            results.append({**json.loads(path.read_text()), "folder": path.parent.relative_to(run.root).as_posix()})
         except (OSError, ValueError):
             continue
     return results
@@ -153,28 +152,21 @@ def model_card(model, run_cfg: DictConfig, checkpoint: dict, ckpt: Path, cfg: Di
 
 
 def metric_lines(val_loss: float | None, fids: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    if val_loss is not None:
-        lines.append(f"- val/loss {val_loss:.4f}, the run's last (its csv/metrics.csv)")
-    for r in fids:
-        lines.append(
-            f"- FID {r['fid']:.4f}, KID {r['kid_mean']:.5f} ({r['features']} features, {r['num_samples']} samples "
-            f"of `{r['folder']}` against {r['num_reference']} {r['dataset']} {r['split']} images): "
-            f"`python -m dgmlab.evaluate samples={r['folder']}/samples.npz dataset={r['dataset']} "
-            f"features={r['features']} split={r['split']}`"
-        )
+    lines = [] if val_loss is None else [f"- val/loss {val_loss:.4f}, the run's last (its csv/metrics.csv)"]
+    lines += [
+        f"- FID {r['fid']:.4f}, KID {r['kid_mean']:.5f} ({r['features']} features, {r['num_samples']} samples "
+        f"of `{r['folder']}` against {r['num_reference']} {r['dataset']} {r['split']} images): "
+        f"`python -m dgmlab.evaluate samples={r['folder']}/samples.npz dataset={r['dataset']} "
+        f"features={r['features']} split={r['split']}`"
+        for r in fids
+    ]
     return lines or ["None were recorded in the run directory."]
 
 
 def main() -> None:
     import hydra
 
-    @hydra.main(version_base="1.3", config_path="conf", config_name="export")
-    @reports_user_errors
-    def run(cfg: DictConfig) -> None:
-        export(cfg)
-
-    run()
+    hydra.main(version_base="1.3", config_path="conf", config_name="export")(reports_user_errors(export))()
 
 
 if __name__ == "__main__":

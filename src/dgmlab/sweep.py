@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -81,8 +81,8 @@ class Sweep:
     config: dict[str, Any]
     program: Path
     directory: Path
-    overrides: list[str] = field(default_factory=list)
-    trials: list[Trial] = field(default_factory=list)
+    overrides: list[str]
+    trials: list[Trial]
 
     @property
     def metric(self) -> str:
@@ -159,12 +159,8 @@ def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
     trial.seconds = time.monotonic() - start
     # The metrics CSV, which every logger config writes beside W&B's offline log.
     trial.metric = last_logged(RunDir.at(sweep.directory / trial.name).metrics_file, sweep.metric)
-    if code != 0:
-        trial.state, trial.note = "failed", f"exit code {code}; see {log_path}"
-    elif trial.metric is None:
-        trial.state, trial.note = "failed", f"it logged no {sweep.metric}; see {log_path}"
-    else:
-        trial.state = "finished"
+    failure = f"exit code {code}" if code != 0 else f"it logged no {sweep.metric}" if trial.metric is None else ""
+    trial.state, trial.note = ("failed", f"{failure}; see {log_path}") if failure else ("finished", "")
     print(
         f"[{index}/{count}] run {trial.name}: {trial.state}, {sweep.metric}={trial.metric} "
         f"({trial.seconds / 60:.1f} min){' - ' + trial.note if trial.note else ''}",
@@ -176,9 +172,8 @@ def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
 def new_name(trials: list[Trial]) -> str:
     from wandb.sdk.lib.runid import generate_id  # a W&B run id: 8 characters of a-z and 0-9
 
-    while (name := generate_id()) in {t.name for t in trials}:
-        pass
-    return name
+    taken = {t.name for t in trials}
+    return next(name for name in iter(generate_id, None) if name not in taken)
 
 
 def propose(sweep: Sweep, seed: int) -> Trial | None:
@@ -214,11 +209,8 @@ def results(sweep: Sweep) -> list[list[str]]:
     names = sorted({k for t in sweep.trials for k in t.params})
     rows = [["rank", "run", "state", sweep.metric, *names, "minutes", "run_dir"]]
     for rank, t in enumerate(ranked(sweep), 1):
-        params = [str(t.params[n]) if n in t.params else "" for n in names]
-        metric = "" if t.metric is None else str(t.metric)
-        rows.append(
-            [str(rank), t.name, t.state, metric, *params, f"{t.seconds / 60:.2f}", str(sweep.directory / t.name)]
-        )
+        cells = [t.state, "" if t.metric is None else str(t.metric), *(str(t.params.get(n, "")) for n in names)]
+        rows.append([str(rank), t.name, *cells, f"{t.seconds / 60:.2f}", str(sweep.directory / t.name)])
     return rows
 
 
@@ -245,16 +237,10 @@ def short(cell: str) -> str:
         return cell
 
 
-def record(sweep: Sweep, trial: Trial) -> None:
-    with open(sweep.directory / RUNS, "a") as f:
-        f.write(json.dumps(asdict(trial)) + "\n")
-
-
 def load_trials(directory: Path) -> list[Trial]:
     path = directory / RUNS
-    if not path.is_file():
-        return []
-    return [Trial(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [Trial(**json.loads(line)) for line in lines if line.strip()]
 
 
 def open_sweep(path: str | Path, directory: str | Path | None, overrides: list[str]) -> Sweep:
@@ -286,7 +272,8 @@ def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
             break
         run_trial(sweep, trial, index, count)
         sweep.trials.append(trial)
-        record(sweep, trial)
+        with open(sweep.directory / RUNS, "a") as f:
+            f.write(json.dumps(asdict(trial)) + "\n")
         with open(sweep.directory / RESULTS, "w", newline="") as f:
             csv.writer(f).writerows(results(sweep))
         write_picture(sweep)

@@ -14,12 +14,12 @@ matplotlib.use("Agg")  # files only: a run on a cluster node has no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def save(figure, path: str | Path, dpi: int = 100) -> Path:
+def save(figure, path: str | Path) -> Path:
     """Write ``figure`` as PNG through a temporary file (a reader never sees half a picture), close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
+    figure.savefig(temporary, dpi=100, bbox_inches="tight")
     plt.close(figure)
     temporary.replace(path)
     return path

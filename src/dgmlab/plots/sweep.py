@@ -47,15 +47,11 @@ class Axis:
             return [(self.unit(c), c) for c in self.categories]
         span = self.high - self.low
         points = self.marks or ((self.low, (self.low + self.high) / 2, self.high) if span else (self.low,))
-        return [((p - self.low) / span if span else 0.5, number(p, self.log)) for p in points]
+        return [((p - self.low) / span if span else 0.5, f"{10**p:.3g}" if self.log else f"{p:.4g}") for p in points]
 
 
 def label(raw: Any) -> str:
     return str(raw).lower() if isinstance(raw, bool) else str(raw)
-
-
-def number(value: float, log: bool) -> str:
-    return f"{10**value:.3g}" if log else f"{value:.4g}"
 
 
 def is_number(raw: Any) -> bool:
@@ -68,10 +64,9 @@ def make_axis(name: str, values: Sequence[Any], spec: Mapping[str, Any] | None =
         return Axis(name, categories, low=0.0, high=float(len(categories) - 1))  # a category's index
     spec = spec or {}
     log = ("log" in str(spec.get("distribution", "")) or spec_is_log_grid(spec)) and min(values) > 0
-    axis = Axis(name, None, log)
-    scaled = [axis.value(v) for v in values]
-    grid = spec.get("values") or []
-    marks = tuple(sorted({axis.value(v) for v in grid if is_number(v) and (v > 0 or not log)}))
+    scale = math.log10 if log else float
+    scaled = [scale(v) for v in values]
+    marks = tuple(sorted({scale(v) for v in spec.get("values") or [] if is_number(v) and (v > 0 or not log)}))
     low, high = min([*scaled, *marks]), max([*scaled, *marks])
     return Axis(name, None, log, low, high, marks if 1 < len(marks) <= 6 else ())
 
@@ -106,8 +101,7 @@ def draw(
     draw_parallel(parallel, axes, metric_axis, done, maximize, colour)
     figure.colorbar(scale, ax=parallel, pad=0.01).set_label(metric)
     failed = len(runs) - len(done)
-    goal = "max" if maximize else "min"
-    heading = f"{title + ': ' if title else ''}{len(done)} runs, {metric} ({goal})"
+    heading = f"{title + ': ' if title else ''}{len(done)} runs, {metric} ({'max' if maximize else 'min'})"
     figure.suptitle(heading + (f"; {failed} without a {metric}, not shown" if failed else ""))
     figure.tight_layout()
     return figure
@@ -153,5 +147,4 @@ def draw_parallel(ax, parameters: list[Axis], metric: Axis, done, maximize: bool
     ax.set_yticks([])
     ax.set_xlim(-0.2, len(axes) - 0.6)
     ax.set_ylim(-0.08, 1.08)
-    for side in ("left", "right", "top"):
-        ax.spines[side].set_visible(False)
+    ax.spines[["left", "right", "top"]].set_visible(False)
