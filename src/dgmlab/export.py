@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .core.errors import ConfigError, reports_user_errors
@@ -52,10 +53,7 @@ def export(cfg: DictConfig) -> Path:
     images = generate(model, cfg.n, cfg.seed, cfg.n, torch.device("cpu"), "32-true", options=model.sampling)
 
     weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.sampling_state_dict().items()}
-    out.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save
-
-    write_atomically(out / WEIGHTS_FILE, save(weights, metadata={"format": "pt", "library": "dgmlab"}))
+    write_atomically(out / WEIGHTS_FILE, safetensors_bytes(weights, metadata={"format": "pt", "library": "dgmlab"}))
     config = export_config(run_cfg, checkpoint, ckpt, file_sha256(out / WEIGHTS_FILE, length=64))
     write_atomically(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
     save_grid(images, out / SAMPLES_FILE)
@@ -92,8 +90,7 @@ def fid_results(run: RunDir) -> list[dict[str, Any]]:
 
 
 def model_card(model, run_cfg: DictConfig, checkpoint: dict, ckpt: Path, cfg: DictConfig) -> str:
-    """README.md in the Hub's layout: a YAML header, then what the model is, its samples and metrics,
-    from the model, its run config and its run directory."""
+    """README.md in the Hub's layout: a YAML header, then what the model is, its samples and metrics."""
     run, kind, dataset, sampling = RunDir.of_checkpoint(ckpt), type(model).__name__, run_cfg.dataset, model.sampling
     net = model.net if model.has_ema else model  # the network it samples with
     diffusion, fids = sampling is not None, fid_results(run)

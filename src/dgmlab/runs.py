@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import socket
@@ -161,7 +160,7 @@ def metrics_tail(path: Path) -> tuple[int | None, dict[str, float]]:
         header = f.readline()
     lines = tail(metrics).splitlines()[1:]  # the first may be cut
     step, last = None, {}
-    for row in csv.DictReader(io.StringIO(header + "\n".join(lines))):
+    for row in csv.DictReader([header, *lines]):
         values = {k: number(v) for k, v in row.items() if k and v not in (None, "")}
         if values.get("step") is None:
             continue
@@ -179,10 +178,11 @@ def last_logged(metrics_file: Path | None, name: str) -> float | None:
     return float(values[-1]) if values else None
 
 
-def number(cell: str) -> float | None:
+def number(cell: str | None) -> float | None:
+    """A CSV cell as a number; None if it is empty or not one."""
     try:
         return float(cell)
-    except ValueError:
+    except (TypeError, ValueError):
         return None
 
 
@@ -216,7 +216,7 @@ def shown_name(run: Run, root: Path) -> str:
 def table(runs: list[Run], root: Path) -> list[str]:
     rows = [["run", "started", "model", "steps", "state", "last metrics", "overrides"]]
     for run in runs:
-        steps = f"{run.step if run.step is not None else '?'}/{run.max_steps if run.max_steps is not None else '?'}"
+        steps = "/".join("?" if n is None else str(n) for n in (run.step, run.max_steps))
         row = [shown_name(run, root), run.started, run.model, steps, run.state, shown_metrics(run.metrics)]
         rows.append([*row, " ".join(run.overrides)])
     return aligned(rows) + [f"  {shown_name(run, root)}: {run.state}: {run.note}" for run in runs if run.note]
@@ -224,12 +224,10 @@ def table(runs: list[Run], root: Path) -> list[str]:
 
 # --- comparing runs ----------------------------------------------------------------------------------
 def resolve_runs(names: list[str], root: Path) -> list[Path]:
-    paths = []
-    for name in names:
-        path = next((p for p in (Path(name), root / name) if is_run(p)), None)
+    paths = [next((p for p in (Path(name), root / name) if is_run(p)), None) for name in names]
+    for name, path in zip(names, paths):
         if path is None:
             raise ConfigError(f"--compare {name}: no run directory there (nor under {root})")
-        paths.append(path)
     return paths
 
 
@@ -240,11 +238,10 @@ def differing_settings(paths: list[Path]) -> dict[str, list[Any]]:
         config = read_config(RunDir.named(path))
         stored_root = str((config.get("paths") or {}).get("output_dir") or path)
         flat.append({k: v for k, v in flatten(config).items() if not (isinstance(v, str) and stored_root in v)})
-    keys = sorted(set().union(*flat))
     missing = "<unset>"
     return {
         k: [f.get(k, missing) for f in flat]
-        for k in keys
+        for k in sorted(set().union(*flat))
         if not k.startswith(("paths.", "hydra.")) and len({repr(f.get(k, missing)) for f in flat}) > 1
     }
 

@@ -33,7 +33,7 @@ import yaml
 from .core.errors import ConfigError, UserError, positive_int
 from .core.paths import shown_path
 from .run.layout import RunDir, read_yaml
-from .runs import aligned, last_logged
+from .runs import aligned, last_logged, number
 
 # The sweep file's command macros that a local run understands (W&B's agent has the same meanings).
 MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}")
@@ -48,9 +48,8 @@ def import_engine():
             warnings.simplefilter("ignore")  # pydantic's notes on the engine's v1-style config
             import sweeps
     except ImportError as e:
-        raise ConfigError(
-            f'python -m dgmlab.sweep needs W&B\'s sweep engine ({e}): pip install "dgmlab[sweep]"'
-        ) from None
+        hint = 'pip install "dgmlab[sweep]"'
+        raise ConfigError(f"python -m dgmlab.sweep needs W&B's sweep engine ({e}): {hint}") from None
     return sweeps
 
 
@@ -127,8 +126,8 @@ def find_program(config: dict[str, Any], sweep_file: Path) -> Path:
 
 # --- one run -----------------------------------------------------------------------------------------
 def run_command(sweep: Sweep, trial: Trial) -> list[str]:
-    """The sweep file's command for ``trial``, its macros expanded as W&B's agent expands them, then the
-    extra overrides, then the run's own directory (instead of the command's hydra.run.dir)."""
+    """The sweep file's command for ``trial`` as W&B's agent expands it, then the extra overrides and the
+    run's own directory (instead of the command's hydra.run.dir)."""
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
     macros = create_sweep_command_args({"args": {k: {"value": v} for k, v in trial.params.items()}})
@@ -188,8 +187,7 @@ def propose(sweep: Sweep, seed: int) -> Trial | None:
         proposal = sweeps.next_run(sweep.config, runs, validate=True)
     if proposal is None:
         return None
-    params = {k: plain(v["value"]) for k, v in proposal.config.items()}
-    return Trial(name=new_name(sweep.trials), params=params)
+    return Trial(new_name(sweep.trials), {k: plain(v["value"]) for k, v in proposal.config.items()})
 
 
 def plain(value: Any) -> Any:
@@ -222,8 +220,7 @@ def write_picture(sweep: Sweep) -> Path | None:
     path = sweep.directory / PICTURE
     try:
         runs = [(t.params, t.metric if t.state == "finished" else None) for t in sweep.trials]
-        parameters = sweep.config.get("parameters", {})
-        return save(draw(runs, parameters, sweep.metric, sweep.maximize, title=sweep.path.stem), path)
+        return save(draw(runs, sweep.config.get("parameters", {}), sweep.metric, sweep.maximize, sweep.path.stem), path)
     except Exception as e:
         print(f"warning: {path} not drawn: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return None
@@ -231,16 +228,8 @@ def write_picture(sweep: Sweep) -> Path | None:
 
 def short(cell: str) -> str:
     """Numbers with a fractional part to 6 significant digits, for the printed table (the CSV keeps all)."""
-    try:
-        return f"{float(cell):.6g}" if "." in cell or "e" in cell else cell
-    except ValueError:
-        return cell
-
-
-def load_trials(directory: Path) -> list[Trial]:
-    path = directory / RUNS
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return [Trial(**json.loads(line)) for line in lines if line.strip()]
+    value = number(cell)
+    return f"{value:.6g}" if value is not None and ("." in cell or "e" in cell) else cell
 
 
 def open_sweep(path: str | Path, directory: str | Path | None, overrides: list[str]) -> Sweep:
@@ -253,7 +242,9 @@ def open_sweep(path: str | Path, directory: str | Path | None, overrides: list[s
     if directory is None:
         directory = Path("outputs") / "sweeps" / "local" / path.stem / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     directory = Path(directory).resolve()
-    return Sweep(path, config, program, directory, list(overrides), load_trials(directory))
+    recorded = (directory / RUNS).read_text().splitlines() if (directory / RUNS).is_file() else []
+    trials = [Trial(**json.loads(line)) for line in recorded if line.strip()]  # a sweep continued
+    return Sweep(path, config, program, directory, list(overrides), trials)
 
 
 def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
@@ -284,29 +275,25 @@ def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
 
 
 def dry_run(sweep: Sweep, count: int, seed: int = 0) -> list[list[str]]:
-    """The commands of the next ``count`` proposals (none run), each config composed by Hydra first."""
-    commands = []
-    for _ in range(count):
-        trial = propose(sweep, seed)
-        if trial is None:
-            break
-        command = run_command(sweep, trial)
-        compose_overrides(sweep.program, command[command.index(str(sweep.program)) + 1 :])
-        commands.append(command)
-        sweep.trials.append(trial)  # pending: the next proposal moves on
-    return commands
-
-
-def compose_overrides(program: Path, overrides: list[str]):
-    """The config ``program`` (train.py) would compose from ``overrides``; a ConfigError if it cannot."""
+    """The commands of the next ``count`` proposals (none run), each config composed first as the program
+    (train.py) would compose it from the package's configs; a ConfigError for one that does not compose."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    with initialize_config_dir(config_dir=str(Path(__file__).parent / "conf"), version_base="1.3"):  # the package's
-        try:
-            return compose(program.stem, overrides=[o for o in overrides if not o.startswith("hydra.")])
-        except HydraException as e:
-            raise ConfigError(f"the run {' '.join(overrides)} does not compose: {e}") from None
+    commands = []
+    with initialize_config_dir(config_dir=str(Path(__file__).parent / "conf"), version_base="1.3"):
+        for _ in range(count):
+            if (trial := propose(sweep, seed)) is None:
+                break
+            command = run_command(sweep, trial)
+            overrides = command[command.index(str(sweep.program)) + 1 :]
+            try:
+                compose(sweep.program.stem, overrides=[o for o in overrides if not o.startswith("hydra.")])
+            except HydraException as e:
+                raise ConfigError(f"the run {' '.join(overrides)} does not compose: {e}") from None
+            commands.append(command)
+            sweep.trials.append(trial)  # pending: the next proposal moves on
+    return commands
 
 
 def main(argv: list[str] | None = None) -> int:

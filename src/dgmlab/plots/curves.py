@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..runs import number
 from . import plt, save
 
 # Train and val loss, the learning rate, the VAE's ELBO, FID (eval=fid): each where the run logged it.
@@ -35,21 +36,13 @@ def read_metrics(path: str | Path) -> Series:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             step = number(row.get("step"))
-            if step is None:
+            if step is None or not math.isfinite(step):
                 continue
             for key, cell in row.items():
                 value = number(cell)
-                if key not in ("step", "epoch", None) and value is not None:
+                if key not in ("step", "epoch", None) and value is not None and math.isfinite(value):
                     series.setdefault(key, []).append((int(step), value))
     return {k: sorted(v, key=lambda point: point[0]) for k, v in series.items()}
-
-
-def number(cell) -> float | None:
-    try:
-        value = float(cell)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def matching(series: Series, patterns: Sequence[str]) -> list[str]:

@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 from . import plt
 
+Runs = Sequence[tuple[Mapping[str, Any], float | None]]  # each run's parameters and metric (None: it failed)
+
 
 @dataclass(frozen=True)
 class Axis:
@@ -77,15 +79,8 @@ def spec_is_log_grid(spec: Mapping[str, Any]) -> bool:
     return len(values) > 2 and min(values) > 0 and max(values) / min(values) >= 100
 
 
-def draw(
-    runs: Sequence[tuple[Mapping[str, Any], float | None]],
-    parameters: Mapping[str, Mapping[str, Any]],
-    metric: str,
-    maximize: bool = False,
-    title: str = "",
-):
-    """The figure of ``runs`` (their parameters and metric, None for a failed run); ``parameters``:
-    the sweep file's ``parameters`` block (for each one's distribution)."""
+def draw(runs: Runs, parameters: Mapping[str, Mapping[str, Any]], metric: str, maximize: bool = False, title: str = ""):
+    """The figure of ``runs``; ``parameters``: the sweep file's ``parameters`` block (each one's distribution)."""
     done = [(p, m) for p, m in runs if m is not None and math.isfinite(m)]
     names = [n for n in parameters if any(n in p for p, _ in done)] or sorted({n for p, _ in done for n in p})
     axes = [make_axis(n, [p[n] for p, _ in done if n in p], parameters.get(n)) for n in names]
@@ -94,11 +89,11 @@ def draw(
     rows = math.ceil(len(axes) / columns) if axes else 0
     figure = plt.figure(figsize=(max(10, 3.2 * columns), 3.0 * rows + 4.2))
     grid = figure.add_gridspec(rows + 1, columns, height_ratios=[3.0] * rows + [4.2])
-    colour, scale = colouring([m for _, m in done])
+    scale = colouring([m for _, m in done])
     for i, axis in enumerate(axes):
-        draw_scatter(figure.add_subplot(grid[i // columns, i % columns]), axis, done, metric, colour)
+        draw_scatter(figure.add_subplot(grid[i // columns, i % columns]), axis, done, metric, scale.to_rgba)
     parallel = figure.add_subplot(grid[rows, :])
-    draw_parallel(parallel, axes, metric_axis, done, maximize, colour)
+    draw_parallel(parallel, axes, metric_axis, done, maximize, scale.to_rgba)
     figure.colorbar(scale, ax=parallel, pad=0.01).set_label(metric)
     failed = len(runs) - len(done)
     heading = f"{title + ': ' if title else ''}{len(done)} runs, {metric} ({'max' if maximize else 'min'})"
@@ -108,11 +103,10 @@ def draw(
 
 
 def colouring(metrics: list[float]):
-    """A function from a metric value to its colour, and the colour bar's scale."""
+    """The colour bar's scale; its ``to_rgba`` is a metric value's colour."""
     low, high = (min(metrics), max(metrics)) if metrics else (0.0, 1.0)
     norm = plt.Normalize(low, high if high > low else low + 1)
-    cmap = plt.get_cmap("viridis")
-    return (lambda value: cmap(norm(value))), plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    return plt.cm.ScalarMappable(norm=norm, cmap=plt.get_cmap("viridis"))
 
 
 def draw_scatter(ax, axis: Axis, done, metric: str, colour) -> None:
@@ -144,7 +138,5 @@ def draw_parallel(ax, parameters: list[Axis], metric: Axis, done, maximize: bool
         for position, text in axis.ticks():
             ax.text(x + 0.03, position, text, fontsize=7, va="center", color="0.2")
     ax.set_xticks(xs, [a.name + (" (log)" if a.log else "") for a in axes], fontsize=9)
-    ax.set_yticks([])
-    ax.set_xlim(-0.2, len(axes) - 0.6)
-    ax.set_ylim(-0.08, 1.08)
+    ax.set(yticks=[], xlim=(-0.2, len(axes) - 0.6), ylim=(-0.08, 1.08))
     ax.spines[["left", "right", "top"]].set_visible(False)
