@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .core.errors import ConfigError, reports_user_errors
@@ -52,10 +53,7 @@ def export(cfg: DictConfig) -> Path:
     images = generate(model, cfg.n, cfg.seed, cfg.n, torch.device("cpu"), "32-true", options=model.sampling)
 
     weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.sampling_state_dict().items()}
-    out.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save
-
-    write_atomically(out / WEIGHTS_FILE, save(weights, metadata={"format": "pt", "library": "dgmlab"}))
+    write_atomically(out / WEIGHTS_FILE, safetensors_bytes(weights, metadata={"format": "pt", "library": "dgmlab"}))
     config = export_config(run_cfg, checkpoint, ckpt, file_sha256(out / WEIGHTS_FILE, length=64))
     write_atomically(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
     save_grid(images, out / SAMPLES_FILE)
@@ -85,16 +83,14 @@ def fid_results(run: RunDir) -> list[dict[str, Any]]:
     results = []
     for path in sorted(run.samples.glob("*/*_metrics_*.json"), key=lambda p: p.stat().st_mtime):
         try:
-            result = json.loads(path.read_text())
-            results.append({**result, "folder": path.parent.relative_to(run.root).as_posix()})
+            results.append({**json.loads(path.read_text()), "folder": path.parent.relative_to(run.root).as_posix()})
         except (OSError, ValueError):
             continue
     return results
 
 
 def model_card(model, run_cfg: DictConfig, checkpoint: dict, ckpt: Path, cfg: DictConfig) -> str:
-    """README.md in the Hub's layout: a YAML header, then what the model is, its samples and metrics,
-    from the model, its run config and its run directory."""
+    """README.md in the Hub's layout: a YAML header, then what the model is, its samples and metrics."""
     run, kind, dataset, sampling = RunDir.of_checkpoint(ckpt), type(model).__name__, run_cfg.dataset, model.sampling
     net = model.net if model.has_ema else model  # the network it samples with
     diffusion, fids = sampling is not None, fid_results(run)
@@ -153,28 +149,21 @@ def model_card(model, run_cfg: DictConfig, checkpoint: dict, ckpt: Path, cfg: Di
 
 
 def metric_lines(val_loss: float | None, fids: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    if val_loss is not None:
-        lines.append(f"- val/loss {val_loss:.4f}, the run's last (its csv/metrics.csv)")
-    for r in fids:
-        lines.append(
-            f"- FID {r['fid']:.4f}, KID {r['kid_mean']:.5f} ({r['features']} features, {r['num_samples']} samples "
-            f"of `{r['folder']}` against {r['num_reference']} {r['dataset']} {r['split']} images): "
-            f"`python -m dgmlab.evaluate samples={r['folder']}/samples.npz dataset={r['dataset']} "
-            f"features={r['features']} split={r['split']}`"
-        )
+    lines = [] if val_loss is None else [f"- val/loss {val_loss:.4f}, the run's last (its csv/metrics.csv)"]
+    lines += [
+        f"- FID {r['fid']:.4f}, KID {r['kid_mean']:.5f} ({r['features']} features, {r['num_samples']} samples "
+        f"of `{r['folder']}` against {r['num_reference']} {r['dataset']} {r['split']} images): "
+        f"`python -m dgmlab.evaluate samples={r['folder']}/samples.npz dataset={r['dataset']} "
+        f"features={r['features']} split={r['split']}`"
+        for r in fids
+    ]
     return lines or ["None were recorded in the run directory."]
 
 
 def main() -> None:
     import hydra
 
-    @hydra.main(version_base="1.3", config_path="conf", config_name="export")
-    @reports_user_errors
-    def run(cfg: DictConfig) -> None:
-        export(cfg)
-
-    run()
+    hydra.main(version_base="1.3", config_path="conf", config_name="export")(reports_user_errors(export))()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import socket
@@ -64,16 +63,13 @@ def is_run(path: Path) -> bool:
 
 def find_runs(root: Path) -> list[Path]:
     """Every run directory under ``root`` (``root`` itself if it is one); runs hold no runs."""
-    if is_run(root):
-        return [root]
     found = []
     for top, folders, _ in os.walk(root):
-        here = Path(top)
-        if here != root and is_run(here):
-            found.append(here)
+        if is_run(Path(top)):
+            found.append(Path(top))
             folders.clear()
-            continue
-        folders[:] = sorted(f for f in folders if f not in NOT_RUNS and not f.startswith("."))
+        else:
+            folders[:] = sorted(f for f in folders if f not in NOT_RUNS and not f.startswith("."))
     return found
 
 
@@ -125,10 +121,7 @@ def from_config(run: Run) -> None:
     run.model = str((config.get("model") or {}).get("name") or "")
     run.max_steps = (config.get("trainer") or {}).get("max_steps")
     log = tail(files.log_file)
-    if "] - done: " in log:
-        run.state = "finished"
-    elif "Interrupted by " in log:
-        run.state = "interrupted"
+    run.state = "finished" if "] - done: " in log else "interrupted" if "Interrupted by " in log else run.state
 
 
 def read_config(files: RunDir) -> dict[str, Any]:
@@ -148,19 +141,18 @@ def alive(pid) -> bool:
     return True
 
 
-def tail(path: Path, size: int = TAIL_BYTES) -> str:
-    """The last ``size`` bytes of a file as text ("" if there is none)."""
+def tail(path: Path) -> str:
+    """The last ``TAIL_BYTES`` of a file as text ("" if there is none)."""
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
             return f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
 
 
 def metrics_tail(path: Path) -> tuple[int | None, dict[str, float]]:
-    """The last step in the run's metrics CSV and the last value of each metric there, from its
-    header and its last lines only."""
+    """The last step in the run's metrics CSV and each metric's last value, from its header and tail."""
     metrics = RunDir.at(path).metrics_file
     if metrics is None or not metrics.is_file():
         return None, {}
@@ -168,7 +160,7 @@ def metrics_tail(path: Path) -> tuple[int | None, dict[str, float]]:
         header = f.readline()
     lines = tail(metrics).splitlines()[1:]  # the first may be cut
     step, last = None, {}
-    for row in csv.DictReader(io.StringIO(header + "\n".join(lines))):
+    for row in csv.DictReader([header, *lines]):
         values = {k: number(v) for k, v in row.items() if k and v not in (None, "")}
         if values.get("step") is None:
             continue
@@ -186,16 +178,16 @@ def last_logged(metrics_file: Path | None, name: str) -> float | None:
     return float(values[-1]) if values else None
 
 
-def number(cell: str) -> float | None:
+def number(cell: str | None) -> float | None:
+    """A CSV cell as a number; None if it is empty or not one."""
     try:
         return float(cell)
-    except ValueError:
+    except (TypeError, ValueError):
         return None
 
 
 def one_line(error: BaseException) -> str:
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return text[:200]
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def short_time(stamp: str) -> str:
@@ -224,25 +216,18 @@ def shown_name(run: Run, root: Path) -> str:
 def table(runs: list[Run], root: Path) -> list[str]:
     rows = [["run", "started", "model", "steps", "state", "last metrics", "overrides"]]
     for run in runs:
-        steps = f"{run.step if run.step is not None else '?'}/{run.max_steps if run.max_steps is not None else '?'}"
+        steps = "/".join("?" if n is None else str(n) for n in (run.step, run.max_steps))
         row = [shown_name(run, root), run.started, run.model, steps, run.state, shown_metrics(run.metrics)]
         rows.append([*row, " ".join(run.overrides)])
     return aligned(rows) + [f"  {shown_name(run, root)}: {run.state}: {run.note}" for run in runs if run.note]
 
 
-def list_runs(root: Path) -> list[Run]:
-    runs = [read_run(p) for p in find_runs(root)]
-    return sorted(runs, key=lambda r: (r.started, str(r.path)))
-
-
 # --- comparing runs ----------------------------------------------------------------------------------
 def resolve_runs(names: list[str], root: Path) -> list[Path]:
-    paths = []
-    for name in names:
-        path = next((p for p in (Path(name), root / name) if is_run(p)), None)
+    paths = [next((p for p in (Path(name), root / name) if is_run(p)), None) for name in names]
+    for name, path in zip(names, paths):
         if path is None:
             raise ConfigError(f"--compare {name}: no run directory there (nor under {root})")
-        paths.append(path)
     return paths
 
 
@@ -253,11 +238,10 @@ def differing_settings(paths: list[Path]) -> dict[str, list[Any]]:
         config = read_config(RunDir.named(path))
         stored_root = str((config.get("paths") or {}).get("output_dir") or path)
         flat.append({k: v for k, v in flatten(config).items() if not (isinstance(v, str) and stored_root in v)})
-    keys = sorted(set().union(*flat))
     missing = "<unset>"
     return {
         k: [f.get(k, missing) for f in flat]
-        for k in keys
+        for k in sorted(set().union(*flat))
         if not k.startswith(("paths.", "hydra.")) and len({repr(f.get(k, missing)) for f in flat}) > 1
     }
 
@@ -277,10 +261,8 @@ def compare(names: list[str], root: Path, out: Path) -> list[str]:
 
     paths = resolve_runs(names, root)
     names = labels(paths)
-    series = {}
-    for name, path in zip(names, paths):
-        metrics_file = RunDir.at(path).metrics_file
-        series[name] = read_metrics(metrics_file) if metrics_file is not None and metrics_file.is_file() else {}
+    files = [RunDir.at(p).metrics_file for p in paths]
+    series = {n: read_metrics(f) if f is not None and f.is_file() else {} for n, f in zip(names, files)}
     drawn = write_curves(series, out, title=" vs ".join(names))
     rows = [["setting", *names]]
     rows += [[k, *(short_value(v) for v in values)] for k, values in differing_settings(paths).items()]
@@ -310,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--compare needs at least two runs")
             lines = compare(args.compare, root, Path(args.out))
         else:
-            runs = list_runs(root)
+            runs = sorted(map(read_run, find_runs(root)), key=lambda r: (r.started, str(r.path)))
             lines = table(runs, root) if runs else [f"no runs under {root}"]
     except UserError as e:
         print(f"Error: {e}", file=sys.stderr)

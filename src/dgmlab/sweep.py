@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import yaml
 from .core.errors import ConfigError, UserError, positive_int
 from .core.paths import shown_path
 from .run.layout import RunDir, read_yaml
-from .runs import aligned, last_logged
+from .runs import aligned, last_logged, number
 
 # The sweep file's command macros that a local run understands (W&B's agent has the same meanings).
 MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}")
@@ -48,9 +48,8 @@ def import_engine():
             warnings.simplefilter("ignore")  # pydantic's notes on the engine's v1-style config
             import sweeps
     except ImportError as e:
-        raise ConfigError(
-            f'python -m dgmlab.sweep needs W&B\'s sweep engine ({e}): pip install "dgmlab[sweep]"'
-        ) from None
+        hint = 'pip install "dgmlab[sweep]"'
+        raise ConfigError(f"python -m dgmlab.sweep needs W&B's sweep engine ({e}): {hint}") from None
     return sweeps
 
 
@@ -81,8 +80,8 @@ class Sweep:
     config: dict[str, Any]
     program: Path
     directory: Path
-    overrides: list[str] = field(default_factory=list)
-    trials: list[Trial] = field(default_factory=list)
+    overrides: list[str]
+    trials: list[Trial]
 
     @property
     def metric(self) -> str:
@@ -127,8 +126,8 @@ def find_program(config: dict[str, Any], sweep_file: Path) -> Path:
 
 # --- one run -----------------------------------------------------------------------------------------
 def run_command(sweep: Sweep, trial: Trial) -> list[str]:
-    """The sweep file's command for ``trial``, its macros expanded as W&B's agent expands them, then the
-    extra overrides, then the run's own directory (instead of the command's hydra.run.dir)."""
+    """The sweep file's command for ``trial`` as W&B's agent expands it, then the extra overrides and the
+    run's own directory (instead of the command's hydra.run.dir)."""
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
     macros = create_sweep_command_args({"args": {k: {"value": v} for k, v in trial.params.items()}})
@@ -159,12 +158,8 @@ def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
     trial.seconds = time.monotonic() - start
     # The metrics CSV, which every logger config writes beside W&B's offline log.
     trial.metric = last_logged(RunDir.at(sweep.directory / trial.name).metrics_file, sweep.metric)
-    if code != 0:
-        trial.state, trial.note = "failed", f"exit code {code}; see {log_path}"
-    elif trial.metric is None:
-        trial.state, trial.note = "failed", f"it logged no {sweep.metric}; see {log_path}"
-    else:
-        trial.state = "finished"
+    failure = f"exit code {code}" if code != 0 else f"it logged no {sweep.metric}" if trial.metric is None else ""
+    trial.state, trial.note = ("failed", f"{failure}; see {log_path}") if failure else ("finished", "")
     print(
         f"[{index}/{count}] run {trial.name}: {trial.state}, {sweep.metric}={trial.metric} "
         f"({trial.seconds / 60:.1f} min){' - ' + trial.note if trial.note else ''}",
@@ -176,9 +171,8 @@ def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
 def new_name(trials: list[Trial]) -> str:
     from wandb.sdk.lib.runid import generate_id  # a W&B run id: 8 characters of a-z and 0-9
 
-    while (name := generate_id()) in {t.name for t in trials}:
-        pass
-    return name
+    taken = {t.name for t in trials}
+    return next(name for name in iter(generate_id, None) if name not in taken)
 
 
 def propose(sweep: Sweep, seed: int) -> Trial | None:
@@ -193,8 +187,7 @@ def propose(sweep: Sweep, seed: int) -> Trial | None:
         proposal = sweeps.next_run(sweep.config, runs, validate=True)
     if proposal is None:
         return None
-    params = {k: plain(v["value"]) for k, v in proposal.config.items()}
-    return Trial(name=new_name(sweep.trials), params=params)
+    return Trial(new_name(sweep.trials), {k: plain(v["value"]) for k, v in proposal.config.items()})
 
 
 def plain(value: Any) -> Any:
@@ -214,11 +207,8 @@ def results(sweep: Sweep) -> list[list[str]]:
     names = sorted({k for t in sweep.trials for k in t.params})
     rows = [["rank", "run", "state", sweep.metric, *names, "minutes", "run_dir"]]
     for rank, t in enumerate(ranked(sweep), 1):
-        params = [str(t.params[n]) if n in t.params else "" for n in names]
-        metric = "" if t.metric is None else str(t.metric)
-        rows.append(
-            [str(rank), t.name, t.state, metric, *params, f"{t.seconds / 60:.2f}", str(sweep.directory / t.name)]
-        )
+        cells = [t.state, "" if t.metric is None else str(t.metric), *(str(t.params.get(n, "")) for n in names)]
+        rows.append([str(rank), t.name, *cells, f"{t.seconds / 60:.2f}", str(sweep.directory / t.name)])
     return rows
 
 
@@ -230,8 +220,7 @@ def write_picture(sweep: Sweep) -> Path | None:
     path = sweep.directory / PICTURE
     try:
         runs = [(t.params, t.metric if t.state == "finished" else None) for t in sweep.trials]
-        parameters = sweep.config.get("parameters", {})
-        return save(draw(runs, parameters, sweep.metric, sweep.maximize, title=sweep.path.stem), path)
+        return save(draw(runs, sweep.config.get("parameters", {}), sweep.metric, sweep.maximize, sweep.path.stem), path)
     except Exception as e:
         print(f"warning: {path} not drawn: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return None
@@ -239,22 +228,8 @@ def write_picture(sweep: Sweep) -> Path | None:
 
 def short(cell: str) -> str:
     """Numbers with a fractional part to 6 significant digits, for the printed table (the CSV keeps all)."""
-    try:
-        return f"{float(cell):.6g}" if "." in cell or "e" in cell else cell
-    except ValueError:
-        return cell
-
-
-def record(sweep: Sweep, trial: Trial) -> None:
-    with open(sweep.directory / RUNS, "a") as f:
-        f.write(json.dumps(asdict(trial)) + "\n")
-
-
-def load_trials(directory: Path) -> list[Trial]:
-    path = directory / RUNS
-    if not path.is_file():
-        return []
-    return [Trial(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    value = number(cell)
+    return f"{value:.6g}" if value is not None and ("." in cell or "e" in cell) else cell
 
 
 def open_sweep(path: str | Path, directory: str | Path | None, overrides: list[str]) -> Sweep:
@@ -267,7 +242,9 @@ def open_sweep(path: str | Path, directory: str | Path | None, overrides: list[s
     if directory is None:
         directory = Path("outputs") / "sweeps" / "local" / path.stem / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     directory = Path(directory).resolve()
-    return Sweep(path, config, program, directory, list(overrides), load_trials(directory))
+    recorded = (directory / RUNS).read_text().splitlines() if (directory / RUNS).is_file() else []
+    trials = [Trial(**json.loads(line)) for line in recorded if line.strip()]  # a sweep continued
+    return Sweep(path, config, program, directory, list(overrides), trials)
 
 
 def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
@@ -286,7 +263,8 @@ def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
             break
         run_trial(sweep, trial, index, count)
         sweep.trials.append(trial)
-        record(sweep, trial)
+        with open(sweep.directory / RUNS, "a") as f:
+            f.write(json.dumps(asdict(trial)) + "\n")
         with open(sweep.directory / RESULTS, "w", newline="") as f:
             csv.writer(f).writerows(results(sweep))
         write_picture(sweep)
@@ -297,29 +275,25 @@ def run_sweep(sweep: Sweep, count: int, seed: int = 0) -> Sweep:
 
 
 def dry_run(sweep: Sweep, count: int, seed: int = 0) -> list[list[str]]:
-    """The commands of the next ``count`` proposals (none run), each config composed by Hydra first."""
-    commands = []
-    for _ in range(count):
-        trial = propose(sweep, seed)
-        if trial is None:
-            break
-        command = run_command(sweep, trial)
-        compose_overrides(sweep.program, command[command.index(str(sweep.program)) + 1 :])
-        commands.append(command)
-        sweep.trials.append(trial)  # pending: the next proposal moves on
-    return commands
-
-
-def compose_overrides(program: Path, overrides: list[str]):
-    """The config ``program`` (train.py) would compose from ``overrides``; a ConfigError if it cannot."""
+    """The commands of the next ``count`` proposals (none run), each config composed first as the program
+    (train.py) would compose it from the package's configs; a ConfigError for one that does not compose."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    with initialize_config_dir(config_dir=str(Path(__file__).parent / "conf"), version_base="1.3"):  # the package's
-        try:
-            return compose(program.stem, overrides=[o for o in overrides if not o.startswith("hydra.")])
-        except HydraException as e:
-            raise ConfigError(f"the run {' '.join(overrides)} does not compose: {e}") from None
+    commands = []
+    with initialize_config_dir(config_dir=str(Path(__file__).parent / "conf"), version_base="1.3"):
+        for _ in range(count):
+            if (trial := propose(sweep, seed)) is None:
+                break
+            command = run_command(sweep, trial)
+            overrides = command[command.index(str(sweep.program)) + 1 :]
+            try:
+                compose(sweep.program.stem, overrides=[o for o in overrides if not o.startswith("hydra.")])
+            except HydraException as e:
+                raise ConfigError(f"the run {' '.join(overrides)} does not compose: {e}") from None
+            commands.append(command)
+            sweep.trials.append(trial)  # pending: the next proposal moves on
+    return commands
 
 
 def main(argv: list[str] | None = None) -> int:

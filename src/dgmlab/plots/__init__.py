@@ -9,17 +9,15 @@ from pathlib import Path
 
 import matplotlib
 
+from ..core.files import write_atomically
+
 matplotlib.use("Agg")  # files only: a run on a cluster node has no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def save(figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write ``figure`` as PNG through a temporary file (a reader never sees half a picture), close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
+def save(figure, path: str | Path) -> Path:
+    """Write ``figure`` as PNG atomically (a reader never sees half a picture), close it."""
+    write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=100, bbox_inches="tight"))
     plt.close(figure)
-    temporary.replace(path)
-    return path
+    return Path(path)

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..runs import number
 from . import plt, save
 
 # Train and val loss, the learning rate, the VAE's ELBO, FID (eval=fid): each where the run logged it.
@@ -35,29 +36,18 @@ def read_metrics(path: str | Path) -> Series:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             step = number(row.get("step"))
-            if step is None:
+            if step is None or not math.isfinite(step):
                 continue
             for key, cell in row.items():
                 value = number(cell)
-                if key not in ("step", "epoch", None) and value is not None:
+                if key not in ("step", "epoch", None) and value is not None and math.isfinite(value):
                     series.setdefault(key, []).append((int(step), value))
     return {k: sorted(v, key=lambda point: point[0]) for k, v in series.items()}
 
 
-def number(cell) -> float | None:
-    try:
-        value = float(cell)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def matching(series: Series, patterns: Sequence[str]) -> list[str]:
     """The metrics of ``series`` that ``patterns`` name, in the patterns' order."""
-    names = []
-    for pattern in patterns:
-        names += [k for k in sorted(series) if fnmatch.fnmatchcase(k, pattern) and k not in names]
-    return names
+    return list(dict.fromkeys(k for p in patterns for k in sorted(series) if fnmatch.fnmatchcase(k, p)))
 
 
 def draw(runs: Mapping[str, Series], panels: Sequence[Sequence[str]] = DEFAULT_PANELS, title: str = ""):
@@ -86,20 +76,12 @@ def draw_panel(ax, runs: Mapping[str, Series], patterns: Sequence[str]) -> None:
     for r, (run, series) in enumerate(runs.items()):
         for m, name in enumerate(matching(series, patterns)):
             steps, values = zip(*series[name])
-            ax.plot(
-                steps,
-                values,
-                styles[0] if single else styles[m % len(styles)],
-                color=colours[(m if single else r) % len(colours)],
-                marker="o" if len(steps) <= 3 else None,  # a val metric logged once is a point
-                markersize=3,
-                linewidth=1.2,
-                label=name if single else f"{run}: {name}",
-            )
+            style, c, label = ("-", m, name) if single else (styles[m % len(styles)], r, f"{run}: {name}")
+            marker = "o" if len(steps) <= 3 else None  # a val metric logged once is a point
+            ax.plot(steps, values, style, color=colours[c % len(colours)], marker=marker, ms=3, lw=1.2, label=label)
             names.add(name)
             drawn += values
-    learning_rate = all(n.startswith("lr-") for n in names)
-    ax.set_title("learning rate" if learning_rate else ", ".join(sorted(names)), fontsize=10)
+    ax.set_title("learning rate" if all(n.startswith("lr-") for n in names) else ", ".join(sorted(names)), fontsize=10)
     ax.set_xlabel("step")
     if drawn and min(drawn) > 0 and max(drawn) / min(drawn) > 20:
         ax.set_yscale("log")  # a loss falling over decades

@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 from . import plt
 
+Runs = Sequence[tuple[Mapping[str, Any], float | None]]  # each run's parameters and metric (None: it failed)
+
 
 @dataclass(frozen=True)
 class Axis:
@@ -47,15 +49,11 @@ class Axis:
             return [(self.unit(c), c) for c in self.categories]
         span = self.high - self.low
         points = self.marks or ((self.low, (self.low + self.high) / 2, self.high) if span else (self.low,))
-        return [((p - self.low) / span if span else 0.5, number(p, self.log)) for p in points]
+        return [((p - self.low) / span if span else 0.5, f"{10**p:.3g}" if self.log else f"{p:.4g}") for p in points]
 
 
 def label(raw: Any) -> str:
     return str(raw).lower() if isinstance(raw, bool) else str(raw)
-
-
-def number(value: float, log: bool) -> str:
-    return f"{10**value:.3g}" if log else f"{value:.4g}"
 
 
 def is_number(raw: Any) -> bool:
@@ -68,10 +66,9 @@ def make_axis(name: str, values: Sequence[Any], spec: Mapping[str, Any] | None =
         return Axis(name, categories, low=0.0, high=float(len(categories) - 1))  # a category's index
     spec = spec or {}
     log = ("log" in str(spec.get("distribution", "")) or spec_is_log_grid(spec)) and min(values) > 0
-    axis = Axis(name, None, log)
-    scaled = [axis.value(v) for v in values]
-    grid = spec.get("values") or []
-    marks = tuple(sorted({axis.value(v) for v in grid if is_number(v) and (v > 0 or not log)}))
+    scale = math.log10 if log else float
+    scaled = [scale(v) for v in values]
+    marks = tuple(sorted({scale(v) for v in spec.get("values") or [] if is_number(v) and (v > 0 or not log)}))
     low, high = min([*scaled, *marks]), max([*scaled, *marks])
     return Axis(name, None, log, low, high, marks if 1 < len(marks) <= 6 else ())
 
@@ -82,15 +79,8 @@ def spec_is_log_grid(spec: Mapping[str, Any]) -> bool:
     return len(values) > 2 and min(values) > 0 and max(values) / min(values) >= 100
 
 
-def draw(
-    runs: Sequence[tuple[Mapping[str, Any], float | None]],
-    parameters: Mapping[str, Mapping[str, Any]],
-    metric: str,
-    maximize: bool = False,
-    title: str = "",
-):
-    """The figure of ``runs`` (their parameters and metric, None for a failed run); ``parameters``:
-    the sweep file's ``parameters`` block (for each one's distribution)."""
+def draw(runs: Runs, parameters: Mapping[str, Mapping[str, Any]], metric: str, maximize: bool = False, title: str = ""):
+    """The figure of ``runs``; ``parameters``: the sweep file's ``parameters`` block (each one's distribution)."""
     done = [(p, m) for p, m in runs if m is not None and math.isfinite(m)]
     names = [n for n in parameters if any(n in p for p, _ in done)] or sorted({n for p, _ in done for n in p})
     axes = [make_axis(n, [p[n] for p, _ in done if n in p], parameters.get(n)) for n in names]
@@ -99,26 +89,24 @@ def draw(
     rows = math.ceil(len(axes) / columns) if axes else 0
     figure = plt.figure(figsize=(max(10, 3.2 * columns), 3.0 * rows + 4.2))
     grid = figure.add_gridspec(rows + 1, columns, height_ratios=[3.0] * rows + [4.2])
-    colour, scale = colouring([m for _, m in done])
+    scale = colouring([m for _, m in done])
     for i, axis in enumerate(axes):
-        draw_scatter(figure.add_subplot(grid[i // columns, i % columns]), axis, done, metric, colour)
+        draw_scatter(figure.add_subplot(grid[i // columns, i % columns]), axis, done, metric, scale.to_rgba)
     parallel = figure.add_subplot(grid[rows, :])
-    draw_parallel(parallel, axes, metric_axis, done, maximize, colour)
+    draw_parallel(parallel, axes, metric_axis, done, maximize, scale.to_rgba)
     figure.colorbar(scale, ax=parallel, pad=0.01).set_label(metric)
     failed = len(runs) - len(done)
-    goal = "max" if maximize else "min"
-    heading = f"{title + ': ' if title else ''}{len(done)} runs, {metric} ({goal})"
+    heading = f"{title + ': ' if title else ''}{len(done)} runs, {metric} ({'max' if maximize else 'min'})"
     figure.suptitle(heading + (f"; {failed} without a {metric}, not shown" if failed else ""))
     figure.tight_layout()
     return figure
 
 
 def colouring(metrics: list[float]):
-    """A function from a metric value to its colour, and the colour bar's scale."""
+    """The colour bar's scale; its ``to_rgba`` is a metric value's colour."""
     low, high = (min(metrics), max(metrics)) if metrics else (0.0, 1.0)
     norm = plt.Normalize(low, high if high > low else low + 1)
-    cmap = plt.get_cmap("viridis")
-    return (lambda value: cmap(norm(value))), plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    return plt.cm.ScalarMappable(norm=norm, cmap=plt.get_cmap("viridis"))
 
 
 def draw_scatter(ax, axis: Axis, done, metric: str, colour) -> None:
@@ -150,8 +138,5 @@ def draw_parallel(ax, parameters: list[Axis], metric: Axis, done, maximize: bool
         for position, text in axis.ticks():
             ax.text(x + 0.03, position, text, fontsize=7, va="center", color="0.2")
     ax.set_xticks(xs, [a.name + (" (log)" if a.log else "") for a in axes], fontsize=9)
-    ax.set_yticks([])
-    ax.set_xlim(-0.2, len(axes) - 0.6)
-    ax.set_ylim(-0.08, 1.08)
-    for side in ("left", "right", "top"):
-        ax.spines[side].set_visible(False)
+    ax.set(yticks=[], xlim=(-0.2, len(axes) - 0.6), ylim=(-0.08, 1.08))
+    ax.spines[["left", "right", "top"]].set_visible(False)
