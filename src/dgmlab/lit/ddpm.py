@@ -149,10 +149,9 @@ class DDPM(GenerativeModule):
 
     def sampling_state_dict(self) -> dict[str, torch.Tensor]:
         """The EMA weights, under the network's names (``net.``): the weights that sample."""
-        state = self.state_dict()
         return {
             f"net.{k.removeprefix('ema.')}" if k.startswith("ema.") else k: v
-            for k, v in state.items()
+            for k, v in self.state_dict().items()
             if not k.startswith("net.")
         }
 
