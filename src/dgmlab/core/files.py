@@ -44,8 +44,5 @@ def fsync_folder(folder: Path) -> None:
 
 def file_sha256(path: str | Path, length: int = 12) -> str:
     """The first ``length`` hex digits of the file's SHA-256."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
+        return hashlib.file_digest(f, "sha256").hexdigest()[:length]

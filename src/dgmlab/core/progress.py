@@ -20,16 +20,11 @@ def configure(enabled: bool) -> None:
     _enabled = bool(enabled)
 
 
-def bars_shown() -> bool:
-    return _enabled and sys.stderr.isatty()
-
-
 def progress_bar(total: int, desc: str, unit: str = "it", enabled: bool = True, **options) -> tqdm:
     """A bar of ``total`` units on stderr, drawn when bars are shown and ``enabled`` (e.g. rank 0
     only); otherwise a bar that draws nothing (``update`` still counts)."""
-    return tqdm(
-        total=total, desc=desc, unit=unit, disable=not (enabled and bars_shown()), dynamic_ncols=True, **options
-    )
+    shown = enabled and _enabled and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit=unit, disable=not shown, dynamic_ncols=True, **options)
 
 
 def track(items: Iterable[Item] | Sized, desc: str, unit: str = "it", **options) -> Iterable[Item]:

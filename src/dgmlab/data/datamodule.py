@@ -61,9 +61,7 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.splits.val, shuffle=False, drop_last=False)
 
-    def test_dataloader(self) -> DataLoader:
-        """The val split: the held-out images (torchvision's test split for mnist, cifar10, ...)."""
-        return self.val_dataloader()
+    test_dataloader = val_dataloader  # the held-out images (torchvision's test split for mnist, cifar10, ...)
 
     def _loader(self, ds, shuffle: bool, drop_last: bool) -> DataLoader:
         # The training order depends on (seed, epoch) alone and no loader draws from the global RNG,

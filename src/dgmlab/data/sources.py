@@ -154,14 +154,11 @@ def image_folder(root: str, image_size: int, channels: int = 3, val_fraction: fl
     for p in files:
         with Image.open(p) as im:
             images.append(TF.pil_to_tensor(TF.center_crop(TF.resize(im.convert(mode), image_size), image_size)))
-    return _random_split(torch.stack(images), torch.tensor([classes.index(f) for f in folders]), val_fraction, seed)
-
-
-def _random_split(images, labels, val_fraction, seed) -> Splits:
     check_val_fraction(val_fraction)
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    n_val = min(len(images) - 1, max(1, round(len(images) * val_fraction)))
-    return Splits.of(images, labels, order[n_val:], order[:n_val])
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))
+    n_val = min(len(files) - 1, max(1, round(len(files) * val_fraction)))
+    labels = torch.tensor([classes.index(f) for f in folders])
+    return Splits.of(torch.stack(images), labels, order[n_val:], order[:n_val])
 
 
 def letter_t_image(image_size: int = 64) -> torch.Tensor:

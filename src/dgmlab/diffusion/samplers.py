@@ -140,12 +140,11 @@ def make_denoiser(schedule: NoiseSchedule, net: Callable, prediction: str = "eps
     return denoise
 
 
-_SPACINGS = {  # k of the T timesteps; timestep_sequence orders them
+SPACINGS = {  # k of the T timesteps; timestep_sequence orders them
     "trailing": lambda T, k: np.round(np.arange(T, 0, -T / k)).astype(int) - 1,
     "leading": lambda T, k: np.arange(k) * (T // k),
     "linspace": lambda T, k: np.round(np.linspace(0, T - 1, k)).astype(int),
 }
-SPACINGS = tuple(_SPACINGS)
 
 
 def timestep_sequence(timesteps: int, steps: int, spacing: str = "trailing") -> list[int]:
@@ -154,7 +153,7 @@ def timestep_sequence(timesteps: int, steps: int, spacing: str = "trailing") -> 
     trailing: T-1, T-1-T/k, ... (always starts at the noisiest step; Lin et al. 2024);
     leading: 0, T/k, 2T/k, ... reversed (DDIM's original); linspace: round(linspace(0, T-1, k)).
     """
-    return sorted({int(t) for t in _SPACINGS[spacing](timesteps, steps)}, reverse=True)
+    return sorted({int(t) for t in SPACINGS[spacing](timesteps, steps)}, reverse=True)
 
 
 def _full(step: int, n: int, device) -> torch.Tensor:

@@ -20,20 +20,7 @@ import torch
 
 from ..core.errors import ConfigError, choice, positive_int
 
-SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {}
 
-
-def register(name: str):
-    """Add a schedule function to :data:`SCHEDULES` under ``name``."""
-
-    def wrap(fn):
-        SCHEDULES[name] = fn
-        return fn
-
-    return wrap
-
-
-@register("linear")
 def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Ho et al. (2020): beta_t linear from ``beta_start`` to ``beta_end``.
 
@@ -42,7 +29,6 @@ def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.0
     return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
 
 
-@register("cosine")
 def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     """Nichol & Dhariwal (2021): alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) * pi/2) / f(0).
 
@@ -54,7 +40,6 @@ def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> t
     return betas_from_alphas_cumprod(f / f[0]).clamp(max=max_beta)
 
 
-@register("lecture")
 def lecture_betas(timesteps: int = 100, std_start: float = 0.01, std_end: float = 0.30) -> torch.Tensor:
     """The lecture's forward demo: the step's standard deviation rises linearly.
 
@@ -65,7 +50,6 @@ def lecture_betas(timesteps: int = 100, std_start: float = 0.01, std_end: float 
     return torch.linspace(std_start, std_end, timesteps, dtype=torch.float64) ** 2
 
 
-@register("quadratic")
 def quadratic_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """beta_t = (linspace(sqrt(beta_start), sqrt(beta_end), T))^2: linear in the std.
 
@@ -74,7 +58,6 @@ def quadratic_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 
     return torch.linspace(beta_start**0.5, beta_end**0.5, timesteps, dtype=torch.float64) ** 2
 
 
-@register("sigmoid")
 def sigmoid_betas(
     timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0, max_beta: float = 0.999
 ) -> torch.Tensor:
@@ -91,12 +74,21 @@ def sigmoid_betas(
     return betas_from_alphas_cumprod(alphas_cumprod).clamp(max=max_beta)
 
 
-@register("explicit")
 def explicit_betas(timesteps: int, betas: list[float]) -> torch.Tensor:
     """Any schedule written out as its list of betas (variances), one per step."""
     if len(betas) != timesteps:
         raise ConfigError(f"schedule.betas has {len(betas)} values but schedule.timesteps={timesteps}; make them agree")
     return torch.tensor(betas, dtype=torch.float64)
+
+
+SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {
+    "linear": linear_betas,
+    "cosine": cosine_betas,
+    "lecture": lecture_betas,
+    "quadratic": quadratic_betas,
+    "sigmoid": sigmoid_betas,
+    "explicit": explicit_betas,
+}
 
 
 def betas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -121,7 +113,6 @@ class NoiseSchedule:
     betas: torch.Tensor
     alphas: torch.Tensor = field(init=False)
     alphas_cumprod: torch.Tensor = field(init=False)
-    alphas_cumprod_prev: torch.Tensor = field(init=False)
     posterior_variance: torch.Tensor = field(init=False)
     posterior_mean_coef1: torch.Tensor = field(init=False)
     posterior_mean_coef2: torch.Tensor = field(init=False)
@@ -129,9 +120,8 @@ class NoiseSchedule:
     def __post_init__(self):
         b = self.betas
         self.alphas = 1.0 - b
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.alphas_cumprod_prev = torch.cat([b.new_ones(1), self.alphas_cumprod[:-1]])
-        abar, abar_prev = self.alphas_cumprod, self.alphas_cumprod_prev
+        self.alphas_cumprod = abar = torch.cumprod(self.alphas, dim=0)
+        abar_prev = torch.cat([b.new_ones(1), abar[:-1]])
         # q(x_{t-1} | x_t, x_0) = N(coef1 * x_0 + coef2 * x_t, posterior_variance)
         self.posterior_variance = b * (1.0 - abar_prev) / (1.0 - abar)
         self.posterior_mean_coef1 = b * abar_prev.sqrt() / (1.0 - abar)
@@ -161,18 +151,11 @@ def make_schedule(name: str, timesteps: int, zero_terminal_snr: bool = False, **
     except TypeError:
         allowed = [p for p in inspect.signature(SCHEDULES[name]).parameters if p != "timesteps"]
         raise ConfigError(f"schedule {name!r} takes the parameters {allowed}, got {sorted(params)}") from None
-    check_betas(betas, f"schedule {name!r} with {params}")
-    if zero_terminal_snr:
-        betas = rescale_zero_terminal_snr(betas)
-    return NoiseSchedule(betas)
-
-
-def check_betas(betas: torch.Tensor, what: str) -> None:
-    """Every beta in (0, 1), so that alpha_bar decreases strictly and stays positive."""
-    bad = (betas <= 0) | (betas >= 1) | betas.isnan()
+    bad = (betas <= 0) | (betas >= 1) | betas.isnan()  # every beta in (0, 1): alpha_bar decreases, stays positive
     if bad.any():
         t = int(bad.nonzero()[0])
         raise ConfigError(
-            f"{what} gives beta[{t}]={float(betas[t]):.4g}; every beta must lie in (0, 1) "
+            f"schedule {name!r} with {params} gives beta[{t}]={float(betas[t]):.4g}; every beta must lie in (0, 1) "
             "(so that alphas_cumprod decreases): check the schedule's parameters"
         )
+    return NoiseSchedule(rescale_zero_terminal_snr(betas) if zero_terminal_snr else betas)

@@ -82,10 +82,9 @@ class DDPM(GenerativeModule):
         self.class_conditional, self.label_dropout = class_conditional, label_dropout
         self.ema_max_decay, self.clip_denoised = ema_decay, clip_denoised
         # p(t) of the loss (uniform: None, torch.randint), a buffer so that it follows the module's device
+        uniform = training_timesteps["distribution"] == "uniform"
         probs = timestep_distribution(schedule, **training_timesteps).float()
-        self.register_buffer(
-            "timestep_probs", None if training_timesteps["distribution"] == "uniform" else probs, False
-        )
+        self.register_buffer("timestep_probs", None if uniform else probs, persistent=False)
         # The defaults of sample grids, sample.py and FID, checked here where the model config arrives.
         prefix = "model.sampling."
         self.sampling = SamplingOptions().override(prefix, **(sampling or {})).resolve(schedule.timesteps, prefix)
@@ -149,10 +148,9 @@ class DDPM(GenerativeModule):
 
     def sampling_state_dict(self) -> dict[str, torch.Tensor]:
         """The EMA weights, under the network's names (``net.``): the weights that sample."""
-        state = self.state_dict()
         return {
             f"net.{k.removeprefix('ema.')}" if k.startswith("ema.") else k: v
-            for k, v in state.items()
+            for k, v in self.state_dict().items()
             if not k.startswith("net.")
         }
 

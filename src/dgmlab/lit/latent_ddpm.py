@@ -43,13 +43,8 @@ class LatentDDPM(DDPM):
                 "leave model.pixel_range=null to take the autoencoder's"
             )
         channels, size, _ = autoencoder.encoder.latent_shape
-        super().__init__(
-            network(in_channels=channels, image_size=size),
-            schedule,
-            optimizer,
-            autoencoder.pixel_range,
-            **ddpm_settings,
-        )
+        net = network(in_channels=channels, image_size=size)
+        super().__init__(net, schedule, optimizer, autoencoder.pixel_range, **ddpm_settings)
         self.autoencoder = autoencoder.requires_grad_(False).eval()
         self.register_buffer("latent_scale", torch.tensor(0.0))  # 0: not measured yet
 

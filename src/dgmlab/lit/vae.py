@@ -110,12 +110,9 @@ class VAE(GenerativeModule):
         return self.encoder.latent_dim
 
     # --- Lightning -----------------------------------------------------------------------------
-    def kl_weight(self) -> float:
-        return linear_warmup(self.global_step, self.beta, self.kl_warmup_steps)
-
     def training_step(self, batch, batch_idx):
         terms = self.elbo(batch[0])
-        beta = self.kl_weight()
+        beta = linear_warmup(self.global_step, self.beta, self.kl_warmup_steps)
         loss = -terms.reconstruction.mean() + beta * free_bits_kl(terms.kl_per_dimension, self.free_bits)
         self._log_terms("train", terms)
         self.log("train/beta", beta)

@@ -5,6 +5,8 @@ latent map, the first stage of latent diffusion."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -13,9 +15,9 @@ from ..core.errors import ConfigError
 from .mlp import check_latent_dim
 
 
-def downsampled_sizes(size: int, levels: int) -> list[int]:
-    """The side after each stride-2 level: s_{i+1} = ceil(s_i / 2), from s_0 = ``size``; s_i = ceil(size / 2^i)."""
-    return [-(-size // 2**level) for level in range(levels + 1)]
+def downsampled_sizes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
+    """(H, W) after each stride-2 level: each side s_{i+1} = ceil(s_i / 2), so s_i = ceil(s_0 / 2^i)."""
+    return [(-(-height // 2**level), -(-width // 2**level)) for level in range(levels + 1)]
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -42,8 +44,7 @@ class ConvEncoder(nn.Module):
         in_channels, height, width = image_shape
         self.image_shape, self.latent_dim = tuple(image_shape), latent_dim
         self.body = nn.Sequential(downsampling_levels(in_channels, channels), nn.Flatten())
-        levels = len(channels)
-        features = channels[-1] * downsampled_sizes(height, levels)[-1] * downsampled_sizes(width, levels)[-1]
+        features = channels[-1] * math.prod(downsampled_sizes(height, width, len(channels))[-1])
         self.mu = nn.Linear(features, latent_dim)
         self.logvar = nn.Linear(features, latent_dim)
 
@@ -66,11 +67,10 @@ class ConvDecoder(nn.Module):
         super().__init__()
         out_channels, height, width = image_shape
         levels = len(channels)
-        self.heights = downsampled_sizes(height, levels)[::-1]
-        self.widths = downsampled_sizes(width, levels)[::-1]
+        self.sizes = downsampled_sizes(height, width, levels)[::-1]
         widths_out = list(channels)[::-1]
-        self.first_shape = (widths_out[0], self.heights[0], self.widths[0])
-        self.project = nn.Linear(latent_dim, widths_out[0] * self.heights[0] * self.widths[0])
+        self.first_shape = (widths_out[0], *self.sizes[0])
+        self.project = nn.Linear(latent_dim, math.prod(self.first_shape))
         self.blocks = nn.ModuleList()
         for level in range(levels):
             width_in, width_out = widths_out[level], widths_out[min(level + 1, levels - 1)]
@@ -84,7 +84,7 @@ class ConvDecoder(nn.Module):
 
     def upsample(self, h: torch.Tensor) -> torch.Tensor:
         """The smallest feature map -> the likelihood's parameters at full size."""
-        for block, size in zip(self.blocks, zip(self.heights[1:], self.widths[1:])):
+        for block, size in zip(self.blocks, self.sizes[1:]):
             h = block(F.interpolate(h, size=size, mode="nearest"))
         return self.head(h)
 
@@ -98,11 +98,9 @@ class SpatialConvEncoder(nn.Module):
         super().__init__()
         check_latent_dim(latent_channels)
         in_channels, height, width = image_shape
-        levels = len(channels)
         self.image_shape = tuple(image_shape)
-        smallest = (downsampled_sizes(height, levels)[-1], downsampled_sizes(width, levels)[-1])
-        self.latent_shape = (latent_channels, *smallest)
-        self.latent_dim = latent_channels * smallest[0] * smallest[1]
+        self.latent_shape = (latent_channels, *downsampled_sizes(height, width, len(channels))[-1])
+        self.latent_dim = math.prod(self.latent_shape)
         self.body = downsampling_levels(in_channels, channels)
         self.head = nn.Conv2d(channels[-1], 2 * latent_channels, kernel_size=1)
 

@@ -16,5 +16,4 @@ from .likelihoods import (
     BernoulliLikelihood,
     DiscretizedLogisticLikelihood,
     GaussianLikelihood,
-    Likelihood,
 )

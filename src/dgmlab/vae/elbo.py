@@ -85,8 +85,7 @@ def importance_weighted_log_likelihood(
     computed as a log-mean-exp. L_1 is the one-sample ELBO; E[L_K] rises with K towards log p(x).
     ``chunk_size`` is the most latent samples decoded at once (K x N in all), which bounds memory.
     """
-    mu, logvar = encode(x)
-    mu, logvar = mu.float(), logvar.float()
+    mu, logvar = (part.float() for part in encode(x))
     batch = len(x)
     samples_per_chunk = max(1, chunk_size // batch)
     log_weights = []

@@ -37,7 +37,6 @@ class BernoulliLikelihood(Likelihood):
     probability of discrete data: the bits/dim it gives are not comparable with other models'.
     """
 
-    outputs_per_pixel = 1
     pixel_range = (0.0, 1.0)
 
     def log_prob(self, params, x):
