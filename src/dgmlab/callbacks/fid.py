@@ -31,7 +31,6 @@ from ..core.errors import ConfigError, positive_int
 from ..core.precision import CHOICES as PRECISIONS
 from ..core.precision import autocast, resolve_precision
 from ..core.progress import track
-from ..core.seeding import ImageNoise
 from ..metrics import (
     FeatureNet,
     KIDSettings,
@@ -41,6 +40,7 @@ from ..metrics import (
     load_or_compute_reference,
     score_features,
 )
+from ..sampling import draw, image_batches
 
 log = logging.getLogger(__name__)
 SPLITS = ("val", "train")
@@ -172,46 +172,28 @@ class FIDCallback(L.Callback):
 
     @torch.no_grad()
     def sample_features(self, trainer, pl_module) -> torch.Tensor:
-        """Features of all ``num_samples`` images, in image order, identical on every rank."""
-        batches = [
-            (b, start, min(self.batch_size, self.num_samples - start))
-            for b, start in enumerate(range(0, self.num_samples, self.batch_size))
-        ]
-        rank, world = trainer.global_rank, trainer.world_size
-        mine = batches[rank::world]
+        """Features of all ``num_samples`` images, in image order, identical on every rank: rank r draws
+        batches r, r + W, ... into rows of ``batch_size`` (zero-padded), so the all-gathered
+        (W, rows, batch_size, D), read row by row across the ranks, is in batch order."""
+        batches = image_batches(self.num_samples, self.batch_size)
+        world = trainer.world_size
+        features = torch.zeros(math.ceil(len(batches) / world), self.batch_size, self.feature_net.num_features)
+        mine = track(
+            batches[trainer.global_rank :: world], "FID: sampling", "batch", enabled=trainer.is_global_zero, leave=False
+        )
         was_training = pl_module.training
         pl_module.eval()
         self.feature_net.to(pl_module.device)
-        features, indices = [], []
         try:
-            for b, start, size in track(mine, "FID: sampling", "batch", enabled=trainer.is_global_zero, leave=False):
-                noise = ImageNoise(self.seed, range(start, start + size))
+            for row, indices in enumerate(mine):
                 with autocast(pl_module.device, self.precision):
-                    images = pl_module.sample_images(size, generator=noise, options=self.options)
-                features.append(self.feature_net(pl_module.to_uint8(images)))
-                indices.append(torch.arange(start, start + size))
+                    images = draw(pl_module, self.seed, indices, options=self.options)
+                features[row, : len(indices)] = self.feature_net(images)
         finally:
             pl_module.train(was_training)
-        return self._gather_in_order(
-            trainer, pl_module, features, indices, math.ceil(len(batches) / world) * self.batch_size
-        )
-
-    def _gather_in_order(self, trainer, pl_module, features, indices, capacity: int) -> torch.Tensor:
-        """Pad this rank's (index, feature) rows to a common length, all-gather, drop the padding
-        and sort by sample index."""
-        dim = self.feature_net.num_features
-        padded_features = torch.zeros(capacity, dim)
-        padded_indices = torch.full((capacity,), -1, dtype=torch.long)
-        if features:
-            own_features, own_indices = torch.cat(features), torch.cat(indices)
-            padded_features[: len(own_features)], padded_indices[: len(own_indices)] = own_features, own_indices
-        if trainer.world_size > 1:
-            device = pl_module.device
-            padded_features = trainer.strategy.all_gather(padded_features.to(device)).reshape(-1, dim).cpu()
-            padded_indices = trainer.strategy.all_gather(padded_indices.to(device)).reshape(-1).cpu()
-        keep = padded_indices >= 0
-        order = torch.argsort(padded_indices[keep])
-        return padded_features[keep][order]
+        if world > 1:
+            features = trainer.strategy.all_gather(features.to(pl_module.device)).cpu().transpose(0, 1)
+        return features.flatten(0, -2)[: self.num_samples]
 
     def _publish(self, trainer, record: dict) -> None:
         self.history.append(record)

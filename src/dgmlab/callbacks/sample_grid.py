@@ -10,8 +10,8 @@ import torch
 
 from ..core.errors import positive_int
 from ..core.images import save_grid
-from ..core.seeding import ImageNoise
 from ..diffusion import SamplingOptions
+from ..sampling import draw
 
 
 class SampleGrid(L.Callback):
@@ -53,13 +53,12 @@ class SampleGrid(L.Callback):
         self._last_step = step
         was_training = pl_module.training
         pl_module.eval()
-        noise = ImageNoise(self.seed, range(self.num_samples))
         with trainer.precision_plugin.forward_context():
-            images = pl_module.sample_images(self.num_samples, generator=noise, options=self.options)
+            images = draw(pl_module, self.seed, range(self.num_samples), options=self.options)
         pl_module.train(was_training)
         if not trainer.is_global_zero:
             return None
-        path = save_grid(pl_module.to_uint8(images), self.dirpath / f"step_{step:06d}.png")
+        path = save_grid(images, self.dirpath / f"step_{step:06d}.png")
         self.last_path = path
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
