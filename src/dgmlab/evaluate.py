@@ -20,18 +20,24 @@ import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .core.errors import ConfigError, positive_int, reports_user_errors
+from .core.errors import ConfigError, choice, positive_int, reports_user_errors
+from .core.precision import autocast
 from .core.progress import configure as configure_progress
 from .core.trust import trusting
 from .data.sources import class_interleaved
+from .lit import load_model, read_checkpoint
 from .metrics import KIDSettings, build_feature_net, check_feature_settings, load_or_compute_reference, score_features
 from .metrics.nll import model_nll
+from .metrics.reference import SPLITS
 from .run.layout import RunDir
+from .run.startup import quiet_libraries
+from .sampling import resolve_device, resolve_job_precision
 
 log = logging.getLogger(__name__)
 TASKS = ("fid", "nll", "val")
@@ -39,8 +45,7 @@ TASKS = ("fid", "nll", "val")
 
 def evaluate(cfg: DictConfig):
     configure_progress(cfg.progress)
-    if cfg.task not in TASKS:
-        raise ConfigError(f"task={cfg.task!r} is unknown; choose one of {list(TASKS)}")
+    choice(cfg.task, "task", TASKS)
     with trusting(cfg.trust_config):
         return {"fid": evaluate_samples, "nll": evaluate_nll, "val": evaluate_val}[cfg.task](cfg)
 
@@ -49,35 +54,30 @@ def evaluate(cfg: DictConfig):
 def load_samples(path: str | Path, image_shape: tuple[int, int, int], dataset_name: str) -> torch.Tensor:
     """samples.npz -> uint8 (N, C, H, W), checked against the data set's (C, H, W)."""
     path = Path(path)
+    where = f"samples={str(path)!r}"
     if not path.is_file():
-        raise ConfigError(f"samples={str(path)!r}: no such file; pass the samples.npz that sample.py wrote")
+        raise ConfigError(f"{where}: no such file; pass the samples.npz that sample.py wrote")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "samples" not in archive.files:
                 raise ConfigError(
-                    f"samples={str(path)!r} has no array 'samples' (found {archive.files}); "
-                    "pass a samples.npz written by sample.py"
+                    f"{where} has no array 'samples' (found {archive.files}); pass a samples.npz written by sample.py"
                 )
             samples = archive["samples"]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ConfigError(
-            f"samples={str(path)!r} is not a readable .npz file ({type(e).__name__}: {e}); "
-            "write it again with sample.py"
+            f"{where} is not a readable .npz file ({type(e).__name__}: {e}); write it again with sample.py"
         ) from None
     if samples.dtype != np.uint8 or samples.ndim != 4:
-        raise ConfigError(
-            f"samples={str(path)!r}: 'samples' must be uint8 N x H x W x C, got {samples.dtype} {samples.shape}"
-        )
+        raise ConfigError(f"{where}: 'samples' must be uint8 N x H x W x C, got {samples.dtype} {samples.shape}")
     channels, height, width = image_shape
     if samples.shape[1:] != (height, width, channels):
         raise ConfigError(
-            f"samples={str(path)!r} holds images of shape {samples.shape[1:]} (H, W, C) but dataset={dataset_name} "
+            f"{where} holds images of shape {samples.shape[1:]} (H, W, C) but dataset={dataset_name} "
             f"has {(height, width, channels)}; pass the data set the model was trained on (dataset=...)"
         )
     if len(samples) < 2:
-        raise ConfigError(
-            f"samples={str(path)!r} holds {len(samples)} image(s); FID needs at least 2 (sample.py n=...)"
-        )
+        raise ConfigError(f"{where} holds {len(samples)} image(s); FID needs at least 2 (sample.py n=...)")
     return torch.from_numpy(samples).permute(0, 3, 1, 2).contiguous()
 
 
@@ -91,8 +91,7 @@ def evaluate_samples(cfg: DictConfig) -> dict:
     """FID and KID of ``cfg.samples`` against ``cfg.dataset``'s ``cfg.split`` images."""
     if not cfg.samples:
         raise ConfigError("samples is required: pass samples=PATH/samples.npz (written by sample.py)")
-    if cfg.split not in ("val", "train"):
-        raise ConfigError(f"split={cfg.split!r} is unknown; choose val or train")
+    choice(cfg.split, "split", SPLITS)
     check_feature_settings(cfg.features, cfg.eval.inception_weights, setting_name="features")
     out = metrics_path(cfg.samples, cfg.features)
     if out.exists() and not cfg.overwrite:
@@ -152,12 +151,6 @@ def checkpoint_paths(ckpt) -> list[Path]:
 
 def evaluate_val(cfg: DictConfig) -> list[dict]:
     """The validation step of each checkpoint in ``cfg.ckpt`` over its data set's whole val split."""
-    import lightning as L
-
-    from .lit import load_model, read_checkpoint
-    from .run.startup import quiet_libraries
-    from .sampling import resolve_device, resolve_job_precision
-
     quiet_libraries()  # no tips, banners or deprecation notes around the numbers
     paths = checkpoint_paths(cfg.ckpt)
     device = resolve_device(cfg.device)
@@ -183,21 +176,12 @@ def evaluate_val(cfg: DictConfig) -> list[dict]:
     return rows
 
 
-def nll_output_path(ckpt: Path, split: str) -> Path:
-    return RunDir.of_checkpoint(ckpt).eval / f"nll_{split}_{ckpt.stem}.json"
-
-
 def evaluate_nll(cfg: DictConfig) -> list[dict]:
     """The likelihood bound of every checkpoint in ``cfg.ckpt``, printed as one table."""
-    from .core.precision import autocast
-    from .lit import load_model
-    from .sampling import resolve_device, resolve_job_precision
-
     settings = cfg.nll
-    if settings.split not in ("val", "train"):
-        raise ConfigError(f"nll.split={settings.split!r} is unknown; choose val or train")
+    choice(settings.split, "nll.split", SPLITS)
     paths = checkpoint_paths(cfg.ckpt)
-    outputs = [nll_output_path(p, settings.split) for p in paths]
+    outputs = [RunDir.of_checkpoint(p).eval / f"nll_{settings.split}_{p.stem}.json" for p in paths]
     for out in outputs:
         if out.exists() and not cfg.overwrite:
             raise ConfigError(f"{out} already exists; pass overwrite=true to replace it")

@@ -27,11 +27,12 @@ from typing import Any
 import lightning as L
 import torch
 
-from ..core.errors import ConfigError, positive_int
+from ..core.errors import ConfigError, choice, positive_int
 from ..core.precision import CHOICES as PRECISIONS
 from ..core.precision import autocast, resolve_precision
 from ..core.progress import track
 from ..metrics import (
+    SPLITS,
     FeatureNet,
     KIDSettings,
     ReferenceFeatures,
@@ -43,7 +44,9 @@ from ..metrics import (
 from ..sampling import draw, image_batches
 
 log = logging.getLogger(__name__)
-SPLITS = ("val", "train")
+SCORE_LINE = (
+    "step {step}: FID {fid:.4f}, KID {kid_mean:.5f} +- {kid_std:.5f} ({num_samples} samples, {sampler}, {features})"
+)
 
 
 class FIDCallback(L.Callback):
@@ -75,8 +78,7 @@ class FIDCallback(L.Callback):
             ("batch_size", batch_size, 1),
         ):
             positive_int(value, f"eval.{key}", minimum=low)
-        if split not in SPLITS:
-            raise ConfigError(f"eval.split={split!r} is unknown; choose one of {list(SPLITS)}")
+        choice(split, "eval.split", SPLITS)
         check_feature_settings(features, inception_weights)  # e.g. missing Inception weights: before any training
         if str(precision) not in PRECISIONS:
             raise ConfigError(f"eval.precision={precision!r} is unknown; choose one of {list(PRECISIONS)}")
@@ -197,30 +199,17 @@ class FIDCallback(L.Callback):
 
     def _publish(self, trainer, record: dict) -> None:
         self.history.append(record)
-        sampler, steps = record["sampler"], record["sampling_steps"]
-        metrics = {
-            "val/fid": record["fid"],
-            "val/kid_mean": record["kid_mean"],
-            "val/kid_std": record["kid_std"],
-            "val/fid_num_samples": float(record["num_samples"]),
-            f"val/fid_{self.features}_{sampler}{steps or ''}_n{record['num_samples']}": record["fid"],
-        }
+        sampler, steps, count = record["sampler"], record["sampling_steps"], record["num_samples"]
+        metrics = {f"val/{key}": record[key] for key in ("fid", "kid_mean", "kid_std")}
+        metrics["val/fid_num_samples"] = float(count)
+        metrics[f"val/fid_{self.features}_{sampler}{steps or ''}_n{count}"] = record["fid"]
         if steps is not None:
             metrics["val/fid_sampling_steps"] = float(steps)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=record["step"])
         if trainer.is_global_zero:
-            log.info(
-                "step %d: FID %.4f, KID %.5f +- %.5f (%d samples, %s, %s)",
-                record["step"],
-                record["fid"],
-                record["kid_mean"],
-                record["kid_std"],
-                record["num_samples"],
-                sampler,
-                record["features"],
-            )
+            log.info(SCORE_LINE.format_map(record))
             if self.dirpath is not None:
                 self.dirpath.mkdir(parents=True, exist_ok=True)
                 with open(self.dirpath / "fid.jsonl", "a") as f:

@@ -21,6 +21,8 @@ from ..core.files import write_atomically
 from .distances import GaussianStatistics, KIDSettings, frechet_distance, kernel_inception_distance
 from .feature_nets import FeatureNet
 
+SPLITS = ("val", "train")  # the real images generated ones are compared with
+
 
 def data_digest(split) -> str:
     """A hash of a split's images and labels: the cache key for anything computed from them."""
