@@ -24,7 +24,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
 from ..core.errors import ConfigError, choice, positive_int
@@ -42,6 +41,7 @@ from ..metrics import (
     score_features,
 )
 from ..sampling import draw, image_batches
+from .periodic import EveryNSteps
 
 log = logging.getLogger(__name__)
 SCORE_LINE = (
@@ -49,7 +49,7 @@ SCORE_LINE = (
 )
 
 
-class FIDCallback(L.Callback):
+class FIDCallback(EveryNSteps):
     """Scores generated samples with FID and KID every ``every_n_steps`` steps (see the module doc)."""
 
     def __init__(
@@ -83,26 +83,25 @@ class FIDCallback(L.Callback):
         if str(precision) not in PRECISIONS:
             raise ConfigError(f"eval.precision={precision!r} is unknown; choose one of {list(PRECISIONS)}")
         self.requested_precision, self.precision = precision, None
-        self.every_n_steps, self.num_samples, self.batch_size, self.seed = every_n_steps, num_samples, batch_size, seed
+        super().__init__(every_n_steps, at_train_end)
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.features, self.split, self.overrides = features, split, sampling
         self.options = None  # the model's sampling options with eval.sampler, eval.steps, ..., resolved at setup
         self.inception_weights, self.cache_dir, self.lenet = inception_weights, cache_dir, dict(lenet)
         self.kid = KIDSettings(**kid)
-        self.dirpath, self.at_train_end = (Path(dirpath) if dirpath else None), at_train_end
+        self.dirpath = Path(dirpath) if dirpath else None
         self.feature_net: FeatureNet | None = None
         self.reference: ReferenceFeatures | None = None
-        self.history: list[dict] = []
         self.dataset_name: str | None = None
-        self._last_step = -1
 
     # --- preparation (before training) -----------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit" or self.feature_net is not None:
             return
         self.resolve_sampling(pl_module)
-        choice = resolve_precision(self.requested_precision, pl_module.device.type, setting="eval.precision")
-        self.precision = choice.precision
-        log.info("eval: sampling for FID in %s", choice)
+        chosen = resolve_precision(self.requested_precision, pl_module.device.type, setting="eval.precision")
+        self.precision = chosen.precision
+        log.info("eval: sampling for FID in %s", chosen)
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "splits"):
             raise ConfigError("eval=fid needs dgmlab's ImageDataModule (the real images come from its splits)")
@@ -135,44 +134,30 @@ class FIDCallback(L.Callback):
         """The sampling options, checked once against the model's schedule (None: one decoder pass)."""
         self.options = pl_module.sampling_with("eval.", **self.overrides)
 
-    # --- when to evaluate ------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step % self.every_n_steps == 0:
-            self.evaluate(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module):
-        if self.at_train_end:
-            self.evaluate(trainer, pl_module)
-
-    # --- the evaluation --------------------------------------------------------------------------
-    def evaluate(self, trainer, pl_module) -> dict | None:
-        step = trainer.global_step
-        if step == self._last_step:
-            return None
-        self._last_step = step
+    # --- the evaluation (when: EveryNSteps) -------------------------------------------------------
+    def at_step(self, trainer, pl_module, step: int) -> dict:
         start = time.perf_counter()
         features = self.sample_features(trainer, pl_module)
         seconds = time.perf_counter() - start
         record = None
         if trainer.is_global_zero:
             scores = score_features(features.numpy(), self.reference, self.kid)
-            record = {"step": step, **asdict(scores), **self.settings(pl_module), "seconds": round(seconds, 2)}
+            sampler, steps = (self.options.sampler, self.options.steps) if self.options is not None else ("model", None)
+            record = {
+                "step": step,
+                **asdict(scores),
+                "features": self.feature_net.identity,
+                "sampler": sampler,
+                "sampling_steps": steps,
+                "seed": self.seed,
+                "dataset": self.dataset_name,
+                "split": self.split,
+                "seconds": round(seconds, 2),
+            }
         record = trainer.strategy.broadcast(record, src=0)
         self._publish(trainer, record)
         return record
 
-    def settings(self, pl_module) -> dict:
-        sampler, steps = (self.options.sampler, self.options.steps) if self.options is not None else ("model", None)
-        return {
-            "features": self.feature_net.identity,
-            "sampler": sampler,
-            "sampling_steps": steps,
-            "seed": self.seed,
-            "dataset": self.dataset_name,
-            "split": self.split,
-        }
-
-    @torch.no_grad()
     def sample_features(self, trainer, pl_module) -> torch.Tensor:
         """Features of all ``num_samples`` images, in image order, identical on every rank: rank r draws
         batches r, r + W, ... into rows of ``batch_size`` (zero-padded), so the all-gathered
@@ -183,22 +168,16 @@ class FIDCallback(L.Callback):
         mine = track(
             batches[trainer.global_rank :: world], "FID: sampling", "batch", enabled=trainer.is_global_zero, leave=False
         )
-        was_training = pl_module.training
-        pl_module.eval()
         self.feature_net.to(pl_module.device)
-        try:
-            for row, indices in enumerate(mine):
-                with autocast(pl_module.device, self.precision):
-                    images = draw(pl_module, self.seed, indices, options=self.options)
-                features[row, : len(indices)] = self.feature_net(images)
-        finally:
-            pl_module.train(was_training)
+        for row, indices in enumerate(mine):
+            with autocast(pl_module.device, self.precision):
+                images = draw(pl_module, self.seed, indices, options=self.options)
+            features[row, : len(indices)] = self.feature_net(images)
         if world > 1:
             features = trainer.strategy.all_gather(features.to(pl_module.device)).cpu().transpose(0, 1)
         return features.flatten(0, -2)[: self.num_samples]
 
     def _publish(self, trainer, record: dict) -> None:
-        self.history.append(record)
         sampler, steps, count = record["sampler"], record["sampling_steps"], record["num_samples"]
         metrics = {f"val/{key}": record[key] for key in ("fid", "kid_mean", "kid_std")}
         metrics["val/fid_num_samples"] = float(count)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lightning as L
 import torch
 
 from ..core.errors import ConfigError
 from ..core.images import save_grid
+from .periodic import EveryNSteps
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def plot_latent_scatter(mu: torch.Tensor, labels: torch.Tensor, num_classes: int
     return path
 
 
-class VAEFigures(L.Callback):
+class VAEFigures(EveryNSteps):
     """Writes ``<dirpath>/<figure>_step_XXXXXX.png`` when training ends and, if ``every_n_steps``
     is set, every that many steps. Figures:
 
@@ -77,32 +77,17 @@ class VAEFigures(L.Callback):
             raise ConfigError(
                 f"callbacks.vae_figures.manifold_quantiles must satisfy 0 < low < high < 1, got {list(manifold_quantiles)}"
             )
-        self.dirpath, self.every_n_steps, self.seed = Path(dirpath), every_n_steps, seed
+        super().__init__(every_n_steps)
+        self.dirpath, self.seed = Path(dirpath), seed
         self.num_reconstructions, self.num_samples = num_reconstructions, num_samples
         self.images_per_row, self.max_scatter_points = images_per_row, max_scatter_points
         self.manifold_size, self.manifold_quantiles = manifold_size, (low, high)
-        self._last_step = -1
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
-            self.write(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module):
-        self.write(trainer, pl_module)
-
-    @torch.no_grad()
-    def write(self, trainer, pl_module) -> list[Path]:
-        step = trainer.global_step
-        if step == self._last_step or not trainer.is_global_zero:
+    def at_step(self, trainer, pl_module, step: int) -> list[Path]:
+        if not trainer.is_global_zero:
             return []
-        self._last_step = step
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            with trainer.precision_plugin.forward_context():
-                paths = self._draw_all(trainer, pl_module, step)
-        finally:
-            pl_module.train(was_training)
+        with trainer.precision_plugin.forward_context():
+            paths = self._draw_all(trainer, pl_module, step)
         for path in paths:
             for logger in trainer.loggers:
                 if hasattr(logger, "log_image"):

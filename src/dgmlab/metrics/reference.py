@@ -42,19 +42,13 @@ class ReferenceFeatures:
     from_cache: bool
 
 
-def reference_cache_path(
-    cache_dir: str | Path, dataset_name: str, split_name: str, split, feature_net: FeatureNet
-) -> Path:
-    channels, height, width = split.images.shape[1:]
-    name = f"{dataset_name}_{split_name}_{channels}x{height}x{width}_{feature_net.identity}_{data_digest(split)}.npz"
-    return Path(cache_dir) / "fid" / name
-
-
 def load_or_compute_reference(
     split, dataset_name: str, split_name: str, feature_net: FeatureNet, cache_dir: str | Path, log=print
 ) -> ReferenceFeatures:
     """Read the cached statistics of ``split`` under ``feature_net``, or compute and cache them."""
-    path = reference_cache_path(cache_dir, dataset_name, split_name, split, feature_net)
+    channels, height, width = split.images.shape[1:]
+    name = f"{dataset_name}_{split_name}_{channels}x{height}x{width}_{feature_net.identity}_{data_digest(split)}.npz"
+    path = Path(cache_dir) / "fid" / name
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as cached:
