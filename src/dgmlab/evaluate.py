@@ -20,6 +20,7 @@ import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
+import hydra
 import lightning as L
 import numpy as np
 import torch
@@ -81,23 +82,18 @@ def load_samples(path: str | Path, image_shape: tuple[int, int, int], dataset_na
     return torch.from_numpy(samples).permute(0, 3, 1, 2).contiguous()
 
 
-def metrics_path(samples: str | Path, features: str) -> Path:
-    """``DIR/NAME.npz`` is scored into ``DIR/NAME_metrics_<features>.json``: one result per input file."""
-    samples = Path(samples)
-    return samples.with_name(f"{samples.stem}_metrics_{features}.json")
-
-
 def evaluate_samples(cfg: DictConfig) -> dict:
     """FID and KID of ``cfg.samples`` against ``cfg.dataset``'s ``cfg.split`` images."""
     if not cfg.samples:
         raise ConfigError("samples is required: pass samples=PATH/samples.npz (written by sample.py)")
     choice(cfg.split, "split", SPLITS)
     check_feature_settings(cfg.features, cfg.eval.inception_weights, setting_name="features")
-    out = metrics_path(cfg.samples, cfg.features)
+    path = Path(cfg.samples)
+    out = path.with_name(f"{path.stem}_metrics_{cfg.features}.json")  # one result per input file
     if out.exists() and not cfg.overwrite:
         raise ConfigError(f"{out} already exists; pass overwrite=true to replace it")
     image_shape = (cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size)
-    samples = load_samples(cfg.samples, image_shape, cfg.dataset.name)
+    samples = load_samples(path, image_shape, cfg.dataset.name)
 
     datamodule = instantiate(cfg.dataset)
     datamodule.setup()
@@ -123,7 +119,7 @@ def evaluate_samples(cfg: DictConfig) -> dict:
     )
     result = {
         **asdict(scores),
-        "samples": str(Path(cfg.samples).resolve()),
+        "samples": str(path.resolve()),
         "features": feature_net.identity,
         "feature_details": feature_net.details,
         "dataset": cfg.dataset.name,
@@ -194,12 +190,7 @@ def evaluate_nll(cfg: DictConfig) -> list[dict]:
         images, dataset_name = split_images(run_cfg, settings.split, settings.max_images)
         print(f"{path}: {type(model).__name__} on {len(images)} {dataset_name} {settings.split} images ...", flush=True)
         result = model_nll(
-            model,
-            images,
-            settings.batch_size,
-            settings.seed,
-            settings.iw_samples,
-            autocast=lambda: autocast(device, precision),
+            model, images, settings.batch_size, settings.seed, settings.iw_samples, lambda: autocast(device, precision)
         )
         row = {
             **asdict(result),
@@ -253,8 +244,6 @@ def _task_from_first_word(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    import hydra
-
     @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
     @reports_user_errors
     def run(cfg: DictConfig) -> None:

@@ -72,12 +72,9 @@ class FIDCallback(EveryNSteps):
     ):
         """Every argument comes from ``eval.*`` (conf/eval/fid.yaml), where each is explained; ``sampling``:
         the SamplingOptions settings (sampler, steps, eta, ...; sampling/overrides.yaml)."""
-        for key, value, low in (
-            ("every_n_steps", every_n_steps, 1),
-            ("num_samples", num_samples, 2),
-            ("batch_size", batch_size, 1),
-        ):
-            positive_int(value, f"eval.{key}", minimum=low)
+        positive_int(every_n_steps, "eval.every_n_steps")
+        positive_int(num_samples, "eval.num_samples", minimum=2)
+        positive_int(batch_size, "eval.batch_size")
         choice(split, "eval.split", SPLITS)
         check_feature_settings(features, inception_weights)  # e.g. missing Inception weights: before any training
         if str(precision) not in PRECISIONS:
@@ -168,7 +165,7 @@ class FIDCallback(EveryNSteps):
         mine = track(
             batches[trainer.global_rank :: world], "FID: sampling", "batch", enabled=trainer.is_global_zero, leave=False
         )
-        self.feature_net.to(pl_module.device)
+        self.feature_net.network.to(pl_module.device)
         for row, indices in enumerate(mine):
             with autocast(pl_module.device, self.precision):
                 images = draw(pl_module, self.seed, indices, options=self.options)

@@ -98,10 +98,12 @@ class VAEFigures(EveryNSteps):
         suffix = f"_step_{step:06d}.png"
         samples = pl_module.sample_images(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
         paths = [save_grid(pl_module.to_uint8(samples), self.dirpath / f"prior_samples{suffix}")]
-        images, labels = self._val_images(trainer, pl_module)
-        if images is None:
+        if trainer.datamodule is None:
             log.warning("vae_figures: no datamodule with a val split; skipping reconstructions and the latent scatter")
             return paths
+        # up to max_scatter_points val images, in the model's pixel range, on its device
+        val, wanted = trainer.datamodule.splits.val, max(self.max_scatter_points, self.num_reconstructions)
+        images, labels = pl_module.from_uint8(val.images[:wanted].to(pl_module.device)), val.labels[:wanted]
         # inputs spread evenly over the split, which may be sorted by class
         spread = torch.linspace(0, len(images) - 1, min(self.num_reconstructions, len(images))).long()
         paths.append(self._reconstructions(pl_module, images[spread], self.dirpath / f"reconstructions{suffix}"))
@@ -120,10 +122,3 @@ class VAEFigures(EveryNSteps):
         pair = [pl_module.to_uint8(inputs), pl_module.to_uint8(pl_module.reconstruct(inputs))]
         rows = [half[i : i + per_row] for i in range(0, len(inputs), per_row) for half in pair]
         return save_grid(torch.cat(rows), path, nrow=per_row)
-
-    def _val_images(self, trainer, pl_module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Up to ``max_scatter_points`` val images, in the model's pixel range, on its device."""
-        if trainer.datamodule is None:
-            return None, None
-        val, wanted = trainer.datamodule.splits.val, max(self.max_scatter_points, self.num_reconstructions)
-        return pl_module.from_uint8(val.images[:wanted].to(pl_module.device)), val.labels[:wanted]

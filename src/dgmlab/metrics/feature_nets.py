@@ -51,10 +51,6 @@ class FeatureNet:
     def identity(self) -> str:
         return f"{self.name}-{self.weights_hash}"
 
-    def to(self, device) -> "FeatureNet":
-        self.network.to(device)
-        return self
-
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4:
