@@ -106,17 +106,11 @@ def evaluate_samples(cfg: DictConfig) -> dict:
         lenet=OmegaConf.to_container(cfg.eval.lenet),
         log=log.info,
     )
+    split = getattr(datamodule.splits, cfg.split)
     reference = load_or_compute_reference(
-        getattr(datamodule.splits, cfg.split),
-        cfg.dataset.name,
-        cfg.split,
-        feature_net,
-        cfg.eval.cache_dir,
-        log=log.info,
+        split, cfg.dataset.name, cfg.split, feature_net, cfg.eval.cache_dir, log=log.info
     )
-    scores = score_features(
-        feature_net(samples).numpy(), reference, KIDSettings(**OmegaConf.to_container(cfg.eval.kid))
-    )
+    scores = score_features(feature_net(samples).numpy(), reference, KIDSettings(**cfg.eval.kid))
     result = {
         **asdict(scores),
         "samples": str(path.resolve()),
@@ -165,10 +159,9 @@ def evaluate_val(cfg: DictConfig) -> list[dict]:
         )
         (metrics,) = trainer.validate(model, datamodule=instantiate(run_cfg.dataset), verbose=False)
         step = read_checkpoint(path, setting="ckpt").get("global_step")
-        rows.append(
-            {"ckpt": str(path), "step": step, "precision": precision, **{k: float(v) for k, v in metrics.items()}}
-        )
-        print(f"{path} (step {step}): " + ", ".join(f"{k} {float(v):.5g}" for k, v in metrics.items()), flush=True)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        rows.append({"ckpt": str(path), "step": step, "precision": precision, **metrics})
+        print(f"{path} (step {step}): " + ", ".join(f"{k} {v:.5g}" for k, v in metrics.items()), flush=True)
     return rows
 
 

@@ -156,9 +156,8 @@ class FIDCallback(EveryNSteps):
         return record
 
     def sample_features(self, trainer, pl_module) -> torch.Tensor:
-        """Features of all ``num_samples`` images, in image order, identical on every rank: rank r draws
-        batches r, r + W, ... into rows of ``batch_size`` (zero-padded), so the all-gathered
-        (W, rows, batch_size, D), read row by row across the ranks, is in batch order."""
+        """Features of all ``num_samples`` images in image order, on every rank: rank r draws batches r, r + W, ...
+        into rows of ``batch_size`` (zero-padded); the all-gathered rows, read across the ranks, are in order."""
         batches = image_batches(self.num_samples, self.batch_size)
         world = trainer.world_size
         features = torch.zeros(math.ceil(len(batches) / world), self.batch_size, self.feature_net.num_features)

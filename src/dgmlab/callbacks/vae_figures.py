@@ -34,8 +34,7 @@ def plot_latent_scatter(mu: torch.Tensor, labels: torch.Tensor, num_classes: int
     if num_classes > 1:
         cmap = "tab10" if num_classes <= 10 else "viridis"
         points = axes.scatter(mu[:, 0], mu[:, 1], c=labels, s=6, cmap=cmap, vmin=-0.5, vmax=num_classes - 0.5)
-        colour_bar = figure.colorbar(points, ax=axes, ticks=range(num_classes))
-        colour_bar.set_label("class (the digit, for MNIST)")
+        figure.colorbar(points, ax=axes, ticks=range(num_classes)).set_label("class (the digit, for MNIST)")
     else:
         axes.scatter(mu[:, 0], mu[:, 1], s=6)
     axes.set_xlabel("z1 (mean of q(z|x))")

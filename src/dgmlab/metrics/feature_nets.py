@@ -136,9 +136,8 @@ def build_feature_net(
     log=print,
 ) -> FeatureNet:
     """The feature network ``features``; ``lenet`` is trained on ``splits.train`` if not cached."""
-    check_feature_settings(features, inception_weights)
-    if features == "inception":
-        return load_inception(inception_weights)
+    if choice(features, "eval.features", FEATURE_NETS) == "inception":
+        return load_inception(inception_weights)  # which checks the weights file first
     from .lenet import LeNetSettings, load_or_train_lenet  # lazy: `python -m dgmlab.metrics.lenet` runs that module
 
     return load_or_train_lenet(splits, dataset_name, cache_dir, LeNetSettings(**lenet), log=log)

@@ -86,12 +86,5 @@ def score_features(
     samples = np.asarray(sample_features, dtype=np.float64)
     fid = frechet_distance(GaussianStatistics.of(samples), reference.statistics)
     kid_mean, kid_std = kernel_inception_distance(samples, reference.features, kid)
-    return SampleScores(
-        fid,
-        kid_mean,
-        kid_std,
-        len(samples),
-        len(reference.features),
-        kid.subsets,
-        kid.effective_subset_size(len(samples), len(reference.features)),
-    )
+    n, m = len(samples), len(reference.features)
+    return SampleScores(fid, kid_mean, kid_std, n, m, kid.subsets, kid.effective_subset_size(n, m))
