@@ -52,8 +52,8 @@ def evaluate(cfg: DictConfig):
 
 
 # --- FID / KID of a samples file -------------------------------------------------------------------
-def load_samples(path: str | Path, image_shape: tuple[int, int, int], dataset_name: str) -> torch.Tensor:
-    """samples.npz -> uint8 (N, C, H, W), checked against the data set's (C, H, W)."""
+def load_samples(path: str | Path, dataset: DictConfig) -> torch.Tensor:
+    """samples.npz -> uint8 (N, C, H, W), checked against the shape of ``dataset``'s images."""
     path = Path(path)
     where = f"samples={str(path)!r}"
     if not path.is_file():
@@ -71,11 +71,11 @@ def load_samples(path: str | Path, image_shape: tuple[int, int, int], dataset_na
         ) from None
     if samples.dtype != np.uint8 or samples.ndim != 4:
         raise ConfigError(f"{where}: 'samples' must be uint8 N x H x W x C, got {samples.dtype} {samples.shape}")
-    channels, height, width = image_shape
-    if samples.shape[1:] != (height, width, channels):
+    expected = (dataset.image_size, dataset.image_size, dataset.channels)
+    if samples.shape[1:] != expected:
         raise ConfigError(
-            f"{where} holds images of shape {samples.shape[1:]} (H, W, C) but dataset={dataset_name} "
-            f"has {(height, width, channels)}; pass the data set the model was trained on (dataset=...)"
+            f"{where} holds images of shape {samples.shape[1:]} (H, W, C) but dataset={dataset.name} "
+            f"has {expected}; pass the data set the model was trained on (dataset=...)"
         )
     if len(samples) < 2:
         raise ConfigError(f"{where} holds {len(samples)} image(s); FID needs at least 2 (sample.py n=...)")
@@ -92,8 +92,7 @@ def evaluate_samples(cfg: DictConfig) -> dict:
     out = path.with_name(f"{path.stem}_metrics_{cfg.features}.json")  # one result per input file
     if out.exists() and not cfg.overwrite:
         raise ConfigError(f"{out} already exists; pass overwrite=true to replace it")
-    image_shape = (cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size)
-    samples = load_samples(path, image_shape, cfg.dataset.name)
+    samples = load_samples(path, cfg.dataset)
 
     datamodule = instantiate(cfg.dataset)
     datamodule.setup()

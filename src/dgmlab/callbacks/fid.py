@@ -103,14 +103,10 @@ class FIDCallback(EveryNSteps):
         if datamodule is None or not hasattr(datamodule, "splits"):
             raise ConfigError("eval=fid needs dgmlab's ImageDataModule (the real images come from its splits)")
         datamodule.setup(stage)
-        # Rank 0 trains/caches the feature net and the real statistics; the others then read the cache.
-        if trainer.is_global_zero:
-            self._prepare(datamodule, with_reference=True)
-        trainer.strategy.barrier("fid_setup")
+        self.dataset_name = datamodule.name
+        # Rank 0 trains/caches the feature net and the real statistics before the barrier, the others read them after.
         if not trainer.is_global_zero:
-            self._prepare(datamodule, with_reference=False)
-
-    def _prepare(self, datamodule, with_reference: bool) -> None:
+            trainer.strategy.barrier("fid_setup")
         self.feature_net = build_feature_net(
             self.features,
             splits=datamodule.splits,
@@ -120,12 +116,12 @@ class FIDCallback(EveryNSteps):
             lenet=self.lenet,
             log=log.info,
         )
-        if with_reference:
+        if trainer.is_global_zero:
             split = getattr(datamodule.splits, self.split)
             self.reference = load_or_compute_reference(
                 split, datamodule.name, self.split, self.feature_net, self.cache_dir, log=log.info
             )
-        self.dataset_name = datamodule.name
+            trainer.strategy.barrier("fid_setup")
 
     def resolve_sampling(self, pl_module) -> None:
         """The sampling options, checked once against the model's schedule (None: one decoder pass)."""

@@ -82,11 +82,9 @@ def check_inception_weights(setting: str | None) -> Path:
 
 
 def _grey_to_rgb(images: torch.Tensor) -> torch.Tensor:
-    if images.shape[1] == 1:
-        return images.expand(-1, 3, -1, -1)
-    if images.shape[1] != 3:
+    if images.shape[1] not in (1, 3):
         raise ValueError(f"features=inception takes images with 1 or 3 channels, got {images.shape[1]}")
-    return images
+    return images.expand(-1, 3, -1, -1)  # grey to RGB; RGB as it is
 
 
 def load_inception(setting: str | None) -> FeatureNet:

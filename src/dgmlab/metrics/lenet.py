@@ -160,13 +160,6 @@ def save_lenet(net: LeNet, val_accuracy: float, dataset_name: str, settings: LeN
     write_atomically(path, lambda f: torch.save(record, f))
 
 
-def load_lenet(path: Path) -> tuple[LeNet, dict]:
-    record = torch.load(path, map_location="cpu", weights_only=True)
-    net = LeNet(record["in_channels"], record["image_size"], record["num_classes"], record["hidden"])
-    net.load_state_dict(record["state_dict"])
-    return net.eval(), record
-
-
 def load_or_train_lenet(
     splits, dataset_name: str, cache_dir: str | Path, settings: LeNetSettings, log=print
 ) -> FeatureNet:
@@ -176,7 +169,9 @@ def load_or_train_lenet(
     path = Path(cache_dir) / "lenet" / name
     if path.is_file():
         try:
-            net, record = load_lenet(path)
+            record = torch.load(path, map_location="cpu", weights_only=True)  # as save_lenet wrote it
+            net = LeNet(record["in_channels"], record["image_size"], record["num_classes"], record["hidden"])
+            net.load_state_dict(record["state_dict"])
         except Exception as e:  # noqa: BLE001 - a broken cache entry is rebuilt, not fatal
             log(f"lenet: {path} is unreadable ({type(e).__name__}: {e}); training it again")
         else:
