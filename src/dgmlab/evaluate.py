@@ -20,18 +20,25 @@ import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
+import hydra
+import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .core.errors import ConfigError, positive_int, reports_user_errors
+from .core.errors import ConfigError, choice, positive_int, reports_user_errors
+from .core.precision import autocast
 from .core.progress import configure as configure_progress
 from .core.trust import trusting
 from .data.sources import class_interleaved
+from .lit import load_model, read_checkpoint
 from .metrics import KIDSettings, build_feature_net, check_feature_settings, load_or_compute_reference, score_features
 from .metrics.nll import model_nll
+from .metrics.reference import SPLITS
 from .run.layout import RunDir
+from .run.startup import quiet_libraries
+from .sampling import resolve_device, resolve_job_precision
 
 log = logging.getLogger(__name__)
 TASKS = ("fid", "nll", "val")
@@ -39,66 +46,53 @@ TASKS = ("fid", "nll", "val")
 
 def evaluate(cfg: DictConfig):
     configure_progress(cfg.progress)
-    if cfg.task not in TASKS:
-        raise ConfigError(f"task={cfg.task!r} is unknown; choose one of {list(TASKS)}")
+    choice(cfg.task, "task", TASKS)
     with trusting(cfg.trust_config):
         return {"fid": evaluate_samples, "nll": evaluate_nll, "val": evaluate_val}[cfg.task](cfg)
 
 
 # --- FID / KID of a samples file -------------------------------------------------------------------
-def load_samples(path: str | Path, image_shape: tuple[int, int, int], dataset_name: str) -> torch.Tensor:
-    """samples.npz -> uint8 (N, C, H, W), checked against the data set's (C, H, W)."""
+def load_samples(path: str | Path, dataset: DictConfig) -> torch.Tensor:
+    """samples.npz -> uint8 (N, C, H, W), checked against the shape of ``dataset``'s images."""
     path = Path(path)
+    where = f"samples={str(path)!r}"
     if not path.is_file():
-        raise ConfigError(f"samples={str(path)!r}: no such file; pass the samples.npz that sample.py wrote")
+        raise ConfigError(f"{where}: no such file; pass the samples.npz that sample.py wrote")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "samples" not in archive.files:
                 raise ConfigError(
-                    f"samples={str(path)!r} has no array 'samples' (found {archive.files}); "
-                    "pass a samples.npz written by sample.py"
+                    f"{where} has no array 'samples' (found {archive.files}); pass a samples.npz written by sample.py"
                 )
             samples = archive["samples"]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ConfigError(
-            f"samples={str(path)!r} is not a readable .npz file ({type(e).__name__}: {e}); "
-            "write it again with sample.py"
+            f"{where} is not a readable .npz file ({type(e).__name__}: {e}); write it again with sample.py"
         ) from None
     if samples.dtype != np.uint8 or samples.ndim != 4:
+        raise ConfigError(f"{where}: 'samples' must be uint8 N x H x W x C, got {samples.dtype} {samples.shape}")
+    expected = (dataset.image_size, dataset.image_size, dataset.channels)
+    if samples.shape[1:] != expected:
         raise ConfigError(
-            f"samples={str(path)!r}: 'samples' must be uint8 N x H x W x C, got {samples.dtype} {samples.shape}"
-        )
-    channels, height, width = image_shape
-    if samples.shape[1:] != (height, width, channels):
-        raise ConfigError(
-            f"samples={str(path)!r} holds images of shape {samples.shape[1:]} (H, W, C) but dataset={dataset_name} "
-            f"has {(height, width, channels)}; pass the data set the model was trained on (dataset=...)"
+            f"{where} holds images of shape {samples.shape[1:]} (H, W, C) but dataset={dataset.name} "
+            f"has {expected}; pass the data set the model was trained on (dataset=...)"
         )
     if len(samples) < 2:
-        raise ConfigError(
-            f"samples={str(path)!r} holds {len(samples)} image(s); FID needs at least 2 (sample.py n=...)"
-        )
+        raise ConfigError(f"{where} holds {len(samples)} image(s); FID needs at least 2 (sample.py n=...)")
     return torch.from_numpy(samples).permute(0, 3, 1, 2).contiguous()
-
-
-def metrics_path(samples: str | Path, features: str) -> Path:
-    """``DIR/NAME.npz`` is scored into ``DIR/NAME_metrics_<features>.json``: one result per input file."""
-    samples = Path(samples)
-    return samples.with_name(f"{samples.stem}_metrics_{features}.json")
 
 
 def evaluate_samples(cfg: DictConfig) -> dict:
     """FID and KID of ``cfg.samples`` against ``cfg.dataset``'s ``cfg.split`` images."""
     if not cfg.samples:
         raise ConfigError("samples is required: pass samples=PATH/samples.npz (written by sample.py)")
-    if cfg.split not in ("val", "train"):
-        raise ConfigError(f"split={cfg.split!r} is unknown; choose val or train")
+    choice(cfg.split, "split", SPLITS)
     check_feature_settings(cfg.features, cfg.eval.inception_weights, setting_name="features")
-    out = metrics_path(cfg.samples, cfg.features)
+    path = Path(cfg.samples)
+    out = path.with_name(f"{path.stem}_metrics_{cfg.features}.json")  # one result per input file
     if out.exists() and not cfg.overwrite:
         raise ConfigError(f"{out} already exists; pass overwrite=true to replace it")
-    image_shape = (cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size)
-    samples = load_samples(cfg.samples, image_shape, cfg.dataset.name)
+    samples = load_samples(path, cfg.dataset)
 
     datamodule = instantiate(cfg.dataset)
     datamodule.setup()
@@ -111,20 +105,14 @@ def evaluate_samples(cfg: DictConfig) -> dict:
         lenet=OmegaConf.to_container(cfg.eval.lenet),
         log=log.info,
     )
+    split = getattr(datamodule.splits, cfg.split)
     reference = load_or_compute_reference(
-        getattr(datamodule.splits, cfg.split),
-        cfg.dataset.name,
-        cfg.split,
-        feature_net,
-        cfg.eval.cache_dir,
-        log=log.info,
+        split, cfg.dataset.name, cfg.split, feature_net, cfg.eval.cache_dir, log=log.info
     )
-    scores = score_features(
-        feature_net(samples).numpy(), reference, KIDSettings(**OmegaConf.to_container(cfg.eval.kid))
-    )
+    scores = score_features(feature_net(samples).numpy(), reference, KIDSettings(**cfg.eval.kid))
     result = {
         **asdict(scores),
-        "samples": str(Path(cfg.samples).resolve()),
+        "samples": str(path.resolve()),
         "features": feature_net.identity,
         "feature_details": feature_net.details,
         "dataset": cfg.dataset.name,
@@ -152,12 +140,6 @@ def checkpoint_paths(ckpt) -> list[Path]:
 
 def evaluate_val(cfg: DictConfig) -> list[dict]:
     """The validation step of each checkpoint in ``cfg.ckpt`` over its data set's whole val split."""
-    import lightning as L
-
-    from .lit import load_model, read_checkpoint
-    from .run.startup import quiet_libraries
-    from .sampling import resolve_device, resolve_job_precision
-
     quiet_libraries()  # no tips, banners or deprecation notes around the numbers
     paths = checkpoint_paths(cfg.ckpt)
     device = resolve_device(cfg.device)
@@ -176,28 +158,18 @@ def evaluate_val(cfg: DictConfig) -> list[dict]:
         )
         (metrics,) = trainer.validate(model, datamodule=instantiate(run_cfg.dataset), verbose=False)
         step = read_checkpoint(path, setting="ckpt").get("global_step")
-        rows.append(
-            {"ckpt": str(path), "step": step, "precision": precision, **{k: float(v) for k, v in metrics.items()}}
-        )
-        print(f"{path} (step {step}): " + ", ".join(f"{k} {float(v):.5g}" for k, v in metrics.items()), flush=True)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        rows.append({"ckpt": str(path), "step": step, "precision": precision, **metrics})
+        print(f"{path} (step {step}): " + ", ".join(f"{k} {v:.5g}" for k, v in metrics.items()), flush=True)
     return rows
-
-
-def nll_output_path(ckpt: Path, split: str) -> Path:
-    return RunDir.of_checkpoint(ckpt).eval / f"nll_{split}_{ckpt.stem}.json"
 
 
 def evaluate_nll(cfg: DictConfig) -> list[dict]:
     """The likelihood bound of every checkpoint in ``cfg.ckpt``, printed as one table."""
-    from .core.precision import autocast
-    from .lit import load_model
-    from .sampling import resolve_device, resolve_job_precision
-
     settings = cfg.nll
-    if settings.split not in ("val", "train"):
-        raise ConfigError(f"nll.split={settings.split!r} is unknown; choose val or train")
+    choice(settings.split, "nll.split", SPLITS)
     paths = checkpoint_paths(cfg.ckpt)
-    outputs = [nll_output_path(p, settings.split) for p in paths]
+    outputs = [RunDir.of_checkpoint(p).eval / f"nll_{settings.split}_{p.stem}.json" for p in paths]
     for out in outputs:
         if out.exists() and not cfg.overwrite:
             raise ConfigError(f"{out} already exists; pass overwrite=true to replace it")
@@ -210,12 +182,7 @@ def evaluate_nll(cfg: DictConfig) -> list[dict]:
         images, dataset_name = split_images(run_cfg, settings.split, settings.max_images)
         print(f"{path}: {type(model).__name__} on {len(images)} {dataset_name} {settings.split} images ...", flush=True)
         result = model_nll(
-            model,
-            images,
-            settings.batch_size,
-            settings.seed,
-            settings.iw_samples,
-            autocast=lambda: autocast(device, precision),
+            model, images, settings.batch_size, settings.seed, settings.iw_samples, lambda: autocast(device, precision)
         )
         row = {
             **asdict(result),
@@ -269,8 +236,6 @@ def _task_from_first_word(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    import hydra
-
     @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
     @reports_user_errors
     def run(cfg: DictConfig) -> None:

@@ -51,6 +51,17 @@ class TrajectoryRecorder:
         return torch.stack([self.steps[i] for i in picks], dim=1).flatten(0, 1)
 
 
+def image_batches(num_samples: int, batch_size: int) -> list[range]:
+    """The images 0 .. num_samples-1 in batches of ``batch_size`` (the last one may be smaller)."""
+    return [range(start, min(start + batch_size, num_samples)) for start in range(0, num_samples, batch_size)]
+
+
+def draw(model, seed: int, indices: range, **kwargs) -> torch.Tensor:
+    """Images ``indices`` of ``seed`` as uint8, image i from its own seed (``seeding.image_seed(seed, i)``),
+    so it is the same image in any batch, here, in the sample grid and in the FID callback."""
+    return model.to_uint8(model.sample_images(len(indices), generator=ImageNoise(seed, indices), **kwargs))
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -63,23 +74,20 @@ def generate(
     recorder: TrajectoryRecorder | None = None,
     options: SamplingOptions | None = None,
 ) -> torch.Tensor:
-    """``num_samples`` images as uint8 NCHW. Image i comes from its own seed (``seeding.image_seed(seed, i)``),
-    so it is the same image at any ``batch_size`` and in the sample grid or the FID callback.
+    """``num_samples`` images as uint8 NCHW (``draw``: the same images at any ``batch_size``).
     ``options``: resolved ones (``model.sampling_with``); None for a model that draws in one decoder pass.
     On a terminal a bar counts the sampler's steps of every batch (``dgmlab.core.progress``)."""
     model = model.to(device)
     steps = options.steps if options is not None else 1  # a VAE decodes in one step
-    batches = range(0, num_samples, batch_size)
+    batches = image_batches(num_samples, batch_size)
     chunks = []
     with autocast(device, precision), progress_bar(steps * len(batches), "sampling", "step") as bar:
-        for start in batches:
-            size = min(batch_size, num_samples - start)
-            extra = {"labels": labels[start : start + size]} if labels is not None else {}
+        for indices in batches:
+            extra = {"labels": labels[indices.start : indices.stop]} if labels is not None else {}
             if options is not None:  # the trajectory follows the first batch only
-                extra.update(options=options, on_step=_counting(bar, recorder if start == 0 else None))
-            noise = ImageNoise(seed, range(start, start + size))
-            chunks.append(model.to_uint8(model.sample_images(size, generator=noise, **extra)).cpu())
-            bar.set_postfix(images=f"{start + size}/{num_samples}")
+                extra.update(options=options, on_step=_counting(bar, recorder if indices.start == 0 else None))
+            chunks.append(draw(model, seed, indices, **extra).cpu())
+            bar.set_postfix(images=f"{indices.stop}/{num_samples}")
             if options is None:
                 bar.update()
     return torch.cat(chunks)

@@ -24,15 +24,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
-from ..core.errors import ConfigError, positive_int
+from ..core.errors import ConfigError, choice, positive_int
 from ..core.precision import CHOICES as PRECISIONS
 from ..core.precision import autocast, resolve_precision
 from ..core.progress import track
-from ..core.seeding import ImageNoise
 from ..metrics import (
+    SPLITS,
     FeatureNet,
     KIDSettings,
     ReferenceFeatures,
@@ -41,12 +40,16 @@ from ..metrics import (
     load_or_compute_reference,
     score_features,
 )
+from ..sampling import draw, image_batches
+from .periodic import EveryNSteps
 
 log = logging.getLogger(__name__)
-SPLITS = ("val", "train")
+SCORE_LINE = (
+    "step {step}: FID {fid:.4f}, KID {kid_mean:.5f} +- {kid_std:.5f} ({num_samples} samples, {sampler}, {features})"
+)
 
 
-class FIDCallback(L.Callback):
+class FIDCallback(EveryNSteps):
     """Scores generated samples with FID and KID every ``every_n_steps`` steps (see the module doc)."""
 
     def __init__(
@@ -69,50 +72,41 @@ class FIDCallback(L.Callback):
     ):
         """Every argument comes from ``eval.*`` (conf/eval/fid.yaml), where each is explained; ``sampling``:
         the SamplingOptions settings (sampler, steps, eta, ...; sampling/overrides.yaml)."""
-        for key, value, low in (
-            ("every_n_steps", every_n_steps, 1),
-            ("num_samples", num_samples, 2),
-            ("batch_size", batch_size, 1),
-        ):
-            positive_int(value, f"eval.{key}", minimum=low)
-        if split not in SPLITS:
-            raise ConfigError(f"eval.split={split!r} is unknown; choose one of {list(SPLITS)}")
+        positive_int(every_n_steps, "eval.every_n_steps")
+        positive_int(num_samples, "eval.num_samples", minimum=2)
+        positive_int(batch_size, "eval.batch_size")
+        choice(split, "eval.split", SPLITS)
         check_feature_settings(features, inception_weights)  # e.g. missing Inception weights: before any training
         if str(precision) not in PRECISIONS:
             raise ConfigError(f"eval.precision={precision!r} is unknown; choose one of {list(PRECISIONS)}")
         self.requested_precision, self.precision = precision, None
-        self.every_n_steps, self.num_samples, self.batch_size, self.seed = every_n_steps, num_samples, batch_size, seed
+        super().__init__(every_n_steps, at_train_end)
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.features, self.split, self.overrides = features, split, sampling
         self.options = None  # the model's sampling options with eval.sampler, eval.steps, ..., resolved at setup
         self.inception_weights, self.cache_dir, self.lenet = inception_weights, cache_dir, dict(lenet)
         self.kid = KIDSettings(**kid)
-        self.dirpath, self.at_train_end = (Path(dirpath) if dirpath else None), at_train_end
+        self.dirpath = Path(dirpath) if dirpath else None
         self.feature_net: FeatureNet | None = None
         self.reference: ReferenceFeatures | None = None
-        self.history: list[dict] = []
         self.dataset_name: str | None = None
-        self._last_step = -1
 
     # --- preparation (before training) -----------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit" or self.feature_net is not None:
             return
         self.resolve_sampling(pl_module)
-        choice = resolve_precision(self.requested_precision, pl_module.device.type, setting="eval.precision")
-        self.precision = choice.precision
-        log.info("eval: sampling for FID in %s", choice)
+        chosen = resolve_precision(self.requested_precision, pl_module.device.type, setting="eval.precision")
+        self.precision = chosen.precision
+        log.info("eval: sampling for FID in %s", chosen)
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "splits"):
             raise ConfigError("eval=fid needs dgmlab's ImageDataModule (the real images come from its splits)")
         datamodule.setup(stage)
-        # Rank 0 trains/caches the feature net and the real statistics; the others then read the cache.
-        if trainer.is_global_zero:
-            self._prepare(datamodule, with_reference=True)
-        trainer.strategy.barrier("fid_setup")
+        self.dataset_name = datamodule.name
+        # Rank 0 trains/caches the feature net and the real statistics before the barrier, the others read them after.
         if not trainer.is_global_zero:
-            self._prepare(datamodule, with_reference=False)
-
-    def _prepare(self, datamodule, with_reference: bool) -> None:
+            trainer.strategy.barrier("fid_setup")
         self.feature_net = build_feature_net(
             self.features,
             splits=datamodule.splits,
@@ -122,123 +116,71 @@ class FIDCallback(L.Callback):
             lenet=self.lenet,
             log=log.info,
         )
-        if with_reference:
+        if trainer.is_global_zero:
             split = getattr(datamodule.splits, self.split)
             self.reference = load_or_compute_reference(
                 split, datamodule.name, self.split, self.feature_net, self.cache_dir, log=log.info
             )
-        self.dataset_name = datamodule.name
+            trainer.strategy.barrier("fid_setup")
 
     def resolve_sampling(self, pl_module) -> None:
         """The sampling options, checked once against the model's schedule (None: one decoder pass)."""
         self.options = pl_module.sampling_with("eval.", **self.overrides)
 
-    # --- when to evaluate ------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step % self.every_n_steps == 0:
-            self.evaluate(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module):
-        if self.at_train_end:
-            self.evaluate(trainer, pl_module)
-
-    # --- the evaluation --------------------------------------------------------------------------
-    def evaluate(self, trainer, pl_module) -> dict | None:
-        step = trainer.global_step
-        if step == self._last_step:
-            return None
-        self._last_step = step
+    # --- the evaluation (when: EveryNSteps) -------------------------------------------------------
+    def at_step(self, trainer, pl_module, step: int) -> dict:
         start = time.perf_counter()
         features = self.sample_features(trainer, pl_module)
         seconds = time.perf_counter() - start
         record = None
         if trainer.is_global_zero:
             scores = score_features(features.numpy(), self.reference, self.kid)
-            record = {"step": step, **asdict(scores), **self.settings(pl_module), "seconds": round(seconds, 2)}
+            sampler, steps = (self.options.sampler, self.options.steps) if self.options is not None else ("model", None)
+            record = {
+                "step": step,
+                **asdict(scores),
+                "features": self.feature_net.identity,
+                "sampler": sampler,
+                "sampling_steps": steps,
+                "seed": self.seed,
+                "dataset": self.dataset_name,
+                "split": self.split,
+                "seconds": round(seconds, 2),
+            }
         record = trainer.strategy.broadcast(record, src=0)
         self._publish(trainer, record)
         return record
 
-    def settings(self, pl_module) -> dict:
-        sampler, steps = (self.options.sampler, self.options.steps) if self.options is not None else ("model", None)
-        return {
-            "features": self.feature_net.identity,
-            "sampler": sampler,
-            "sampling_steps": steps,
-            "seed": self.seed,
-            "dataset": self.dataset_name,
-            "split": self.split,
-        }
-
-    @torch.no_grad()
     def sample_features(self, trainer, pl_module) -> torch.Tensor:
-        """Features of all ``num_samples`` images, in image order, identical on every rank."""
-        batches = [
-            (b, start, min(self.batch_size, self.num_samples - start))
-            for b, start in enumerate(range(0, self.num_samples, self.batch_size))
-        ]
-        rank, world = trainer.global_rank, trainer.world_size
-        mine = batches[rank::world]
-        was_training = pl_module.training
-        pl_module.eval()
-        self.feature_net.to(pl_module.device)
-        features, indices = [], []
-        try:
-            for b, start, size in track(mine, "FID: sampling", "batch", enabled=trainer.is_global_zero, leave=False):
-                noise = ImageNoise(self.seed, range(start, start + size))
-                with autocast(pl_module.device, self.precision):
-                    images = pl_module.sample_images(size, generator=noise, options=self.options)
-                features.append(self.feature_net(pl_module.to_uint8(images)))
-                indices.append(torch.arange(start, start + size))
-        finally:
-            pl_module.train(was_training)
-        return self._gather_in_order(
-            trainer, pl_module, features, indices, math.ceil(len(batches) / world) * self.batch_size
+        """Features of all ``num_samples`` images in image order, on every rank: rank r draws batches r, r + W, ...
+        into rows of ``batch_size`` (zero-padded); the all-gathered rows, read across the ranks, are in order."""
+        batches = image_batches(self.num_samples, self.batch_size)
+        world = trainer.world_size
+        features = torch.zeros(math.ceil(len(batches) / world), self.batch_size, self.feature_net.num_features)
+        mine = track(
+            batches[trainer.global_rank :: world], "FID: sampling", "batch", enabled=trainer.is_global_zero, leave=False
         )
-
-    def _gather_in_order(self, trainer, pl_module, features, indices, capacity: int) -> torch.Tensor:
-        """Pad this rank's (index, feature) rows to a common length, all-gather, drop the padding
-        and sort by sample index."""
-        dim = self.feature_net.num_features
-        padded_features = torch.zeros(capacity, dim)
-        padded_indices = torch.full((capacity,), -1, dtype=torch.long)
-        if features:
-            own_features, own_indices = torch.cat(features), torch.cat(indices)
-            padded_features[: len(own_features)], padded_indices[: len(own_indices)] = own_features, own_indices
-        if trainer.world_size > 1:
-            device = pl_module.device
-            padded_features = trainer.strategy.all_gather(padded_features.to(device)).reshape(-1, dim).cpu()
-            padded_indices = trainer.strategy.all_gather(padded_indices.to(device)).reshape(-1).cpu()
-        keep = padded_indices >= 0
-        order = torch.argsort(padded_indices[keep])
-        return padded_features[keep][order]
+        self.feature_net.network.to(pl_module.device)
+        for row, indices in enumerate(mine):
+            with autocast(pl_module.device, self.precision):
+                images = draw(pl_module, self.seed, indices, options=self.options)
+            features[row, : len(indices)] = self.feature_net(images)
+        if world > 1:
+            features = trainer.strategy.all_gather(features.to(pl_module.device)).cpu().transpose(0, 1)
+        return features.flatten(0, -2)[: self.num_samples]
 
     def _publish(self, trainer, record: dict) -> None:
-        self.history.append(record)
-        sampler, steps = record["sampler"], record["sampling_steps"]
-        metrics = {
-            "val/fid": record["fid"],
-            "val/kid_mean": record["kid_mean"],
-            "val/kid_std": record["kid_std"],
-            "val/fid_num_samples": float(record["num_samples"]),
-            f"val/fid_{self.features}_{sampler}{steps or ''}_n{record['num_samples']}": record["fid"],
-        }
+        sampler, steps, count = record["sampler"], record["sampling_steps"], record["num_samples"]
+        metrics = {f"val/{key}": record[key] for key in ("fid", "kid_mean", "kid_std")}
+        metrics["val/fid_num_samples"] = float(count)
+        metrics[f"val/fid_{self.features}_{sampler}{steps or ''}_n{count}"] = record["fid"]
         if steps is not None:
             metrics["val/fid_sampling_steps"] = float(steps)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=record["step"])
         if trainer.is_global_zero:
-            log.info(
-                "step %d: FID %.4f, KID %.5f +- %.5f (%d samples, %s, %s)",
-                record["step"],
-                record["fid"],
-                record["kid_mean"],
-                record["kid_std"],
-                record["num_samples"],
-                sampler,
-                record["features"],
-            )
+            log.info(SCORE_LINE.format_map(record))
             if self.dirpath is not None:
                 self.dirpath.mkdir(parents=True, exist_ok=True)
                 with open(self.dirpath / "fid.jsonl", "a") as f:

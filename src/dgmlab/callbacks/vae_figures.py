@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lightning as L
 import torch
 
 from ..core.errors import ConfigError
 from ..core.images import save_grid
+from .periodic import EveryNSteps
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,7 @@ def plot_latent_scatter(mu: torch.Tensor, labels: torch.Tensor, num_classes: int
     if num_classes > 1:
         cmap = "tab10" if num_classes <= 10 else "viridis"
         points = axes.scatter(mu[:, 0], mu[:, 1], c=labels, s=6, cmap=cmap, vmin=-0.5, vmax=num_classes - 0.5)
-        colour_bar = figure.colorbar(points, ax=axes, ticks=range(num_classes))
-        colour_bar.set_label("class (the digit, for MNIST)")
+        figure.colorbar(points, ax=axes, ticks=range(num_classes)).set_label("class (the digit, for MNIST)")
     else:
         axes.scatter(mu[:, 0], mu[:, 1], s=6)
     axes.set_xlabel("z1 (mean of q(z|x))")
@@ -47,7 +46,7 @@ def plot_latent_scatter(mu: torch.Tensor, labels: torch.Tensor, num_classes: int
     return path
 
 
-class VAEFigures(L.Callback):
+class VAEFigures(EveryNSteps):
     """Writes ``<dirpath>/<figure>_step_XXXXXX.png`` when training ends and, if ``every_n_steps``
     is set, every that many steps. Figures:
 
@@ -77,32 +76,17 @@ class VAEFigures(L.Callback):
             raise ConfigError(
                 f"callbacks.vae_figures.manifold_quantiles must satisfy 0 < low < high < 1, got {list(manifold_quantiles)}"
             )
-        self.dirpath, self.every_n_steps, self.seed = Path(dirpath), every_n_steps, seed
+        super().__init__(every_n_steps)
+        self.dirpath, self.seed = Path(dirpath), seed
         self.num_reconstructions, self.num_samples = num_reconstructions, num_samples
         self.images_per_row, self.max_scatter_points = images_per_row, max_scatter_points
         self.manifold_size, self.manifold_quantiles = manifold_size, (low, high)
-        self._last_step = -1
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
-            self.write(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module):
-        self.write(trainer, pl_module)
-
-    @torch.no_grad()
-    def write(self, trainer, pl_module) -> list[Path]:
-        step = trainer.global_step
-        if step == self._last_step or not trainer.is_global_zero:
+    def at_step(self, trainer, pl_module, step: int) -> list[Path]:
+        if not trainer.is_global_zero:
             return []
-        self._last_step = step
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            with trainer.precision_plugin.forward_context():
-                paths = self._draw_all(trainer, pl_module, step)
-        finally:
-            pl_module.train(was_training)
+        with trainer.precision_plugin.forward_context():
+            paths = self._draw_all(trainer, pl_module, step)
         for path in paths:
             for logger in trainer.loggers:
                 if hasattr(logger, "log_image"):
@@ -113,10 +97,12 @@ class VAEFigures(L.Callback):
         suffix = f"_step_{step:06d}.png"
         samples = pl_module.sample_images(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
         paths = [save_grid(pl_module.to_uint8(samples), self.dirpath / f"prior_samples{suffix}")]
-        images, labels = self._val_images(trainer, pl_module)
-        if images is None:
+        if trainer.datamodule is None:
             log.warning("vae_figures: no datamodule with a val split; skipping reconstructions and the latent scatter")
             return paths
+        # up to max_scatter_points val images, in the model's pixel range, on its device
+        val, wanted = trainer.datamodule.splits.val, max(self.max_scatter_points, self.num_reconstructions)
+        images, labels = pl_module.from_uint8(val.images[:wanted].to(pl_module.device)), val.labels[:wanted]
         # inputs spread evenly over the split, which may be sorted by class
         spread = torch.linspace(0, len(images) - 1, min(self.num_reconstructions, len(images))).long()
         paths.append(self._reconstructions(pl_module, images[spread], self.dirpath / f"reconstructions{suffix}"))
@@ -135,10 +121,3 @@ class VAEFigures(L.Callback):
         pair = [pl_module.to_uint8(inputs), pl_module.to_uint8(pl_module.reconstruct(inputs))]
         rows = [half[i : i + per_row] for i in range(0, len(inputs), per_row) for half in pair]
         return save_grid(torch.cat(rows), path, nrow=per_row)
-
-    def _val_images(self, trainer, pl_module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Up to ``max_scatter_points`` val images, in the model's pixel range, on its device."""
-        if trainer.datamodule is None:
-            return None, None
-        val, wanted = trainer.datamodule.splits.val, max(self.max_scatter_points, self.num_reconstructions)
-        return pl_module.from_uint8(val.images[:wanted].to(pl_module.device)), val.labels[:wanted]

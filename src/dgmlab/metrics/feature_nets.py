@@ -51,10 +51,6 @@ class FeatureNet:
     def identity(self) -> str:
         return f"{self.name}-{self.weights_hash}"
 
-    def to(self, device) -> "FeatureNet":
-        self.network.to(device)
-        return self
-
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4:
@@ -86,11 +82,9 @@ def check_inception_weights(setting: str | None) -> Path:
 
 
 def _grey_to_rgb(images: torch.Tensor) -> torch.Tensor:
-    if images.shape[1] == 1:
-        return images.expand(-1, 3, -1, -1)
-    if images.shape[1] != 3:
+    if images.shape[1] not in (1, 3):
         raise ValueError(f"features=inception takes images with 1 or 3 channels, got {images.shape[1]}")
-    return images
+    return images.expand(-1, 3, -1, -1)  # grey to RGB; RGB as it is
 
 
 def load_inception(setting: str | None) -> FeatureNet:
@@ -140,9 +134,8 @@ def build_feature_net(
     log=print,
 ) -> FeatureNet:
     """The feature network ``features``; ``lenet`` is trained on ``splits.train`` if not cached."""
-    check_feature_settings(features, inception_weights)
-    if features == "inception":
-        return load_inception(inception_weights)
+    if choice(features, "eval.features", FEATURE_NETS) == "inception":
+        return load_inception(inception_weights)  # which checks the weights file first
     from .lenet import LeNetSettings, load_or_train_lenet  # lazy: `python -m dgmlab.metrics.lenet` runs that module
 
     return load_or_train_lenet(splits, dataset_name, cache_dir, LeNetSettings(**lenet), log=log)

@@ -19,11 +19,14 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import hydra
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, reports_user_errors
 from ..core.files import file_sha256, write_atomically
 from ..core.progress import configure as configure_progress
 from ..core.progress import track
@@ -136,14 +139,10 @@ def train_lenet(train, val, settings: LeNetSettings, log=print) -> tuple[LeNet, 
         optimizer.step()
         if (step + 1) % 500 == 0:
             log(f"lenet: step {step + 1}/{settings.train_steps}, loss {loss.item():.4f}")
-    net.set_feature_scale(train.images)
-    return net.eval(), accuracy(net, val)
-
-
-@torch.no_grad()
-def accuracy(net: LeNet, split) -> float:
-    predictions = torch.cat([net(chunk).argmax(1) for chunk in split.images.split(500)])
-    return float((predictions == split.labels).float().mean())
+    net.set_feature_scale(train.images)  # and into eval mode
+    with torch.no_grad():
+        predictions = torch.cat([net(chunk).argmax(1) for chunk in val.images.split(500)])
+    return net, float((predictions == val.labels).float().mean())
 
 
 def save_lenet(net: LeNet, val_accuracy: float, dataset_name: str, settings: LeNetSettings, path: Path) -> None:
@@ -161,13 +160,6 @@ def save_lenet(net: LeNet, val_accuracy: float, dataset_name: str, settings: LeN
     write_atomically(path, lambda f: torch.save(record, f))
 
 
-def load_lenet(path: Path) -> tuple[LeNet, dict]:
-    record = torch.load(path, map_location="cpu", weights_only=True)
-    net = LeNet(record["in_channels"], record["image_size"], record["num_classes"], record["hidden"])
-    net.load_state_dict(record["state_dict"])
-    return net.eval(), record
-
-
 def load_or_train_lenet(
     splits, dataset_name: str, cache_dir: str | Path, settings: LeNetSettings, log=print
 ) -> FeatureNet:
@@ -177,7 +169,9 @@ def load_or_train_lenet(
     path = Path(cache_dir) / "lenet" / name
     if path.is_file():
         try:
-            net, record = load_lenet(path)
+            record = torch.load(path, map_location="cpu", weights_only=True)  # as save_lenet wrote it
+            net = LeNet(record["in_channels"], record["image_size"], record["num_classes"], record["hidden"])
+            net.load_state_dict(record["state_dict"])
         except Exception as e:  # noqa: BLE001 - a broken cache entry is rebuilt, not fatal
             log(f"lenet: {path} is unreadable ({type(e).__name__}: {e}); training it again")
         else:
@@ -198,11 +192,6 @@ def lenet_feature_net(net: LeNet, path: Path, val_accuracy: float) -> FeatureNet
 def main() -> None:
     """``python -m dgmlab.metrics.lenet dataset=NAME [eval.lenet.train_steps=...]``: composes
     conf/evaluate.yaml, trains (or finds) the LeNet, prints its val accuracy."""
-    import hydra
-    from hydra.utils import instantiate
-    from omegaconf import DictConfig, OmegaConf
-
-    from ..core.errors import reports_user_errors
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
     @reports_user_errors

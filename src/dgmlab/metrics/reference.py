@@ -21,6 +21,8 @@ from ..core.files import write_atomically
 from .distances import GaussianStatistics, KIDSettings, frechet_distance, kernel_inception_distance
 from .feature_nets import FeatureNet
 
+SPLITS = ("val", "train")  # the real images generated ones are compared with
+
 
 def data_digest(split) -> str:
     """A hash of a split's images and labels: the cache key for anything computed from them."""
@@ -40,19 +42,13 @@ class ReferenceFeatures:
     from_cache: bool
 
 
-def reference_cache_path(
-    cache_dir: str | Path, dataset_name: str, split_name: str, split, feature_net: FeatureNet
-) -> Path:
-    channels, height, width = split.images.shape[1:]
-    name = f"{dataset_name}_{split_name}_{channels}x{height}x{width}_{feature_net.identity}_{data_digest(split)}.npz"
-    return Path(cache_dir) / "fid" / name
-
-
 def load_or_compute_reference(
     split, dataset_name: str, split_name: str, feature_net: FeatureNet, cache_dir: str | Path, log=print
 ) -> ReferenceFeatures:
     """Read the cached statistics of ``split`` under ``feature_net``, or compute and cache them."""
-    path = reference_cache_path(cache_dir, dataset_name, split_name, split, feature_net)
+    channels, height, width = split.images.shape[1:]
+    name = f"{dataset_name}_{split_name}_{channels}x{height}x{width}_{feature_net.identity}_{data_digest(split)}.npz"
+    path = Path(cache_dir) / "fid" / name
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as cached:
@@ -90,12 +86,5 @@ def score_features(
     samples = np.asarray(sample_features, dtype=np.float64)
     fid = frechet_distance(GaussianStatistics.of(samples), reference.statistics)
     kid_mean, kid_std = kernel_inception_distance(samples, reference.features, kid)
-    return SampleScores(
-        fid,
-        kid_mean,
-        kid_std,
-        len(samples),
-        len(reference.features),
-        kid.subsets,
-        kid.effective_subset_size(len(samples), len(reference.features)),
-    )
+    n, m = len(samples), len(reference.features)
+    return SampleScores(fid, kid_mean, kid_std, n, m, kid.subsets, kid.effective_subset_size(n, m))
