@@ -35,11 +35,13 @@ LAST_CHECKPOINT = "last.ckpt"  # ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelChe
 METRICS_FILE = "metrics.csv"  # lightning.pytorch.loggers.csv_logs.ExperimentWriter.NAME_METRICS_FILE
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = ".hydra/overrides.yaml"  # Hydra's hydra.output_subdir (.hydra) / overrides.yaml
-WANDB_ID_FILE = "wandb_run_id"
-MLFLOW_ID_FILE = "mlflow_run_id"
 STATUS_FILE = "status.json"
 CURVES_FILE = "curves.png"
-LOG_FILE = "train.log"  # Hydra's job log: <hydra.job.name>.log, train.py's
+
+
+def _in_root(name: str) -> property:
+    """A property of a RunDir: the file or folder ``name`` in its root."""
+    return property(lambda self: self.root / name)
 
 
 @dataclass(frozen=True)
@@ -110,41 +112,15 @@ class RunDir:
     def last_checkpoint(self) -> Path:
         return self.checkpoints / LAST_CHECKPOINT
 
-    @property
-    def config_file(self) -> Path:
-        return self.root / CONFIG_FILE
-
-    @property
-    def overrides_file(self) -> Path:
-        return self.root / OVERRIDES_FILE
-
-    @property
-    def wandb_id_file(self) -> Path:
-        return self.root / WANDB_ID_FILE
-
-    @property
-    def mlflow_id_file(self) -> Path:
-        return self.root / MLFLOW_ID_FILE
-
-    @property
-    def status_file(self) -> Path:
-        return self.root / STATUS_FILE
-
-    @property
-    def log_file(self) -> Path:
-        return self.root / LOG_FILE
-
-    @property
-    def curves_file(self) -> Path:
-        return self.root / CURVES_FILE
-
-    @property
-    def samples(self) -> Path:
-        return self.root / "samples"
-
-    @property
-    def eval(self) -> Path:
-        return self.root / "eval"
+    config_file = _in_root(CONFIG_FILE)
+    overrides_file = _in_root(OVERRIDES_FILE)
+    wandb_id_file = _in_root("wandb_run_id")
+    mlflow_id_file = _in_root("mlflow_run_id")
+    status_file = _in_root(STATUS_FILE)
+    log_file = _in_root("train.log")  # Hydra's job log: <hydra.job.name>.log, train.py's
+    curves_file = _in_root(CURVES_FILE)
+    samples = _in_root("samples")
+    eval = _in_root("eval")
 
     def stored_overrides(self) -> list[str]:
         """The command-line overrides the run was started with (none if Hydra did not record them)."""

@@ -52,17 +52,17 @@ def unquote(value: str) -> str:
 def resume_argv(argv: list[str], config_dir: str | Path, config_name: str = "train") -> list[str]:
     """train.py's ``sys.argv`` with ``resume=...`` resolved (unchanged without it); see the module doc."""
     args = argv[1:]
-    values = [a.split("=", 1)[1] for a in args if override_key(a) == "resume"]
-    if not values or values[-1] in ("null", ""):
+    value = typed(args, "resume")
+    if value in (None, "null", ""):
         return argv
     if any(a in ("-m", "--multirun") for a in args):
         raise ConfigError("resume=... continues one run; it cannot be combined with -m/--multirun")
     others = [a for a in args if override_key(a) != "resume"]
     explicit_dirs = {unquote(a.split("=", 1)[1]) for a in others if override_key(a) == "hydra.run.dir"}
-    run_dir = find_run(values[-1], [a for a in others if override_key(a) != "hydra.run.dir"], config_dir, config_name)
+    run_dir = find_run(value, [a for a in others if override_key(a) != "hydra.run.dir"], config_dir, config_name)
     if any(Path(d).resolve() != run_dir for d in explicit_dirs):
         raise ConfigError(
-            f"resume={values[-1]} continues the run in {run_dir}; drop hydra.run.dir={sorted(explicit_dirs)[0]}"
+            f"resume={value} continues the run in {run_dir}; drop hydra.run.dir={sorted(explicit_dirs)[0]}"
         )
     run = RunDir.at(run_dir)
     stored = [o for o in run.stored_overrides() if carried(override_key(o))]
@@ -197,18 +197,14 @@ def check_fixed_settings(run_config: dict, new_config: dict, path: Path) -> None
     """Refuse, by name, every setting of the model, the data set and the world size that differs from
     the checkpoint's run."""
     old, new = fixed_settings(run_config), fixed_settings(new_config)
+    pairs = {k: (old.get(k, "<unset>"), new.get(k, "<unset>")) for k in sorted(old.keys() | new.keys())}
     changed = [
-        k
-        for k in sorted(old.keys() | new.keys())
-        if not may_change(k) and old.get(k, "<unset>") != new.get(k, "<unset>")
+        f"{k} (run: {was!r}, now: {now!r})" for k, (was, now) in pairs.items() if was != now and not may_change(k)
     ]
     if changed:
-        listing = ", ".join(
-            f"{k} (run: {old.get(k, '<unset>')!r}, now: {new.get(k, '<unset>')!r})" for k in changed[:8]
-        )
         more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
         raise ConfigError(
             f"cannot resume {shown_path(path)}: settings of the model, schedule and data set, and the number of devices and nodes "
             f"(the data order is sharded by them), cannot change on resume, and these differ from the run's own "
-            f"config: {listing}{more}. Drop them from the command line, or start a new run."
+            f"config: {', '.join(changed[:8])}{more}. Drop them from the command line, or start a new run."
         )

@@ -23,9 +23,9 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..core.errors import ConfigError
+from ..core.paths import shown_path
 from . import internals, slurm
 from .layout import RunDir
-from .startup import shown_path
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,7 @@ class StopOnSignal(L.Callback):
         # last.ckpt before the end-of-run work of the other callbacks (which run after this one): a
         # signal during a final sample grid or FID then loses nothing.
         callback = trainer.checkpoint_callback
-        if (
-            callback is not None
-            and getattr(callback, "save_last", False)
-            and internals.last_saved_step(callback) != trainer.global_step
-        ):
+        if getattr(callback, "save_last", False) and internals.last_saved_step(callback) != trainer.global_step:
             internals.save_last_through(callback, trainer)
         self.work = "on_train_end"
 
@@ -149,9 +145,8 @@ class StopOnSignal(L.Callback):
             checkpoint = internals.dump_checkpoint(trainer)
             if trainer.is_global_zero:
                 trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, path)
-            launcher = trainer.strategy.launcher
-            if trainer.is_global_zero and launcher is not None and hasattr(launcher, "procs"):
-                launcher.kill(signal.SIGKILL)  # the other ranks have nothing left to save
+                if hasattr(trainer.strategy.launcher, "procs"):
+                    trainer.strategy.launcher.kill(signal.SIGKILL)  # the other ranks have nothing left to save
         if trainer.is_global_zero:
             log.warning(
                 "Stopped by %s at step %d: saved %s", signal_name(self.signum), trainer.global_step, shown_path(path)
@@ -172,10 +167,8 @@ def fit_stopping_on_signals(trainer, model, datamodule, ckpt_path, guard: StopOn
     """``trainer.fit``; a stop by signal ends the process with 128 + the signal number."""
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)  # read by SafeCheckpointIO
-    except SIGTERMException:  # Lightning's own handler, before ours took over
-        interrupted(trainer, guard, signal.SIGTERM)
-    except RunInterrupted as e:
-        interrupted(trainer, guard, e.signum)
+    except (SIGTERMException, RunInterrupted) as e:  # SIGTERMException: Lightning's own handler, before ours
+        interrupted(trainer, guard, getattr(e, "signum", signal.SIGTERM))
     if guard is not None and guard.signum is not None:  # the signal came after the last step
         interrupted(trainer, guard, guard.signum)
 
@@ -186,12 +179,10 @@ def interrupted(trainer, guard: StopOnSignal | None, signum: int):
         how = f"python train.py resume={run_dir}"
         if slurm.job_id():
             how = f"SLURM job {slurm.job_id()} resumes from it if it is requeued; or {how}"
+        last = shown_path(RunDir.of_trainer(trainer).last_checkpoint)
         log.warning(
-            "Interrupted by %s at step %d; %s holds the state to continue from: %s",
-            signal_name(signum),
-            trainer.global_step,
-            shown_path(RunDir.of_trainer(trainer).last_checkpoint),
-            how,
+            f"Interrupted by {signal_name(signum)} at step {trainer.global_step}; {last} holds the state to "
+            f"continue from: {how}"
         )
         if guard is not None and signum in guard.requeue_signals:
             slurm.requeue()  # in a SLURM batch job: back in the queue, to resume from last.ckpt

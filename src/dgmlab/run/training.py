@@ -16,10 +16,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..core.errors import ConfigError, reports_user_errors
+from ..core.paths import shown_path
 from ..core.precision import PrecisionChoice, resolve_precision
 from ..core.progress import configure as configure_progress
 from ..core.trust import trusting
-from . import slurm
+from . import slurm, startup
 from . import status as run_status
 from .atomic_io import SafeCheckpointIO
 from .config import validate_train_config
@@ -27,15 +28,6 @@ from .layout import RunDir
 from .lock import writing
 from .resume import checkpoint_to_resume
 from .signals import StopOnSignal, fit_stopping_on_signals
-from .startup import (
-    last_checkpoint,
-    log_effective_batch_size,
-    log_process,
-    log_start,
-    quiet_libraries,
-    run_summary,
-    shown_path,
-)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +50,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ``config.yaml`` and travels inside every checkpoint; the run ends with a summary.
     """
     started = time.perf_counter()
-    quiet_libraries()
+    startup.quiet_libraries()
     configure_progress(cfg.get("progress", True))
     validate_train_config(cfg)
     precision = trainer_precision(cfg.trainer)
@@ -96,12 +88,12 @@ def fit_run(cfg: DictConfig, run: RunDir, precision: PrecisionChoice, started: f
     trainer.strategy.checkpoint_io = instantiate(cfg.checkpoint_io) if cfg.get("checkpoint_io") else SafeCheckpointIO()
     trainer.strategy.checkpoint_io.resume_command = f"python train.py resume={shown_path(cfg.paths.output_dir)}"
 
-    log_process(trainer)
+    startup.log_process(trainer)
     if trainer.is_global_zero:
         run.root.mkdir(parents=True, exist_ok=True)
         run.config_file.write_text(OmegaConf.to_yaml(model.run_config))
-        log_start(run.root, precision, trainer, model)
-        log_effective_batch_size(cfg, trainer)
+        startup.log_start(run.root, precision, trainer, model)
+        startup.log_effective_batch_size(cfg, trainer)
     for logger in loggers:
         logger.log_hyperparams(model.run_config)  # the resolved config (W&B: the run's config)
 
@@ -116,9 +108,8 @@ def fit_run(cfg: DictConfig, run: RunDir, precision: PrecisionChoice, started: f
             evaluate_after_fit(trainer, model, datamodule)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})  # the test's, with fit's
     if trainer.is_global_zero:
-        for line in run_summary(
-            trainer, time.perf_counter() - started, metrics, next_command(trainer, model)
-        ).splitlines():
+        summary = startup.run_summary(trainer, time.perf_counter() - started, metrics, next_command(trainer, model))
+        for line in summary.splitlines():
             log.info("%s", line)
     return metrics
 
@@ -128,7 +119,7 @@ train_program = reports_user_errors(train)  # train.py: a user's error as one li
 
 def next_command(trainer: L.Trainer, model) -> str | None:
     """``python sample.py ckpt=...``, with the model's own sampler for a diffusion model."""
-    checkpoint = last_checkpoint(trainer)
+    checkpoint = startup.last_checkpoint(trainer)
     if not checkpoint:
         return None
     command = f"python sample.py ckpt={shown_path(checkpoint)}"
