@@ -61,15 +61,12 @@ class RunDir:
         stored = Path(OmegaConf.select(cfg, "paths.output_dir"))
         here = Path(root) if root is not None else stored
         checkpoints = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+        checkpoints = _moved(Path(checkpoints), stored, here) if checkpoints else here / "checkpoints"
         csv = OmegaConf.select(cfg, "logger.csv", default=None)
-        metrics = None
-        if csv is not None:
-            metrics = Path(csv.save_dir) / str(csv.name or "") / str(csv.version or "") / METRICS_FILE
-        return cls(
-            root=here,
-            checkpoints=_moved(Path(checkpoints), stored, here) if checkpoints else here / "checkpoints",
-            metrics_file=_moved(metrics, stored, here) if metrics is not None else None,
-        )
+        if csv is None:
+            return cls(root=here, checkpoints=checkpoints, metrics_file=None)
+        metrics = Path(csv.save_dir) / str(csv.name or "") / str(csv.version or "") / METRICS_FILE
+        return cls(root=here, checkpoints=checkpoints, metrics_file=_moved(metrics, stored, here))
 
     @classmethod
     def at(cls, root: str | Path) -> RunDir:

@@ -118,11 +118,6 @@ def require_extra(module: str, logger: str) -> None:
         raise ConfigError(f'logger={logger} needs the {logger} extra: pip install "dgmlab[{logger}]"') from None
 
 
-def as_text(config: dict) -> str:
-    """The resolved config as YAML, indented as a Markdown code block (TensorBoard's text tab)."""
-    return "\n".join("    " + line for line in yaml.safe_dump(config, sort_keys=False).splitlines())
-
-
 class TensorBoardLogger(LightningTensorBoardLogger):
     """Lightning's TensorBoardLogger, one folder a run (``version=""``): a resumed run writes into the
     same folder, so TensorBoard shows one run, and a run resumed from an earlier checkpoint tells
@@ -137,8 +132,9 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     @rank_zero_only
     def log_hyperparams(self, params: Any, metrics: Any = None) -> None:
         super().log_hyperparams(params, metrics)
-        if isinstance(params, dict):
-            self.experiment.add_text("config", as_text(params))
+        if isinstance(params, dict):  # as YAML, indented as a Markdown code block (the text tab shows Markdown)
+            yaml_lines = yaml.safe_dump(params, sort_keys=False).splitlines()
+            self.experiment.add_text("config", "\n".join("    " + line for line in yaml_lines))
 
     @rank_zero_only
     def log_image(self, key: str, images: list, step: int | None = None) -> None:

@@ -181,16 +181,12 @@ def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> Path | None:
     return path
 
 
-def may_change(key: str) -> bool:
-    return key.startswith(MAY_CHANGE) or key.rsplit(".", 1)[-1] in PATH_KEYS
-
-
 def fixed_settings(config: dict) -> dict[str, Any]:
-    """The settings of ``config`` that a resumed run must keep, flattened (``model.schedule.timesteps``)."""
+    """The settings of ``config`` that a resumed run must keep (not MAY_CHANGE), flattened (``model.schedule.timesteps``)."""
     settings = {k: v for b in FIXED_BLOCKS for k, v in flatten(config.get(b, {}), b).items()}
     flat_trainer = flatten(config.get("trainer", {}), "trainer")
     settings.update({k: flat_trainer[k] for k in FIXED_KEYS if k in flat_trainer})
-    return settings
+    return {k: v for k, v in settings.items() if not k.startswith(MAY_CHANGE) and k.split(".")[-1] not in PATH_KEYS}
 
 
 def check_fixed_settings(run_config: dict, new_config: dict, path: Path) -> None:
@@ -198,9 +194,7 @@ def check_fixed_settings(run_config: dict, new_config: dict, path: Path) -> None
     the checkpoint's run."""
     old, new = fixed_settings(run_config), fixed_settings(new_config)
     pairs = {k: (old.get(k, "<unset>"), new.get(k, "<unset>")) for k in sorted(old.keys() | new.keys())}
-    changed = [
-        f"{k} (run: {was!r}, now: {now!r})" for k, (was, now) in pairs.items() if was != now and not may_change(k)
-    ]
+    changed = [f"{k} (run: {was!r}, now: {now!r})" for k, (was, now) in pairs.items() if was != now]
     if changed:
         more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
         raise ConfigError(

@@ -175,8 +175,7 @@ def fit_stopping_on_signals(trainer, model, datamodule, ckpt_path, guard: StopOn
 
 def interrupted(trainer, guard: StopOnSignal | None, signum: int):
     if trainer.is_global_zero:
-        run_dir = shown_path(trainer.default_root_dir)
-        how = f"python train.py resume={run_dir}"
+        how = f"python train.py resume={shown_path(trainer.default_root_dir)}"
         if slurm.job_id():
             how = f"SLURM job {slurm.job_id()} resumes from it if it is requeued; or {how}"
         last = shown_path(RunDir.of_trainer(trainer).last_checkpoint)

@@ -64,10 +64,9 @@ def started(run: RunDir, cfg: DictConfig) -> dict[str, Any]:
     """The status of a run starting now; a resumed run keeps its first start time."""
     from hydra.core.hydra_config import HydraConfig  # here: the run browser reads status files without Hydra
 
-    try:
+    earlier = {}
+    with contextlib.suppress(ValueError):  # an unreadable status file: started afresh
         earlier = read(run) or {}
-    except ValueError:
-        earlier = {}
     status = {
         "state": "running",
         "started": earlier.get("started") or now(),
@@ -90,12 +89,10 @@ def ending(error: BaseException | None) -> tuple[str, str]:
     """(state, reason) for a run that ended with ``error`` (None: it finished)."""
     from .signals import RunInterrupted, signal_name  # here: the run browser reads status files without torch
 
-    if error is None:
+    if error is None or (isinstance(error, SystemExit) and error.code in (0, None)):
         return "finished", ""
     if isinstance(error, RunInterrupted):
         return "interrupted", f"{signal_name(error.signum)}; resume from last.ckpt"
-    if isinstance(error, SystemExit) and error.code in (0, None):
-        return "finished", ""
     if isinstance(error, (SystemExit, KeyboardInterrupt)):
         return "interrupted", "aborted without a checkpoint (a second Ctrl-C)"
     if isinstance(error, DivergedError):

@@ -25,7 +25,7 @@ from . import status as run_status
 from .atomic_io import SafeCheckpointIO
 from .config import validate_train_config
 from .layout import RunDir
-from .lock import writing
+from .lock import hold, release
 from .resume import checkpoint_to_resume
 from .signals import StopOnSignal, fit_stopping_on_signals
 
@@ -57,8 +57,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     refuse_local_ddp_multirun(int(cfg.trainer.num_nodes) * devices_per_node(cfg.trainer))
     slurm.check_allocation(int(cfg.trainer.num_nodes), devices_per_node(cfg.trainer))  # before any collective
     run = RunDir.from_config(cfg)
-    with writing(run.root):  # one writer per run directory (train.py may hold it already: run/lock.py)
+    took = hold(run.root, "hydra.run.dir")  # one writer per run directory (train.py may hold it already: run/lock.py)
+    try:
         return fit_run(cfg, run, precision, started)
+    finally:
+        if took:
+            release(run.root)
 
 
 def fit_run(cfg: DictConfig, run: RunDir, precision: PrecisionChoice, started: float) -> dict[str, float]:
@@ -104,8 +108,10 @@ def fit_run(cfg: DictConfig, run: RunDir, precision: PrecisionChoice, started: f
         if cfg.get("validate_at_end") and last_validation.step != trainer.global_step:
             trainer.validate(model, datamodule=datamodule, verbose=False)  # the final val metrics (a sweep's metric)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if cfg.get("test_after_fit"):
-            evaluate_after_fit(trainer, model, datamodule)
+        if cfg.get("test_after_fit") and type(model).test_step is L.LightningModule.test_step:
+            log.warning("test_after_fit=true: %s has no test_step; skipping the test", type(model).__name__)
+        elif cfg.get("test_after_fit"):  # on the val split, with the weights training ended with
+            trainer.test(model, datamodule=datamodule)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})  # the test's, with fit's
     if trainer.is_global_zero:
         summary = startup.run_summary(trainer, time.perf_counter() - started, metrics, next_command(trainer, model))
@@ -174,14 +180,6 @@ def build_trainer(trainer_cfg: DictConfig, precision: PrecisionChoice | None = N
     """Lightning's Trainer from the ``trainer`` config group, with ``precision: auto`` resolved."""
     precision = precision or trainer_precision(trainer_cfg)
     return instantiate(trainer_cfg, precision=precision.precision, **kwargs)
-
-
-def evaluate_after_fit(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule) -> None:
-    """``trainer.test`` on the val split with the weights training ended with, if the model has a test step."""
-    if type(model).test_step is L.LightningModule.test_step:
-        log.warning("test_after_fit=true: %s has no test_step; skipping the test", type(model).__name__)
-        return
-    trainer.test(model, datamodule=datamodule)
 
 
 def install_guards(cfg: DictConfig, callbacks: list) -> list[L.Callback]:
