@@ -72,12 +72,10 @@ class RunDir:
     def at(cls, root: str | Path) -> RunDir:
         """The run directory ``root`` on disk, laid out as its ``config.yaml`` says (the defaults
         when it has none)."""
-        root = Path(root)
-        config = root / CONFIG_FILE
-        if config.is_file():
-            stored = read_yaml(config)
-            if isinstance(stored, dict) and OmegaConf.select(OmegaConf.create(stored), "paths.output_dir"):
-                return cls.from_config(stored, root=root)
+        config = Path(root) / CONFIG_FILE
+        stored = read_yaml(config) if config.is_file() else None
+        if isinstance(stored, dict) and OmegaConf.select(OmegaConf.create(stored), "paths.output_dir"):
+            return cls.from_config(stored, root=root)
         return cls.named(root)
 
     @classmethod

@@ -68,17 +68,14 @@ def resume_argv(argv: list[str], config_dir: str | Path, config_name: str = "tra
     stored = [o for o in run.stored_overrides() if carried(override_key(o))]
     with trusting((typed(others, "trust_config") or "").strip().lower() in ("true", "1", "yes")):
         check_stored_overrides(run, stored, config_dir, config_name)
-    merged: dict[str, str] = {}
-    for override in [*stored, *others]:
-        key = override_key(override)
-        if carried(key):
-            merged.pop(key, None)
-            merged[key] = override
+    both = [*stored, *others]
+    last = {override_key(o): i for i, o in enumerate(both)}  # a key's last override wins, in its place
+    merged = [o for i, o in enumerate(both) if last[override_key(o)] == i and carried(override_key(o))]
     flags = [a for a in others if a.startswith("-")]
     return [
         argv[0],
         *flags,
-        *(v for v in merged.values() if not v.startswith("-")),
+        *(v for v in merged if not v.startswith("-")),
         f"resume={run_dir}",
         f"ckpt_path={run.last_checkpoint}",
         f"hydra.run.dir={run_dir}",
@@ -170,9 +167,7 @@ def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> Path | None:
         )
     elif slurm.restart_count() > 0 and run.last_checkpoint.is_file():
         path, setting = run.last_checkpoint, "resume"
-        log.warning(
-            "SLURM job %s was requeued (restart %d): resuming from %s", slurm.job_id(), slurm.restart_count(), path
-        )
+        log.warning(f"SLURM job {slurm.job_id()} was requeued (restart {slurm.restart_count()}): resuming from {path}")
     else:
         return None
     checkpoint = read_checkpoint(path, setting=setting, mmap=True)  # the config and the step; tensors stay on disk
@@ -190,8 +185,7 @@ def fixed_settings(config: dict) -> dict[str, Any]:
 
 
 def check_fixed_settings(run_config: dict, new_config: dict, path: Path) -> None:
-    """Refuse, by name, every setting of the model, the data set and the world size that differs from
-    the checkpoint's run."""
+    """Refuse, by name, every fixed setting that differs from the checkpoint's run."""
     old, new = fixed_settings(run_config), fixed_settings(new_config)
     pairs = {k: (old.get(k, "<unset>"), new.get(k, "<unset>")) for k in sorted(old.keys() | new.keys())}
     changed = [f"{k} (run: {was!r}, now: {now!r})" for k, (was, now) in pairs.items() if was != now]

@@ -167,13 +167,11 @@ def fit_stopping_on_signals(trainer, model, datamodule, ckpt_path, guard: StopOn
     """``trainer.fit``; a stop by signal ends the process with 128 + the signal number."""
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)  # read by SafeCheckpointIO
+        signum = guard.signum if guard is not None else None  # a signal that came after the last step
     except (SIGTERMException, RunInterrupted) as e:  # SIGTERMException: Lightning's own handler, before ours
-        interrupted(trainer, guard, getattr(e, "signum", signal.SIGTERM))
-    if guard is not None and guard.signum is not None:  # the signal came after the last step
-        interrupted(trainer, guard, guard.signum)
-
-
-def interrupted(trainer, guard: StopOnSignal | None, signum: int):
+        signum = getattr(e, "signum", signal.SIGTERM)
+    if signum is None:
+        return
     if trainer.is_global_zero:
         how = f"python train.py resume={shown_path(trainer.default_root_dir)}"
         if slurm.job_id():

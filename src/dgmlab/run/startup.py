@@ -47,13 +47,12 @@ def describe_model(model: nn.Module) -> str:
 
 
 def describe_device(trainer) -> str:
-    devices = trainer.num_devices * trainer.num_nodes
     kind = type(trainer.accelerator).__name__.replace("Accelerator", "")
     if kind == "CUDA":
         kind = f"CUDA ({torch.cuda.get_device_name(0)})"
     elif kind == "CPU":
         kind = f"CPU ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads per process)"
-    return f"{kind} x {devices}"
+    return f"{kind} x {trainer.num_devices * trainer.num_nodes}"
 
 
 def log_start(output_dir, precision: PrecisionChoice, trainer, model: nn.Module) -> None:

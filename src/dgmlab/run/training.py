@@ -44,11 +44,8 @@ def build(node: DictConfig):
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Validate, build datamodule/model/callbacks/loggers/trainer from ``cfg``, and fit.
-
-    Returns the final logged metrics (floats). The resolved config is written to the run directory's
-    ``config.yaml`` and travels inside every checkpoint; the run ends with a summary.
-    """
+    """Validate ``cfg``, build the datamodule, model, callbacks, loggers and trainer from it, and fit.
+    Returns the final logged metrics (floats)."""
     started = time.perf_counter()
     startup.quiet_libraries()
     configure_progress(cfg.get("progress", True))
