@@ -83,10 +83,9 @@ def checkpoint_nbytes(checkpoint: Any) -> int:
     """The bytes of the tensors in a (nested) checkpoint: about the size of its file."""
     if isinstance(checkpoint, torch.Tensor):
         return checkpoint.nelement() * checkpoint.element_size()
-    if isinstance(checkpoint, dict):
-        return sum(checkpoint_nbytes(v) for v in checkpoint.values())
-    if isinstance(checkpoint, (list, tuple)):
-        return sum(checkpoint_nbytes(v) for v in checkpoint)
+    if isinstance(checkpoint, (dict, list, tuple)):
+        values = checkpoint.values() if isinstance(checkpoint, dict) else checkpoint
+        return sum(checkpoint_nbytes(v) for v in values)
     return 0
 
 

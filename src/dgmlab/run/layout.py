@@ -70,8 +70,7 @@ class RunDir:
 
     @classmethod
     def at(cls, root: str | Path) -> RunDir:
-        """The run directory ``root`` on disk, laid out as its ``config.yaml`` says (the defaults
-        when it has none)."""
+        """The run directory ``root`` on disk, laid out as its ``config.yaml`` says (the defaults without one)."""
         config = Path(root) / CONFIG_FILE
         stored = read_yaml(config) if config.is_file() else None
         if isinstance(stored, dict) and OmegaConf.select(OmegaConf.create(stored), "paths.output_dir"):
@@ -92,8 +91,7 @@ class RunDir:
 
     @classmethod
     def of_trainer(cls, trainer) -> RunDir:
-        """The run a Trainer writes: its ``default_root_dir``, with its checkpoint callback's folder and
-        its CSV logger's metrics file (None without one)."""
+        """The run a Trainer writes: its ``default_root_dir``, checkpoint callback's folder and CSV logger's file."""
         root = Path(trainer.default_root_dir)
         callback = trainer.checkpoint_callback
         folder = Path(callback.dirpath) if callback is not None and callback.dirpath else root / "checkpoints"

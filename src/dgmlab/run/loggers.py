@@ -67,8 +67,7 @@ class AppendingWriter(ExperimentWriter):
 
 class CSVLogger(LightningCSVLogger):
     """``metrics.csv`` of a resumed run continues the file of the run it resumes (Lightning's own
-    CSVLogger would delete it). The rows an interrupted run logged after its last checkpoint are
-    dropped when training resumes from that checkpoint, so every step appears once."""
+    CSVLogger would delete it), without the rows logged after the checkpoint it resumes from."""
 
     @property
     @rank_zero_experiment
@@ -101,9 +100,8 @@ def run_id(run_dir: Path) -> str:
     path = RunDir.at(run_dir).wandb_id_file
     if path.is_file():
         return path.read_text().strip()
-    new_id = os.environ.get("WANDB_RUN_ID") or "".join(
-        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8)
-    )  # W&B's id format
+    alphabet = string.ascii_lowercase + string.digits  # W&B's id format: 8 of these
+    new_id = os.environ.get("WANDB_RUN_ID") or "".join(secrets.choice(alphabet) for _ in range(8))
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(new_id + "\n")

@@ -68,14 +68,13 @@ def resume_argv(argv: list[str], config_dir: str | Path, config_name: str = "tra
     stored = [o for o in run.stored_overrides() if carried(override_key(o))]
     with trusting((typed(others, "trust_config") or "").strip().lower() in ("true", "1", "yes")):
         check_stored_overrides(run, stored, config_dir, config_name)
-    both = [*stored, *others]
+    both = [*stored, *(a for a in others if not a.startswith("-"))]  # the flags go first
     last = {override_key(o): i for i, o in enumerate(both)}  # a key's last override wins, in its place
     merged = [o for i, o in enumerate(both) if last[override_key(o)] == i and carried(override_key(o))]
-    flags = [a for a in others if a.startswith("-")]
     return [
         argv[0],
-        *flags,
-        *(v for v in merged if not v.startswith("-")),
+        *(a for a in others if a.startswith("-")),
+        *merged,
         f"resume={run_dir}",
         f"ckpt_path={run.last_checkpoint}",
         f"hydra.run.dir={run_dir}",

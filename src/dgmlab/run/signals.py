@@ -58,11 +58,7 @@ class StopOnSignal(L.Callback):
     after all others): ``training.install_guards`` puts them there. Between the two run the other
     callbacks' work after a step, which a signal interrupts at once."""
 
-    def __init__(
-        self,
-        signals: list[str] = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"),
-        requeue_signals: list[str] = ("SIGUSR1", "SIGUSR2"),
-    ):
+    def __init__(self, signals: list[str], requeue_signals: list[str]):  # conf/train.yaml's guard.signals
         self.signals = [signal_number(name, "guard.signals.signals") for name in signals]
         self.requeue_signals = [signal_number(name, "guard.signals.requeue_signals") for name in requeue_signals]
         self.signum: int | None = None  # the first stop signal received
@@ -176,10 +172,9 @@ def fit_stopping_on_signals(trainer, model, datamodule, ckpt_path, guard: StopOn
         how = f"python train.py resume={shown_path(trainer.default_root_dir)}"
         if slurm.job_id():
             how = f"SLURM job {slurm.job_id()} resumes from it if it is requeued; or {how}"
-        last = shown_path(RunDir.of_trainer(trainer).last_checkpoint)
         log.warning(
-            f"Interrupted by {signal_name(signum)} at step {trainer.global_step}; {last} holds the state to "
-            f"continue from: {how}"
+            f"Interrupted by {signal_name(signum)} at step {trainer.global_step}; "
+            f"{shown_path(RunDir.of_trainer(trainer).last_checkpoint)} holds the state to continue from: {how}"
         )
         if guard is not None and signum in guard.requeue_signals:
             slurm.requeue()  # in a SLURM batch job: back in the queue, to resume from last.ckpt

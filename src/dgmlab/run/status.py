@@ -41,10 +41,9 @@ def write(run: RunDir, status: dict[str, Any]) -> None:
 def read(run: RunDir) -> dict[str, Any] | None:
     """The run's status, None when it has no status file; ValueError when the file is not one."""
     try:
-        text = run.status_file.read_text()
+        status = json.loads(run.status_file.read_text())  # json.JSONDecodeError is a ValueError
     except FileNotFoundError:
         return None
-    status = json.loads(text)  # json.JSONDecodeError is a ValueError
     if not isinstance(status, dict) or "state" not in status:
         raise ValueError("not a status file (no state)")
     return status

@@ -175,8 +175,7 @@ def trainer_precision(trainer_cfg: DictConfig) -> PrecisionChoice:
 
 def build_trainer(trainer_cfg: DictConfig, precision: PrecisionChoice | None = None, **kwargs) -> L.Trainer:
     """Lightning's Trainer from the ``trainer`` config group, with ``precision: auto`` resolved."""
-    precision = precision or trainer_precision(trainer_cfg)
-    return instantiate(trainer_cfg, precision=precision.precision, **kwargs)
+    return instantiate(trainer_cfg, precision=(precision or trainer_precision(trainer_cfg)).precision, **kwargs)
 
 
 def install_guards(cfg: DictConfig, callbacks: list) -> list[L.Callback]:
