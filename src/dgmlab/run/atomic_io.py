@@ -37,17 +37,14 @@ class AtomicCheckpointIO(SafeCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         path = Path(path)
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed while writing
+            stale.unlink(missing_ok=True)  # (the run directory's lock keeps out a live one: run/lock.py)
         try:
-            self.save_atomically(checkpoint, path)
+            write_atomically(path, lambda f: self.write(checkpoint, f))
         except (OSError, RuntimeError) as e:
             if not out_of_space(e, path.parent, checkpoint_nbytes(checkpoint)):
                 raise
             raise DiskFullError(self.disk_full_message(path, checkpoint)) from None
-
-    def save_atomically(self, checkpoint: dict[str, Any], path: Path) -> None:
-        for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed while writing
-            stale.unlink(missing_ok=True)  # (the run directory's lock keeps out a live one: run/lock.py)
-        write_atomically(path, lambda f: self.write(checkpoint, f))
 
     def write(self, checkpoint: dict[str, Any], f) -> None:
         """The bytes of the checkpoint into the open temporary file."""
@@ -86,10 +83,9 @@ def checkpoint_nbytes(checkpoint: Any) -> int:
     """The bytes of the tensors in a (nested) checkpoint: about the size of its file."""
     if isinstance(checkpoint, torch.Tensor):
         return checkpoint.nelement() * checkpoint.element_size()
-    if isinstance(checkpoint, dict):
-        return sum(checkpoint_nbytes(v) for v in checkpoint.values())
-    if isinstance(checkpoint, (list, tuple)):
-        return sum(checkpoint_nbytes(v) for v in checkpoint)
+    if isinstance(checkpoint, (dict, list, tuple)):
+        values = checkpoint.values() if isinstance(checkpoint, dict) else checkpoint
+        return sum(checkpoint_nbytes(v) for v in values)
     return 0
 
 

@@ -41,6 +41,5 @@ def kept_checkpoint(trainer) -> str:
     last = RunDir.of_trainer(trainer).last_checkpoint
     if not last.is_file():
         return "No checkpoint had been written yet."
-    callback = trainer.checkpoint_callback
-    step = internals.last_saved_step(callback) if callback is not None else None
+    step = internals.last_saved_step(trainer.checkpoint_callback)  # None without a checkpoint callback
     return f"The last good checkpoint is kept: {shown_path(last)} (step {step or 0})."

@@ -35,11 +35,13 @@ LAST_CHECKPOINT = "last.ckpt"  # ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelChe
 METRICS_FILE = "metrics.csv"  # lightning.pytorch.loggers.csv_logs.ExperimentWriter.NAME_METRICS_FILE
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = ".hydra/overrides.yaml"  # Hydra's hydra.output_subdir (.hydra) / overrides.yaml
-WANDB_ID_FILE = "wandb_run_id"
-MLFLOW_ID_FILE = "mlflow_run_id"
 STATUS_FILE = "status.json"
 CURVES_FILE = "curves.png"
-LOG_FILE = "train.log"  # Hydra's job log: <hydra.job.name>.log, train.py's
+
+
+def _in_root(name: str) -> property:
+    """A property of a RunDir: the file or folder ``name`` in its root."""
+    return property(lambda self: self.root / name)
 
 
 @dataclass(frozen=True)
@@ -59,26 +61,20 @@ class RunDir:
         stored = Path(OmegaConf.select(cfg, "paths.output_dir"))
         here = Path(root) if root is not None else stored
         checkpoints = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+        checkpoints = _moved(Path(checkpoints), stored, here) if checkpoints else here / "checkpoints"
         csv = OmegaConf.select(cfg, "logger.csv", default=None)
-        metrics = None
-        if csv is not None:
-            metrics = Path(csv.save_dir) / str(csv.name or "") / str(csv.version or "") / METRICS_FILE
-        return cls(
-            root=here,
-            checkpoints=_moved(Path(checkpoints), stored, here) if checkpoints else here / "checkpoints",
-            metrics_file=_moved(metrics, stored, here) if metrics is not None else None,
-        )
+        if csv is None:
+            return cls(root=here, checkpoints=checkpoints, metrics_file=None)
+        metrics = Path(csv.save_dir) / str(csv.name or "") / str(csv.version or "") / METRICS_FILE
+        return cls(root=here, checkpoints=checkpoints, metrics_file=_moved(metrics, stored, here))
 
     @classmethod
     def at(cls, root: str | Path) -> RunDir:
-        """The run directory ``root`` on disk, laid out as its ``config.yaml`` says (the defaults
-        when it has none)."""
-        root = Path(root)
-        config = root / CONFIG_FILE
-        if config.is_file():
-            stored = read_yaml(config)
-            if isinstance(stored, dict) and OmegaConf.select(OmegaConf.create(stored), "paths.output_dir"):
-                return cls.from_config(stored, root=root)
+        """The run directory ``root`` on disk, laid out as its ``config.yaml`` says (the defaults without one)."""
+        config = Path(root) / CONFIG_FILE
+        stored = read_yaml(config) if config.is_file() else None
+        if isinstance(stored, dict) and OmegaConf.select(OmegaConf.create(stored), "paths.output_dir"):
+            return cls.from_config(stored, root=root)
         return cls.named(root)
 
     @classmethod
@@ -95,8 +91,7 @@ class RunDir:
 
     @classmethod
     def of_trainer(cls, trainer) -> RunDir:
-        """The run a Trainer writes: its ``default_root_dir``, with its checkpoint callback's folder and
-        its CSV logger's metrics file (None without one)."""
+        """The run a Trainer writes: its ``default_root_dir``, checkpoint callback's folder and CSV logger's file."""
         root = Path(trainer.default_root_dir)
         callback = trainer.checkpoint_callback
         folder = Path(callback.dirpath) if callback is not None and callback.dirpath else root / "checkpoints"
@@ -110,41 +105,15 @@ class RunDir:
     def last_checkpoint(self) -> Path:
         return self.checkpoints / LAST_CHECKPOINT
 
-    @property
-    def config_file(self) -> Path:
-        return self.root / CONFIG_FILE
-
-    @property
-    def overrides_file(self) -> Path:
-        return self.root / OVERRIDES_FILE
-
-    @property
-    def wandb_id_file(self) -> Path:
-        return self.root / WANDB_ID_FILE
-
-    @property
-    def mlflow_id_file(self) -> Path:
-        return self.root / MLFLOW_ID_FILE
-
-    @property
-    def status_file(self) -> Path:
-        return self.root / STATUS_FILE
-
-    @property
-    def log_file(self) -> Path:
-        return self.root / LOG_FILE
-
-    @property
-    def curves_file(self) -> Path:
-        return self.root / CURVES_FILE
-
-    @property
-    def samples(self) -> Path:
-        return self.root / "samples"
-
-    @property
-    def eval(self) -> Path:
-        return self.root / "eval"
+    config_file = _in_root(CONFIG_FILE)
+    overrides_file = _in_root(OVERRIDES_FILE)
+    wandb_id_file = _in_root("wandb_run_id")
+    mlflow_id_file = _in_root("mlflow_run_id")
+    status_file = _in_root(STATUS_FILE)
+    log_file = _in_root("train.log")  # Hydra's job log: <hydra.job.name>.log, train.py's
+    curves_file = _in_root(CURVES_FILE)
+    samples = _in_root("samples")
+    eval = _in_root("eval")
 
     def stored_overrides(self) -> list[str]:
         """The command-line overrides the run was started with (none if Hydra did not record them)."""

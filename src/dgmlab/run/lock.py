@@ -13,13 +13,11 @@ timestamped directory, a multirun's jobs), and holding it twice in one process i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 import time
 from pathlib import Path
-from typing import Iterator
 
 from ..core.errors import ConfigError
 from ..core.files import write_atomically
@@ -88,17 +86,6 @@ def release(root: str | Path) -> None:
         root.rmdir()
     _created.discard(root)
     lock.release()
-
-
-@contextlib.contextmanager
-def writing(root: str | Path, setting: str = "hydra.run.dir") -> Iterator[None]:
-    """Hold the run directory's lock for the block (a no-op where this process holds it already)."""
-    took = hold(root, setting)
-    try:
-        yield
-    finally:
-        if took:
-            release(root)
 
 
 def hold_named_run(argv: list[str]) -> Path | None:

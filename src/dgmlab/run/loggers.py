@@ -67,8 +67,7 @@ class AppendingWriter(ExperimentWriter):
 
 class CSVLogger(LightningCSVLogger):
     """``metrics.csv`` of a resumed run continues the file of the run it resumes (Lightning's own
-    CSVLogger would delete it). The rows an interrupted run logged after its last checkpoint are
-    dropped when training resumes from that checkpoint, so every step appears once."""
+    CSVLogger would delete it), without the rows logged after the checkpoint it resumes from."""
 
     @property
     @rank_zero_experiment
@@ -101,9 +100,8 @@ def run_id(run_dir: Path) -> str:
     path = RunDir.at(run_dir).wandb_id_file
     if path.is_file():
         return path.read_text().strip()
-    new_id = os.environ.get("WANDB_RUN_ID") or "".join(
-        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8)
-    )  # W&B's id format
+    alphabet = string.ascii_lowercase + string.digits  # W&B's id format: 8 of these
+    new_id = os.environ.get("WANDB_RUN_ID") or "".join(secrets.choice(alphabet) for _ in range(8))
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(new_id + "\n")
@@ -116,11 +114,6 @@ def require_extra(module: str, logger: str) -> None:
         importlib.import_module(module)
     except ImportError:
         raise ConfigError(f'logger={logger} needs the {logger} extra: pip install "dgmlab[{logger}]"') from None
-
-
-def as_text(config: dict) -> str:
-    """The resolved config as YAML, indented as a Markdown code block (TensorBoard's text tab)."""
-    return "\n".join("    " + line for line in yaml.safe_dump(config, sort_keys=False).splitlines())
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
@@ -137,8 +130,9 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     @rank_zero_only
     def log_hyperparams(self, params: Any, metrics: Any = None) -> None:
         super().log_hyperparams(params, metrics)
-        if isinstance(params, dict):
-            self.experiment.add_text("config", as_text(params))
+        if isinstance(params, dict):  # as YAML, indented as a Markdown code block (the text tab shows Markdown)
+            yaml_lines = yaml.safe_dump(params, sort_keys=False).splitlines()
+            self.experiment.add_text("config", "\n".join("    " + line for line in yaml_lines))
 
     @rank_zero_only
     def log_image(self, key: str, images: list, step: int | None = None) -> None:

@@ -21,7 +21,5 @@ class Profiler(PyTorchProfiler):
     def summary(self) -> str:
         table = super().summary()
         if table:
-            log.info(
-                "the %d most expensive ops (by %s), from %s:\n%s", self.row_limit, self.sort_by_key, self.dirpath, table
-            )
+            log.info(f"the {self.row_limit} most expensive ops (by {self.sort_by_key}), from {self.dirpath}:\n{table}")
         return table

@@ -52,33 +52,29 @@ def unquote(value: str) -> str:
 def resume_argv(argv: list[str], config_dir: str | Path, config_name: str = "train") -> list[str]:
     """train.py's ``sys.argv`` with ``resume=...`` resolved (unchanged without it); see the module doc."""
     args = argv[1:]
-    values = [a.split("=", 1)[1] for a in args if override_key(a) == "resume"]
-    if not values or values[-1] in ("null", ""):
+    value = typed(args, "resume")
+    if value in (None, "null", ""):
         return argv
     if any(a in ("-m", "--multirun") for a in args):
         raise ConfigError("resume=... continues one run; it cannot be combined with -m/--multirun")
     others = [a for a in args if override_key(a) != "resume"]
     explicit_dirs = {unquote(a.split("=", 1)[1]) for a in others if override_key(a) == "hydra.run.dir"}
-    run_dir = find_run(values[-1], [a for a in others if override_key(a) != "hydra.run.dir"], config_dir, config_name)
+    run_dir = find_run(value, [a for a in others if override_key(a) != "hydra.run.dir"], config_dir, config_name)
     if any(Path(d).resolve() != run_dir for d in explicit_dirs):
         raise ConfigError(
-            f"resume={values[-1]} continues the run in {run_dir}; drop hydra.run.dir={sorted(explicit_dirs)[0]}"
+            f"resume={value} continues the run in {run_dir}; drop hydra.run.dir={sorted(explicit_dirs)[0]}"
         )
     run = RunDir.at(run_dir)
     stored = [o for o in run.stored_overrides() if carried(override_key(o))]
     with trusting((typed(others, "trust_config") or "").strip().lower() in ("true", "1", "yes")):
         check_stored_overrides(run, stored, config_dir, config_name)
-    merged: dict[str, str] = {}
-    for override in [*stored, *others]:
-        key = override_key(override)
-        if carried(key):
-            merged.pop(key, None)
-            merged[key] = override
-    flags = [a for a in others if a.startswith("-")]
+    both = [*stored, *(a for a in others if not a.startswith("-"))]  # the flags go first
+    last = {override_key(o): i for i, o in enumerate(both)}  # a key's last override wins, in its place
+    merged = [o for i, o in enumerate(both) if last[override_key(o)] == i and carried(override_key(o))]
     return [
         argv[0],
-        *flags,
-        *(v for v in merged.values() if not v.startswith("-")),
+        *(a for a in others if a.startswith("-")),
+        *merged,
         f"resume={run_dir}",
         f"ckpt_path={run.last_checkpoint}",
         f"hydra.run.dir={run_dir}",
@@ -170,9 +166,7 @@ def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> Path | None:
         )
     elif slurm.restart_count() > 0 and run.last_checkpoint.is_file():
         path, setting = run.last_checkpoint, "resume"
-        log.warning(
-            "SLURM job %s was requeued (restart %d): resuming from %s", slurm.job_id(), slurm.restart_count(), path
-        )
+        log.warning(f"SLURM job {slurm.job_id()} was requeued (restart {slurm.restart_count()}): resuming from {path}")
     else:
         return None
     checkpoint = read_checkpoint(path, setting=setting, mmap=True)  # the config and the step; tensors stay on disk
@@ -181,34 +175,23 @@ def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> Path | None:
     return path
 
 
-def may_change(key: str) -> bool:
-    return key.startswith(MAY_CHANGE) or key.rsplit(".", 1)[-1] in PATH_KEYS
-
-
 def fixed_settings(config: dict) -> dict[str, Any]:
-    """The settings of ``config`` that a resumed run must keep, flattened (``model.schedule.timesteps``)."""
+    """The settings of ``config`` that a resumed run must keep (not MAY_CHANGE), flattened (``model.schedule.timesteps``)."""
     settings = {k: v for b in FIXED_BLOCKS for k, v in flatten(config.get(b, {}), b).items()}
     flat_trainer = flatten(config.get("trainer", {}), "trainer")
     settings.update({k: flat_trainer[k] for k in FIXED_KEYS if k in flat_trainer})
-    return settings
+    return {k: v for k, v in settings.items() if not k.startswith(MAY_CHANGE) and k.split(".")[-1] not in PATH_KEYS}
 
 
 def check_fixed_settings(run_config: dict, new_config: dict, path: Path) -> None:
-    """Refuse, by name, every setting of the model, the data set and the world size that differs from
-    the checkpoint's run."""
+    """Refuse, by name, every fixed setting that differs from the checkpoint's run."""
     old, new = fixed_settings(run_config), fixed_settings(new_config)
-    changed = [
-        k
-        for k in sorted(old.keys() | new.keys())
-        if not may_change(k) and old.get(k, "<unset>") != new.get(k, "<unset>")
-    ]
+    pairs = {k: (old.get(k, "<unset>"), new.get(k, "<unset>")) for k in sorted(old.keys() | new.keys())}
+    changed = [f"{k} (run: {was!r}, now: {now!r})" for k, (was, now) in pairs.items() if was != now]
     if changed:
-        listing = ", ".join(
-            f"{k} (run: {old.get(k, '<unset>')!r}, now: {new.get(k, '<unset>')!r})" for k in changed[:8]
-        )
         more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
         raise ConfigError(
             f"cannot resume {shown_path(path)}: settings of the model, schedule and data set, and the number of devices and nodes "
             f"(the data order is sharded by them), cannot change on resume, and these differ from the run's own "
-            f"config: {listing}{more}. Drop them from the command line, or start a new run."
+            f"config: {', '.join(changed[:8])}{more}. Drop them from the command line, or start a new run."
         )

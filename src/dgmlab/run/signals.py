@@ -23,9 +23,9 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..core.errors import ConfigError
+from ..core.paths import shown_path
 from . import internals, slurm
 from .layout import RunDir
-from .startup import shown_path
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,7 @@ class StopOnSignal(L.Callback):
     after all others): ``training.install_guards`` puts them there. Between the two run the other
     callbacks' work after a step, which a signal interrupts at once."""
 
-    def __init__(
-        self,
-        signals: list[str] = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"),
-        requeue_signals: list[str] = ("SIGUSR1", "SIGUSR2"),
-    ):
+    def __init__(self, signals: list[str], requeue_signals: list[str]):  # conf/train.yaml's guard.signals
         self.signals = [signal_number(name, "guard.signals.signals") for name in signals]
         self.requeue_signals = [signal_number(name, "guard.signals.requeue_signals") for name in requeue_signals]
         self.signum: int | None = None  # the first stop signal received
@@ -113,11 +109,7 @@ class StopOnSignal(L.Callback):
         # last.ckpt before the end-of-run work of the other callbacks (which run after this one): a
         # signal during a final sample grid or FID then loses nothing.
         callback = trainer.checkpoint_callback
-        if (
-            callback is not None
-            and getattr(callback, "save_last", False)
-            and internals.last_saved_step(callback) != trainer.global_step
-        ):
+        if getattr(callback, "save_last", False) and internals.last_saved_step(callback) != trainer.global_step:
             internals.save_last_through(callback, trainer)
         self.work = "on_train_end"
 
@@ -149,9 +141,8 @@ class StopOnSignal(L.Callback):
             checkpoint = internals.dump_checkpoint(trainer)
             if trainer.is_global_zero:
                 trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, path)
-            launcher = trainer.strategy.launcher
-            if trainer.is_global_zero and launcher is not None and hasattr(launcher, "procs"):
-                launcher.kill(signal.SIGKILL)  # the other ranks have nothing left to save
+                if hasattr(trainer.strategy.launcher, "procs"):
+                    trainer.strategy.launcher.kill(signal.SIGKILL)  # the other ranks have nothing left to save
         if trainer.is_global_zero:
             log.warning(
                 "Stopped by %s at step %d: saved %s", signal_name(self.signum), trainer.global_step, shown_path(path)
@@ -172,26 +163,18 @@ def fit_stopping_on_signals(trainer, model, datamodule, ckpt_path, guard: StopOn
     """``trainer.fit``; a stop by signal ends the process with 128 + the signal number."""
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)  # read by SafeCheckpointIO
-    except SIGTERMException:  # Lightning's own handler, before ours took over
-        interrupted(trainer, guard, signal.SIGTERM)
-    except RunInterrupted as e:
-        interrupted(trainer, guard, e.signum)
-    if guard is not None and guard.signum is not None:  # the signal came after the last step
-        interrupted(trainer, guard, guard.signum)
-
-
-def interrupted(trainer, guard: StopOnSignal | None, signum: int):
+        signum = guard.signum if guard is not None else None  # a signal that came after the last step
+    except (SIGTERMException, RunInterrupted) as e:  # SIGTERMException: Lightning's own handler, before ours
+        signum = getattr(e, "signum", signal.SIGTERM)
+    if signum is None:
+        return
     if trainer.is_global_zero:
-        run_dir = shown_path(trainer.default_root_dir)
-        how = f"python train.py resume={run_dir}"
+        how = f"python train.py resume={shown_path(trainer.default_root_dir)}"
         if slurm.job_id():
             how = f"SLURM job {slurm.job_id()} resumes from it if it is requeued; or {how}"
         log.warning(
-            "Interrupted by %s at step %d; %s holds the state to continue from: %s",
-            signal_name(signum),
-            trainer.global_step,
-            shown_path(RunDir.of_trainer(trainer).last_checkpoint),
-            how,
+            f"Interrupted by {signal_name(signum)} at step {trainer.global_step}; "
+            f"{shown_path(RunDir.of_trainer(trainer).last_checkpoint)} holds the state to continue from: {how}"
         )
         if guard is not None and signum in guard.requeue_signals:
             slurm.requeue()  # in a SLURM batch job: back in the queue, to resume from last.ckpt

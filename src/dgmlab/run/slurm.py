@@ -41,11 +41,8 @@ def requeue() -> bool:
         return False
     result = subprocess.run(["scontrol", "requeue", jid], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
-        log.warning(
-            "scontrol requeue %s failed (%s); resume by hand: python train.py resume=<run dir>",
-            jid,
-            result.stderr.strip() or result.returncode,
-        )
+        why = result.stderr.strip() or result.returncode
+        log.warning(f"scontrol requeue {jid} failed ({why}); resume by hand: python train.py resume=<run dir>")
         return False
     log.warning("Requeued SLURM job %s: it resumes from its last.ckpt when it starts again", jid)
     return True

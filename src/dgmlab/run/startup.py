@@ -47,13 +47,12 @@ def describe_model(model: nn.Module) -> str:
 
 
 def describe_device(trainer) -> str:
-    devices = trainer.num_devices * trainer.num_nodes
     kind = type(trainer.accelerator).__name__.replace("Accelerator", "")
     if kind == "CUDA":
         kind = f"CUDA ({torch.cuda.get_device_name(0)})"
     elif kind == "CPU":
         kind = f"CPU ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads per process)"
-    return f"{kind} x {devices}"
+    return f"{kind} x {trainer.num_devices * trainer.num_nodes}"
 
 
 def log_start(output_dir, precision: PrecisionChoice, trainer, model: nn.Module) -> None:
@@ -69,29 +68,23 @@ def log_process(trainer) -> None:
         return
     node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     log.info(
-        "process: global rank %d of %d, node rank %d, local rank %d, on %s",
-        trainer.global_rank,
-        trainer.world_size,
-        trainer.node_rank,
-        trainer.local_rank,
-        node,
+        f"process: global rank {trainer.global_rank} of {trainer.world_size}, node rank {trainer.node_rank}, "
+        f"local rank {trainer.local_rank}, on {node}"
     )
 
 
 def run_summary(trainer, seconds: float, metrics: dict[str, float], next_command: str | None) -> str:
     """How a run ended, for the last lines of ``train.py``: time, final metrics, files, what next."""
-    lines = [f"done: {trainer.global_step} steps in {format_duration(seconds)}"]
-    shown = final_metrics(metrics)
-    if shown:
-        lines.append("  final:      " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
     checkpoint = last_checkpoint(trainer)
-    if checkpoint:
-        lines.append(f"  checkpoint: {shown_path(checkpoint)}")
     grid = next((c.last_path for c in trainer.callbacks if getattr(c, "last_path", None)), None)
-    if grid:
-        lines.append(f"  samples:    {shown_path(grid)}")
-    if next_command:
-        lines.append(f"  next:       {next_command}")
+    rows = {  # the empty ones are left out
+        "final": ", ".join(f"{k} {v:.4g}" for k, v in final_metrics(metrics).items()),
+        "checkpoint": checkpoint and shown_path(checkpoint),
+        "samples": grid and shown_path(grid),
+        "next": next_command,
+    }
+    lines = [f"done: {trainer.global_step} steps in {format_duration(seconds)}"]
+    lines += [f"  {name + ':':<12}{value}" for name, value in rows.items() if value]
     lines += [
         f"  W&B log:    {shown_path(d)} (if the server missed any of it: wandb sync {shown_path(d)})"
         for d in wandb_logs(trainer)
@@ -119,15 +112,10 @@ def last_checkpoint(trainer) -> str | None:
 
 def log_effective_batch_size(cfg, trainer) -> None:
     """One line at start: the images per optimiser step, all devices and accumulation together."""
-    per_device = int(cfg.dataset.batch_size)
-    devices, nodes = trainer.num_devices, trainer.num_nodes
+    per_device, devices, nodes = int(cfg.dataset.batch_size), trainer.num_devices, trainer.num_nodes
     accumulation = trainer.accumulate_grad_batches
     log.info(
-        "effective batch size: %d images per optimiser step (dataset.batch_size=%d per device x %d device(s) "
-        "x %d node(s) x %d accumulated batch(es))",
-        per_device * devices * nodes * accumulation,
-        per_device,
-        devices,
-        nodes,
-        accumulation,
+        f"effective batch size: {per_device * devices * nodes * accumulation} images per optimiser step "
+        f"(dataset.batch_size={per_device} per device x {devices} device(s) x {nodes} node(s) "
+        f"x {accumulation} accumulated batch(es))"
     )

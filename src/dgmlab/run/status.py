@@ -41,10 +41,9 @@ def write(run: RunDir, status: dict[str, Any]) -> None:
 def read(run: RunDir) -> dict[str, Any] | None:
     """The run's status, None when it has no status file; ValueError when the file is not one."""
     try:
-        text = run.status_file.read_text()
+        status = json.loads(run.status_file.read_text())  # json.JSONDecodeError is a ValueError
     except FileNotFoundError:
         return None
-    status = json.loads(text)  # json.JSONDecodeError is a ValueError
     if not isinstance(status, dict) or "state" not in status:
         raise ValueError("not a status file (no state)")
     return status
@@ -64,10 +63,9 @@ def started(run: RunDir, cfg: DictConfig) -> dict[str, Any]:
     """The status of a run starting now; a resumed run keeps its first start time."""
     from hydra.core.hydra_config import HydraConfig  # here: the run browser reads status files without Hydra
 
-    try:
+    earlier = {}
+    with contextlib.suppress(ValueError):  # an unreadable status file: started afresh
         earlier = read(run) or {}
-    except ValueError:
-        earlier = {}
     status = {
         "state": "running",
         "started": earlier.get("started") or now(),
@@ -90,12 +88,10 @@ def ending(error: BaseException | None) -> tuple[str, str]:
     """(state, reason) for a run that ended with ``error`` (None: it finished)."""
     from .signals import RunInterrupted, signal_name  # here: the run browser reads status files without torch
 
-    if error is None:
+    if error is None or (isinstance(error, SystemExit) and error.code in (0, None)):
         return "finished", ""
     if isinstance(error, RunInterrupted):
         return "interrupted", f"{signal_name(error.signum)}; resume from last.ckpt"
-    if isinstance(error, SystemExit) and error.code in (0, None):
-        return "finished", ""
     if isinstance(error, (SystemExit, KeyboardInterrupt)):
         return "interrupted", "aborted without a checkpoint (a second Ctrl-C)"
     if isinstance(error, DivergedError):

@@ -16,26 +16,18 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..core.errors import ConfigError, reports_user_errors
+from ..core.paths import shown_path
 from ..core.precision import PrecisionChoice, resolve_precision
 from ..core.progress import configure as configure_progress
 from ..core.trust import trusting
-from . import slurm
+from . import slurm, startup
 from . import status as run_status
 from .atomic_io import SafeCheckpointIO
 from .config import validate_train_config
 from .layout import RunDir
-from .lock import writing
+from .lock import hold, release
 from .resume import checkpoint_to_resume
 from .signals import StopOnSignal, fit_stopping_on_signals
-from .startup import (
-    last_checkpoint,
-    log_effective_batch_size,
-    log_process,
-    log_start,
-    quiet_libraries,
-    run_summary,
-    shown_path,
-)
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +44,22 @@ def build(node: DictConfig):
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Validate, build datamodule/model/callbacks/loggers/trainer from ``cfg``, and fit.
-
-    Returns the final logged metrics (floats). The resolved config is written to the run directory's
-    ``config.yaml`` and travels inside every checkpoint; the run ends with a summary.
-    """
+    """Validate ``cfg``, build the datamodule, model, callbacks, loggers and trainer from it, and fit.
+    Returns the final logged metrics (floats)."""
     started = time.perf_counter()
-    quiet_libraries()
+    startup.quiet_libraries()
     configure_progress(cfg.get("progress", True))
     validate_train_config(cfg)
     precision = trainer_precision(cfg.trainer)
     refuse_local_ddp_multirun(int(cfg.trainer.num_nodes) * devices_per_node(cfg.trainer))
     slurm.check_allocation(int(cfg.trainer.num_nodes), devices_per_node(cfg.trainer))  # before any collective
     run = RunDir.from_config(cfg)
-    with writing(run.root):  # one writer per run directory (train.py may hold it already: run/lock.py)
+    took = hold(run.root, "hydra.run.dir")  # one writer per run directory (train.py may hold it already: run/lock.py)
+    try:
         return fit_run(cfg, run, precision, started)
+    finally:
+        if took:
+            release(run.root)
 
 
 def fit_run(cfg: DictConfig, run: RunDir, precision: PrecisionChoice, started: float) -> dict[str, float]:
@@ -96,12 +89,12 @@ def fit_run(cfg: DictConfig, run: RunDir, precision: PrecisionChoice, started: f
     trainer.strategy.checkpoint_io = instantiate(cfg.checkpoint_io) if cfg.get("checkpoint_io") else SafeCheckpointIO()
     trainer.strategy.checkpoint_io.resume_command = f"python train.py resume={shown_path(cfg.paths.output_dir)}"
 
-    log_process(trainer)
+    startup.log_process(trainer)
     if trainer.is_global_zero:
         run.root.mkdir(parents=True, exist_ok=True)
         run.config_file.write_text(OmegaConf.to_yaml(model.run_config))
-        log_start(run.root, precision, trainer, model)
-        log_effective_batch_size(cfg, trainer)
+        startup.log_start(run.root, precision, trainer, model)
+        startup.log_effective_batch_size(cfg, trainer)
     for logger in loggers:
         logger.log_hyperparams(model.run_config)  # the resolved config (W&B: the run's config)
 
@@ -112,13 +105,14 @@ def fit_run(cfg: DictConfig, run: RunDir, precision: PrecisionChoice, started: f
         if cfg.get("validate_at_end") and last_validation.step != trainer.global_step:
             trainer.validate(model, datamodule=datamodule, verbose=False)  # the final val metrics (a sweep's metric)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if cfg.get("test_after_fit"):
-            evaluate_after_fit(trainer, model, datamodule)
+        if cfg.get("test_after_fit") and type(model).test_step is L.LightningModule.test_step:
+            log.warning("test_after_fit=true: %s has no test_step; skipping the test", type(model).__name__)
+        elif cfg.get("test_after_fit"):  # on the val split, with the weights training ended with
+            trainer.test(model, datamodule=datamodule)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})  # the test's, with fit's
     if trainer.is_global_zero:
-        for line in run_summary(
-            trainer, time.perf_counter() - started, metrics, next_command(trainer, model)
-        ).splitlines():
+        summary = startup.run_summary(trainer, time.perf_counter() - started, metrics, next_command(trainer, model))
+        for line in summary.splitlines():
             log.info("%s", line)
     return metrics
 
@@ -128,7 +122,7 @@ train_program = reports_user_errors(train)  # train.py: a user's error as one li
 
 def next_command(trainer: L.Trainer, model) -> str | None:
     """``python sample.py ckpt=...``, with the model's own sampler for a diffusion model."""
-    checkpoint = last_checkpoint(trainer)
+    checkpoint = startup.last_checkpoint(trainer)
     if not checkpoint:
         return None
     command = f"python sample.py ckpt={shown_path(checkpoint)}"
@@ -181,16 +175,7 @@ def trainer_precision(trainer_cfg: DictConfig) -> PrecisionChoice:
 
 def build_trainer(trainer_cfg: DictConfig, precision: PrecisionChoice | None = None, **kwargs) -> L.Trainer:
     """Lightning's Trainer from the ``trainer`` config group, with ``precision: auto`` resolved."""
-    precision = precision or trainer_precision(trainer_cfg)
-    return instantiate(trainer_cfg, precision=precision.precision, **kwargs)
-
-
-def evaluate_after_fit(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule) -> None:
-    """``trainer.test`` on the val split with the weights training ended with, if the model has a test step."""
-    if type(model).test_step is L.LightningModule.test_step:
-        log.warning("test_after_fit=true: %s has no test_step; skipping the test", type(model).__name__)
-        return
-    trainer.test(model, datamodule=datamodule)
+    return instantiate(trainer_cfg, precision=(precision or trainer_precision(trainer_cfg)).precision, **kwargs)
 
 
 def install_guards(cfg: DictConfig, callbacks: list) -> list[L.Callback]:
