@@ -7,9 +7,9 @@
 
 Each directory is one lever: the overrides it was run with (its ``sweep.yaml``) and the metric of each
 training seed (its ``runs.jsonl``). The table gives each seed's metric, their mean and half their range
-(the spread), and the difference of the mean from the first directory's, the baseline. A difference
-inside both spreads says nothing. ``--curve`` draws the metric against training minutes for the
-directories that differ only in ``trainer.max_steps``, minutes being steps x ``--seconds-per-step``
+(the spread), and the difference of the mean from the baseline's (the first directory, or the one of
+its family at the same step count). A difference inside both spreads says nothing. ``--curve`` draws the metric against training minutes, a line through
+the directories that differ only in ``trainer.max_steps``, minutes being steps x ``--seconds-per-step``
 (the step time of a run alone on the CPU, so that runs trained side by side still count at that speed).
 """
 
@@ -44,51 +44,54 @@ def steps(lever: dict) -> int | None:
 
 
 def rows(levers: list[dict]) -> list[list]:
-    """One row a lever: its overrides (less those of the baseline), each seed, mean, spread, difference."""
+    """One row a lever: its overrides (less those of the baseline), each seed, mean, spread, and the
+    difference of its mean from the baseline's run of the same step count (none: no difference)."""
     baseline = levers[0]
     seeds = sorted({s for lever in levers for s in lever["values"]})
-    base_mean = statistics.mean(baseline["values"].values())
-    table = [["lever", "overrides", *(f"seed {s}" for s in seeds), "mean", "spread", "vs baseline"]]
+    mean = {lever["name"]: statistics.mean(lever["values"].values()) for lever in levers}
+    same_steps = {steps(lever): lever["name"] for lever in reversed(levers) if family(lever) == family(baseline)}
+    table = [["lever", "overrides", *(f"seed {s}" for s in seeds), "mean", "spread", "vs the default"]]
     for lever in levers:
         values = list(lever["values"].values())
-        mean, spread = statistics.mean(values), (max(values) - min(values)) / 2
         own = [o for o in lever["overrides"] if o not in baseline["overrides"] or lever is baseline]
         per_seed = [f"{lever['values'][s]:.3f}" if s in lever["values"] else "" for s in seeds]
-        difference = "" if lever is baseline else f"{mean - base_mean:+.3f}"
-        table.append([lever["name"], " ".join(own), *per_seed, f"{mean:.3f}", f"{spread:.3f}", difference])
+        reference = same_steps.get(steps(lever))
+        difference = f"{mean[lever['name']] - mean[reference]:+.3f}" if reference not in (None, lever["name"]) else ""
+        spread = (max(values) - min(values)) / 2
+        table.append(
+            [lever["name"], " ".join(own), *per_seed, f"{mean[lever['name']]:.3f}", f"{spread:.3f}", difference]
+        )
     return table
 
 
-def same_but_steps(lever: dict, baseline: dict) -> bool:
-    others = [o for o in lever["overrides"] if not o.startswith("trainer.max_steps=")]
-    return others == [o for o in baseline["overrides"] if not o.startswith("trainer.max_steps=")]
+def family(lever: dict) -> str:
+    """A lever's overrides other than its step count: the runs of one curve share them."""
+    return " ".join(o for o in lever["overrides"] if not o.startswith("trainer.max_steps=")) or "the default"
 
 
-def draw_curve(path: Path, levers: list[dict], seconds_per_step: float) -> list[float]:
-    """The baseline's metric against training minutes: the levers that change only its step count."""
+def draw_curve(path: Path, levers: list[dict], seconds_per_step: float) -> dict[str, list[float]]:
+    """The metric against training minutes, one line per family of levers that differ only in their
+    step count (each seed a grey dot, the line through the means); returns each line's minutes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = sorted(
-        (
-            (steps(lever) * seconds_per_step / 60, lever)
-            for lever in levers
-            if steps(lever) and same_but_steps(lever, levers[0])
-        ),
-        key=lambda p: p[0],
-    )
-    figure, axes = plt.subplots(figsize=(5, 3.4), layout="constrained")
-    for minutes, lever in points:
-        axes.scatter([minutes] * len(lever["values"]), list(lever["values"].values()), color="tab:gray", s=12)
-    means = [statistics.mean(lever["values"].values()) for _, lever in points]
-    axes.plot([m for m, _ in points], means, marker="o", label="mean over training seeds")
+    curves: dict[str, list] = {}
+    for lever in sorted((lever for lever in levers if steps(lever)), key=steps):
+        curves.setdefault(family(lever), []).append((steps(lever) * seconds_per_step / 60, lever))
+    figure, axes = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
+    for label, points in curves.items():
+        for minutes, lever in points:
+            axes.scatter([minutes] * len(lever["values"]), list(lever["values"].values()), color="tab:gray", s=10)
+        means = [statistics.mean(lever["values"].values()) for _, lever in points]
+        axes.plot([m for m, _ in points], means, marker="o", label=label)
+    ticks = sorted({m for points in curves.values() for m, _ in points})
     axes.set(xscale="log", xlabel="training minutes (steps x the step time alone)", ylabel=levers[0]["metric"])
-    axes.set_xticks([m for m, _ in points], [f"{m:.1f}" for m, _ in points])
-    axes.legend(fontsize=8)
+    axes.set_xticks(ticks, [f"{m:.1f}" for m in ticks])
+    axes.legend(fontsize=8, title="mean over training seeds", title_fontsize=8)
     figure.savefig(path, dpi=120)
-    return [minutes for minutes, _ in points]
+    return {label: [minutes for minutes, _ in points] for label, points in curves.items()}
 
 
 def main(argv: list[str] | None = None) -> list[list]:

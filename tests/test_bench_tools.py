@@ -106,14 +106,18 @@ def test_the_lever_table_gives_each_lever_its_seeds_mean_spread_and_difference(t
     write_sweep(tmp_path / "baseline", ["trainer.max_steps=500"], {1: 4.0, 0: 5.0})
     write_sweep(tmp_path / "v", ["trainer.max_steps=500", "model.prediction=v"], {0: 3.0, 1: 3.5})
     write_sweep(tmp_path / "long", ["trainer.max_steps=2000"], {0: 1.0, 1: 1.2})
+    write_sweep(tmp_path / "v_long", ["trainer.max_steps=2000", "model.prediction=v"], {0: 0.9, 1: 0.9})
     curve = tmp_path / "curve.png"
     table = lever_table(
-        [str(tmp_path / d) for d in ("baseline", "v", "long")] + ["--curve", str(curve), "--seconds-per-step", "0.3"]
+        [str(tmp_path / d) for d in ("baseline", "v", "long", "v_long")]
+        + ["--curve", str(curve), "--seconds-per-step", "0.3"]
     )
-    assert table[0] == ["lever", "overrides", "seed 0", "seed 1", "mean", "spread", "vs baseline"]
+    assert table[0] == ["lever", "overrides", "seed 0", "seed 1", "mean", "spread", "vs the default"]
     assert table[1] == ["baseline", "trainer.max_steps=500", "5.000", "4.000", "4.500", "0.500", ""]
     assert table[2] == ["v", "model.prediction=v", "3.000", "3.500", "3.250", "0.250", "-1.250"]  # failed runs left out
-    assert table[3][1] == "trainer.max_steps=2000" and table[3][-1] == "-3.400"
+    assert table[3][1] == "trainer.max_steps=2000" and table[3][-1] == ""  # the default itself, longer
+    assert table[4][1] == "trainer.max_steps=2000 model.prediction=v" and table[4][-1] == "-0.200"  # vs "long"
     assert curve.stat().st_size > 0
-    levers = [read_lever(tmp_path / d) for d in ("baseline", "v", "long")]
-    assert draw_curve(curve, levers, seconds_per_step=0.3) == [2.5, 10.0]  # the v lever is not a point
+    levers = [read_lever(tmp_path / d) for d in ("baseline", "v", "long", "v_long")]
+    lines = draw_curve(curve, levers, seconds_per_step=0.3)  # one line per lever, through its step counts
+    assert lines == {"the default": [2.5, 10.0], "model.prediction=v": [2.5, 10.0]}
