@@ -116,11 +116,15 @@ def sample(cfg: DictConfig) -> Path:
         model, _ = load_model(ckpt)
     options = model.sampling_with(**{k: cfg[k] for k in SamplingOptions.names()})  # checked once, here
     name = options.sampler if options is not None else "model"
-    out = Path(cfg.out) if cfg.out else default_out(ckpt) / f"{ckpt.stem}_{name}_seed{cfg.seed}"
+    # without out=: the run's samples/ folder, or an export's own
+    default = ckpt / "samples" if is_export(ckpt) else RunDir.of_checkpoint(ckpt).samples
+    out = Path(cfg.out) if cfg.out else default / f"{ckpt.stem}_{name}_seed{cfg.seed}"
     if (out / "samples.npz").exists() and not cfg.overwrite:
         raise ConfigError(f"out={str(out)!r} already holds samples.npz; choose another out= or pass overwrite=true")
     labels = _labels(model, cfg)
-    recorder = _recorder(model, cfg)
+    if cfg.trajectory and model.sampling is None:
+        raise ConfigError("trajectory= applies to diffusion models")
+    recorder = TrajectoryRecorder(min(cfg.trajectory, cfg.n), cfg.trajectory_frames) if cfg.trajectory else None
     print(announce(cfg.n, options, device), flush=True)
 
     start = time.perf_counter()
@@ -132,18 +136,10 @@ def sample(cfg: DictConfig) -> Path:
     save_samples_npz(images, out / "samples.npz", labels=labels)
     if recorder:
         strip = recorder.strip()
-        save_grid(
-            model.to_uint8(model.decode(strip.to(model.device))),
-            out / "trajectory.png",
-            nrow=len(strip) // recorder.count,
-        )
+        trajectory = model.to_uint8(model.decode(strip.to(model.device)))
+        save_grid(trajectory, out / "trajectory.png", nrow=len(strip) // recorder.count)
     print(f"wrote {out / 'grid.png'} and {out / 'samples.npz'} ({len(images)} samples, {name}, {seconds:.1f} s)")
     return out
-
-
-def default_out(ckpt: Path) -> Path:
-    """Where samples of ``ckpt`` go without ``out=``: its run's samples/ folder, or an export's own."""
-    return ckpt / "samples" if is_export(ckpt) else RunDir.of_checkpoint(ckpt).samples
 
 
 def announce(num_samples: int, options: SamplingOptions | None, device: torch.device) -> str:
@@ -171,11 +167,3 @@ def _labels(model, cfg) -> torch.Tensor | None:
     if cfg.label is not None and not 0 <= cfg.label < classes:
         raise ConfigError(f"label must lie in [0, {classes - 1}], got {cfg.label}")
     return torch.full((cfg.n,), cfg.label) if cfg.label is not None else torch.arange(cfg.n) % classes
-
-
-def _recorder(model, cfg) -> TrajectoryRecorder | None:
-    if not cfg.trajectory:
-        return None
-    if model.sampling is None:
-        raise ConfigError("trajectory= applies to diffusion models")
-    return TrajectoryRecorder(min(cfg.trajectory, cfg.n), cfg.trajectory_frames)

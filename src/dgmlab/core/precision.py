@@ -22,19 +22,9 @@ import torch
 
 from .errors import ConfigError
 
-# Lightning's names for the precisions we resolve to or accept (and their short forms).
-CANONICAL = {
-    "32": "32-true",
-    "32-true": "32-true",
-    "bf16": "bf16-mixed",
-    "bf16-mixed": "bf16-mixed",
-    "16": "16-mixed",
-    "16-mixed": "16-mixed",
-    "64": "64-true",
-    "64-true": "64-true",
-    "bf16-true": "bf16-true",
-    "16-true": "16-true",
-}
+# Lightning's names for the precisions we resolve to or accept, and the short forms of four of them.
+LONG_NAMES = ("32-true", "bf16-mixed", "16-mixed", "64-true", "bf16-true", "16-true")
+CANONICAL = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed", "64": "64-true"} | {n: n for n in LONG_NAMES}
 CHOICES = ("auto", *CANONICAL)
 
 

@@ -60,24 +60,18 @@ def foreign_targets(config: Any) -> list[tuple[str, Any]]:
     ]
 
 
-def resolved(config: Any, source: str) -> Any:
-    """``config`` (a DictConfig or plain data) as plain data with its interpolations resolved: what
-    ``instantiate`` would see. An interpolation that cannot be resolved is refused in one line."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        node = config if OmegaConf.is_config(config) else OmegaConf.create(config)
-        return OmegaConf.to_container(node, resolve=True)
-    except (OmegaConfBaseException, ValueError, TypeError) as e:
-        raise ConfigError(f"{source} holds a config that cannot be read ({type(e).__name__}: {e}); nothing was built")
-
-
 def check_file_config(config: Any, source: str) -> Any:
     """``config`` read from ``source`` (e.g. ``ckpt='run/last.ckpt'``), resolved, if every target in it
     is dgmlab's own; otherwise a ConfigError naming the first foreign one, unless the user trusts
     the file (:func:`trusting`), which prints what it builds."""
-    plain = resolved(config, source)
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:  # as plain data with its interpolations resolved: what ``instantiate`` would see
+        node = config if OmegaConf.is_config(config) else OmegaConf.create(config)
+        plain = OmegaConf.to_container(node, resolve=True)
+    except (OmegaConfBaseException, ValueError, TypeError) as e:
+        raise ConfigError(f"{source} holds a config that cannot be read ({type(e).__name__}: {e}); nothing was built")
     foreign = foreign_targets(plain)
     if not foreign:
         return plain

@@ -5,7 +5,7 @@ kernel when it ends, however it ends: a writer killed with SIGKILL leaves nothin
 run or a resume, and a requeued SLURM job takes it again. ``RUN_DIR/.writer.json`` names the holder
 (pid, host, start time) for the refusal of a second writer; it only counts while the lock is held.
 
-Under DDP, or with several SLURM tasks, the process of global rank 0 holds it (:func:`lead_process`).
+Under DDP, or with several SLURM tasks, the process of global rank 0 holds it.
 ``train.py`` takes it before Hydra writes anything into the run directory when the directory is known
 from the command line (``hydra.run.dir=``, ``resume=``); the training job takes it otherwise (a
 timestamped directory, a multirun's jobs), and holding it twice in one process is a no-op.
@@ -33,11 +33,6 @@ _held: dict[Path, object] = {}  # run directory -> its FileLock, held by this pr
 _created: set[Path] = set()  # the run directories that taking their lock created
 
 
-def lead_process() -> bool:
-    """Whether this process is global rank 0 (or not part of a distributed job)."""
-    return all(os.environ.get(name, "0") in ("", "0") for name in RANK_VARIABLES)
-
-
 def holder(root: Path) -> str:
     """Who holds the lock of ``root``, as its writer file says."""
     try:
@@ -54,8 +49,8 @@ def hold(root: str | Path, setting: str) -> bool:
     from filelock import FileLock, Timeout
 
     root = Path(root).resolve()
-    if not lead_process() or root in _held:
-        return False
+    if root in _held or any(os.environ.get(name, "0") not in ("", "0") for name in RANK_VARIABLES):
+        return False  # held here already, or not global rank 0
     if not root.exists():
         _created.add(root)
     root.mkdir(parents=True, exist_ok=True)

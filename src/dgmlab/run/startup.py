@@ -46,19 +46,15 @@ def describe_model(model: nn.Module) -> str:
     return f"{type(model).__name__}: {count_parameters(model) / 1e6:.2f}M parameters"
 
 
-def describe_device(trainer) -> str:
+def log_start(output_dir, precision: PrecisionChoice, trainer, model: nn.Module) -> None:
     kind = type(trainer.accelerator).__name__.replace("Accelerator", "")
     if kind == "CUDA":
         kind = f"CUDA ({torch.cuda.get_device_name(0)})"
     elif kind == "CPU":
         kind = f"CPU ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads per process)"
-    return f"{kind} x {trainer.num_devices * trainer.num_nodes}"
-
-
-def log_start(output_dir, precision: PrecisionChoice, trainer, model: nn.Module) -> None:
     log.info("run directory: %s", shown_path(output_dir))
     log.info("%s", precision)
-    log.info("device: %s", describe_device(trainer))
+    log.info("device: %s x %s", kind, trainer.num_devices * trainer.num_nodes)
     log.info("model: %s", describe_model(model))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -65,7 +64,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def fit_run(cfg: DictConfig, run: RunDir, precision: PrecisionChoice, started: float) -> dict[str, float]:
     """The body of :func:`train`, with the run directory's lock held."""
     resume_from = checkpoint_to_resume(cfg, run)  # a readable checkpoint of the same model and data, or None
-    refuse_to_overwrite(run, resume_from)
+    if resume_from is None and run.has_checkpoints():  # a directory with checkpoints is only reused to resume
+        raise ConfigError(
+            f"hydra.run.dir={str(run.root)!r} already holds checkpoints of an earlier run; pass "
+            f"resume={run.root} to continue it (or ckpt_path=<one of its checkpoints>), or choose another hydra.run.dir"
+        )
     L.seed_everything(cfg.seed, workers=True)
 
     loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]  # a tracker not installed: refused here
@@ -185,12 +188,3 @@ def install_guards(cfg: DictConfig, callbacks: list) -> list[L.Callback]:
     callbacks[:0] = guards
     callbacks += [guard.work_done for guard in guards if isinstance(guard, StopOnSignal)]
     return guards
-
-
-def refuse_to_overwrite(run: RunDir, ckpt_path: str | Path | None) -> None:
-    """A run directory that already holds checkpoints is only reused to resume from them."""
-    if ckpt_path is None and run.has_checkpoints():
-        raise ConfigError(
-            f"hydra.run.dir={str(run.root)!r} already holds checkpoints of an earlier run; pass "
-            f"resume={run.root} to continue it (or ckpt_path=<one of its checkpoints>), or choose another hydra.run.dir"
-        )
