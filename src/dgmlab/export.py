@@ -70,7 +70,7 @@ def export_config(run_cfg: DictConfig, checkpoint: dict, ckpt: Path, weights_sha
     autoencoder config, and what the weights are."""
     model = OmegaConf.to_container(run_cfg.model, resolve=True)
     config: dict[str, Any] = {"model": model}
-    if AUTOENCODER_KEY in checkpoint:  # the folder itself holds the autoencoder (load_export)
+    if AUTOENCODER_KEY in checkpoint:  # the folder itself holds the autoencoder (load_model)
         model["autoencoder_ckpt"] = None
         config["autoencoder"] = checkpoint[AUTOENCODER_KEY]
     config["weights"] = {"file": WEIGHTS_FILE, "sha256": weights_sha256}
