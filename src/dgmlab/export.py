@@ -54,7 +54,14 @@ def export(cfg: DictConfig) -> Path:
 
     weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.sampling_state_dict().items()}
     write_atomically(out / WEIGHTS_FILE, safetensors_bytes(weights, metadata={"format": "pt", "library": "dgmlab"}))
-    config = export_config(run_cfg, checkpoint, ckpt, file_sha256(out / WEIGHTS_FILE, length=64))
+    # config.yaml: the model's config (its sampler defaults in model.sampling), a latent model's
+    # autoencoder config, and what the weights are.
+    config: dict[str, Any] = {"model": OmegaConf.to_container(run_cfg.model, resolve=True)}
+    if AUTOENCODER_KEY in checkpoint:  # the folder itself holds the autoencoder (load_model)
+        config["model"]["autoencoder_ckpt"] = None
+        config["autoencoder"] = checkpoint[AUTOENCODER_KEY]
+    config["weights"] = {"file": WEIGHTS_FILE, "sha256": file_sha256(out / WEIGHTS_FILE, length=64)}
+    config["source"] = {"checkpoint": ckpt.name, "step": checkpoint.get("global_step"), "dgmlab": __version__}
     write_atomically(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
     save_grid(images, out / SAMPLES_FILE)
     write_atomically(out / CARD_FILE, model_card(model, run_cfg, checkpoint, ckpt, cfg))
@@ -63,19 +70,6 @@ def export(cfg: DictConfig) -> Path:
         f"{SAMPLES_FILE}, {CARD_FILE}; sample from it: python sample.py ckpt={out}"
     )
     return out
-
-
-def export_config(run_cfg: DictConfig, checkpoint: dict, ckpt: Path, weights_sha256: str) -> dict[str, Any]:
-    """config.yaml: the model's config (its sampler defaults in ``model.sampling``), a latent model's
-    autoencoder config, and what the weights are."""
-    model = OmegaConf.to_container(run_cfg.model, resolve=True)
-    config: dict[str, Any] = {"model": model}
-    if AUTOENCODER_KEY in checkpoint:  # the folder itself holds the autoencoder (load_export)
-        model["autoencoder_ckpt"] = None
-        config["autoencoder"] = checkpoint[AUTOENCODER_KEY]
-    config["weights"] = {"file": WEIGHTS_FILE, "sha256": weights_sha256}
-    config["source"] = {"checkpoint": ckpt.name, "step": checkpoint.get("global_step"), "dgmlab": __version__}
-    return config
 
 
 def fid_results(run: RunDir) -> list[dict[str, Any]]:

@@ -84,7 +84,14 @@ def read_run(path: Path) -> Run:
         status, broken = None, f"{STATUS_FILE}: {one_line(e)}"
     try:
         if status is not None:
-            from_status(run, status)
+            run.state, run.note = status["state"], status.get("reason", "")
+            run.started = short_time(status.get("started", ""))
+            run.model = str(status.get("model") or "")
+            run.overrides = [str(o) for o in status.get("overrides") or []]
+            run.step, run.max_steps = status.get("step"), status.get("max_steps")
+            run.metrics = {k: float(v) for k, v in (status.get("metrics") or {}).items()}
+            if run.state == "running" and status.get("host") == socket.gethostname() and not alive(status.get("pid")):
+                run.state, run.note = "killed", "its process is gone without an end (SIGKILL, out of memory, a crash)"
         else:
             from_config(run)  # an older run, one stopped before training, or one whose status is broken
         if run.state not in run_status.ENDED or run.step is None:  # running, killed, older runs: the CSV's end
@@ -96,17 +103,6 @@ def read_run(path: Path) -> Run:
     if broken:
         run.state, run.note = "broken", broken
     return run
-
-
-def from_status(run: Run, status: dict[str, Any]) -> None:
-    run.state, run.note = status["state"], status.get("reason", "")
-    run.started = short_time(status.get("started", ""))
-    run.model = str(status.get("model") or "")
-    run.overrides = [str(o) for o in status.get("overrides") or []]
-    run.step, run.max_steps = status.get("step"), status.get("max_steps")
-    run.metrics = {k: float(v) for k, v in (status.get("metrics") or {}).items()}
-    if run.state == "running" and status.get("host") == socket.gethostname() and not alive(status.get("pid")):
-        run.state, run.note = "killed", "its process is gone without an end (SIGKILL, out of memory, a crash)"
 
 
 def from_config(run: Run) -> None:
@@ -223,14 +219,6 @@ def table(runs: list[Run], root: Path) -> list[str]:
 
 
 # --- comparing runs ----------------------------------------------------------------------------------
-def resolve_runs(names: list[str], root: Path) -> list[Path]:
-    paths = [next((p for p in (Path(name), root / name) if is_run(p)), None) for name in names]
-    for name, path in zip(names, paths):
-        if path is None:
-            raise ConfigError(f"--compare {name}: no run directory there (nor under {root})")
-    return paths
-
-
 def differing_settings(paths: list[Path]) -> dict[str, list[Any]]:
     """The config keys whose values differ between the runs (their own paths left out)."""
     flat = []
@@ -259,7 +247,10 @@ def compare(names: list[str], root: Path, out: Path) -> list[str]:
     """Draw the runs' curves into ``out``; the lines that print their differing settings and metrics."""
     from .plots.curves import read_metrics, write_curves  # matplotlib only when a picture is drawn
 
-    paths = resolve_runs(names, root)
+    paths = [next((p for p in (Path(name), root / name) if is_run(p)), None) for name in names]
+    for name, path in zip(names, paths):
+        if path is None:
+            raise ConfigError(f"--compare {name}: no run directory there (nor under {root})")
     names = labels(paths)
     files = [RunDir.at(p).metrics_file for p in paths]
     series = {n: read_metrics(f) if f is not None and f.is_file() else {} for n, f in zip(names, files)}

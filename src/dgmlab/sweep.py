@@ -168,13 +168,6 @@ def run_trial(sweep: Sweep, trial: Trial, index: int, count: int) -> None:
 
 
 # --- the sweep ------------------------------------------------------------------------------------
-def new_name(trials: list[Trial]) -> str:
-    from wandb.sdk.lib.runid import generate_id  # a W&B run id: 8 characters of a-z and 0-9
-
-    taken = {t.name for t in trials}
-    return next(name for name in iter(generate_id, None) if name not in taken)
-
-
 def propose(sweep: Sweep, seed: int) -> Trial | None:
     """The engine's next proposal given every trial so far (None: a grid is exhausted)."""
     import numpy as np
@@ -187,7 +180,11 @@ def propose(sweep: Sweep, seed: int) -> Trial | None:
         proposal = sweeps.next_run(sweep.config, runs, validate=True)
     if proposal is None:
         return None
-    return Trial(new_name(sweep.trials), {k: plain(v["value"]) for k, v in proposal.config.items()})
+    from wandb.sdk.lib.runid import generate_id  # a W&B run id: 8 characters of a-z and 0-9
+
+    taken = {t.name for t in sweep.trials}
+    name = next(name for name in iter(generate_id, None) if name not in taken)
+    return Trial(name, {k: plain(v["value"]) for k, v in proposal.config.items()})
 
 
 def plain(value: Any) -> Any:
@@ -307,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         sweep = open_sweep(args.sweep_file, args.dir, args.overrides)
-        count = positive_int(args.count if args.count is not None else default_count(sweep), "--count")
+        if args.count is None and sweep.config["method"] == "grid":  # a grid's size
+            args.count = math.prod(len(p["values"]) for p in sweep.config["parameters"].values() if "values" in p)
+        count = positive_int(args.count if args.count is not None else 10, "--count")
         if args.dry_run:
             for command in dry_run(sweep, count, args.seed):
                 print(shlex.join(command))
@@ -317,12 +316,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code
     return 0 if any(t.state == "finished" for t in sweep.trials) else 1
-
-
-def default_count(sweep: Sweep) -> int:
-    if sweep.config["method"] != "grid":
-        return 10
-    return math.prod(len(p["values"]) for p in sweep.config["parameters"].values() if "values" in p)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,11 @@ class DDPM(GenerativeModule):
         self.sampling = SamplingOptions().override(prefix, **(sampling or {})).resolve(schedule.timesteps, prefix)
 
     def loss(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
-        labels = self._training_labels(labels, generator)
+        if self.class_conditional:  # a dropped label is the null class that guidance samples with
+            drop = torch.rand(labels.shape, device=labels.device, generator=generator) < self.label_dropout
+            labels = torch.where(drop, torch.full_like(labels, self.net.num_classes), labels)
+        else:
+            labels = None
         return diffusion_loss(
             self.schedule,
             lambda x, t: net(x, t, labels) if labels is not None else net(x, t),
@@ -101,12 +105,6 @@ class DDPM(GenerativeModule):
             generator,
             self.timestep_probs,
         )
-
-    def _training_labels(self, labels, generator):
-        if not self.class_conditional:
-            return None
-        drop = torch.rand(labels.shape, device=labels.device, generator=generator) < self.label_dropout
-        return torch.where(drop, torch.full_like(labels, self.net.num_classes), labels)
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(self.net, *batch)

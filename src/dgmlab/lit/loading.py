@@ -23,29 +23,25 @@ if TYPE_CHECKING:  # types only: the models are built from their config's _targe
 
 def load_model(path: str | Path, setting: str = "ckpt") -> tuple[GenerativeModule, DictConfig]:
     """Rebuild the model from the config stored in a checkpoint, or in an export folder
-    (``python -m dgmlab.export``), and load its weights (eval mode)."""
-    if is_export(path):
-        return load_export(path, setting)
-    checkpoint = read_checkpoint(path, setting)
-    if CONFIG_KEY not in checkpoint:
+    (``python -m dgmlab.export``, with the weights it samples with), and load its weights (eval mode)."""
+    checkpoint = None if is_export(path) else read_checkpoint(path, setting)
+    if checkpoint is None:
+        config, weights = read_export(path, setting)
+        carries_autoencoder = "autoencoder" in config
+    elif CONFIG_KEY not in checkpoint:
         raise ConfigError(f"{setting}={str(path)!r} holds no '{CONFIG_KEY}': it was not written by dgmlab's train.py")
-    cfg = OmegaConf.create(check_file_config(upgrade_run_config(checkpoint[CONFIG_KEY]), f"{setting}={str(path)!r}"))
-    if AUTOENCODER_KEY in checkpoint:  # a latent DDPM carries its autoencoder: no need for the original file
-        cfg.model.autoencoder_ckpt = str(path)
-    model = instantiate(cfg.model)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.run_config = checkpoint[CONFIG_KEY]
-    return model.eval(), cfg
-
-
-def load_export(path: str | Path, setting: str = "ckpt") -> tuple[GenerativeModule, DictConfig]:
-    """The model of an export folder, with the weights it samples with."""
-    config, weights = read_export(path, setting)
+    else:
+        config, weights = upgrade_run_config(checkpoint[CONFIG_KEY]), checkpoint["state_dict"]
+        carries_autoencoder = AUTOENCODER_KEY in checkpoint
     cfg = OmegaConf.create(check_file_config(config, f"{setting}={str(path)!r}"))
-    if "autoencoder" in cfg:  # a latent DDPM's export carries its autoencoder's config and weights
+    if carries_autoencoder:  # a latent DDPM carries its autoencoder: no need for the original file
         cfg.model.autoencoder_ckpt = str(path)
     model = instantiate(cfg.model)
-    model.load_sampling_state_dict(weights)
+    if checkpoint is None:
+        model.load_sampling_state_dict(weights)
+    else:
+        model.load_state_dict(weights)
+        model.run_config = checkpoint[CONFIG_KEY]
     return model.eval(), cfg
 
 
