@@ -171,7 +171,7 @@ class FIDCallback(EveryNSteps):
 
     def _publish(self, trainer, record: dict) -> None:
         sampler, steps, count = record["sampler"], record["sampling_steps"], record["num_samples"]
-        metrics = {f"val/{key}": record[key] for key in ("fid", "kid_mean", "kid_std")}
+        metrics = {"val/fid": record["fid"], "val/kid_mean": record["kid_mean"], "val/kid_std": record["kid_std"]}
         metrics["val/fid_num_samples"] = float(count)
         metrics[f"val/fid_{self.features}_{sampler}{steps or ''}_n{count}"] = record["fid"]
         if steps is not None:
