@@ -89,6 +89,7 @@ def draw_curve(path: Path, levers: list[dict], seconds_per_step: float) -> dict[
     ticks = sorted({m for points in curves.values() for m, _ in points})
     axes.set(xscale="log", xlabel="training minutes (steps x the step time alone)", ylabel=levers[0]["metric"])
     axes.set_xticks(ticks, [f"{m:.1f}" for m in ticks])
+    axes.minorticks_off()
     axes.legend(fontsize=8, title="mean over training seeds", title_fontsize=8)
     figure.savefig(path, dpi=120)
     return {label: [minutes for minutes, _ in points] for label, points in curves.items()}
