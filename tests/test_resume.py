@@ -306,6 +306,14 @@ def ddp_run_until_a_checkpoint(run_dir: Path) -> subprocess.Popen:
     return process
 
 
+def rank_1_of(process: subprocess.Popen) -> int:
+    """Rank 1: the child of rank 0 that runs train.py (rank 0 may have other children, e.g. the
+    multiprocessing resource tracker, which a signal meant for rank 1 must not hit)."""
+    found = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "train.py"], capture_output=True, text=True)
+    (pid,) = found.stdout.split()
+    return int(pid)
+
+
 def ranks_left(run_dir: Path) -> list[str]:
     return subprocess.run(["pgrep", "-f", f"hydra.run.dir={run_dir}"], capture_output=True, text=True).stdout.split()
 
@@ -317,7 +325,7 @@ def test_sigterm_to_one_ddp_rank_stops_every_rank_with_one_checkpoint(tmp_path, 
     stops both after the same step, with one last.ckpt written together and exit 128 + 15."""
     run_dir = tmp_path / "run"
     process = ddp_run_until_a_checkpoint(run_dir)
-    rank_1 = int(subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()[0])
+    rank_1 = rank_1_of(process)
     start = time.monotonic()
     os.kill(process.pid if target == "rank 0" else rank_1, signal.SIGTERM)
     output, _ = process.communicate(timeout=60)
@@ -336,7 +344,7 @@ def test_a_killed_ddp_rank_ends_the_others_within_seconds(tmp_path, target):
     connection closed) and Lightning's launcher stops what is left; last.ckpt stays the last good one."""
     run_dir = tmp_path / "run"
     process = ddp_run_until_a_checkpoint(run_dir)
-    rank_1 = int(subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()[0])
+    rank_1 = rank_1_of(process)
     start = time.monotonic()
     os.kill(process.pid if target == "rank 0" else rank_1, signal.SIGKILL)
     process.communicate(timeout=60)
