@@ -46,7 +46,7 @@ class Run:
 
     path: Path
     state: str = "unknown"
-    started: str = ""
+    started: str = ""  # ISO time, to the second: runs started in one minute list in their order
     model: str = ""
     overrides: list[str] = field(default_factory=list)
     step: int | None = None
@@ -85,7 +85,7 @@ def read_run(path: Path) -> Run:
     try:
         if status is not None:
             run.state, run.note = status["state"], status.get("reason", "")
-            run.started = short_time(status.get("started", ""))
+            run.started = status.get("started", "")
             run.model = str(status.get("model") or "")
             run.overrides = [str(o) for o in status.get("overrides") or []]
             run.step, run.max_steps = status.get("step"), status.get("max_steps")
@@ -109,7 +109,7 @@ def from_config(run: Run) -> None:
     """A run without ``status.json``: from before dgmlab wrote one, or stopped before training."""
     files = RunDir.named(run.path)
     run.overrides = run_status.settings(files.stored_overrides())
-    run.started = short_time(datetime.fromtimestamp(run.path.stat().st_mtime).isoformat())
+    run.started = datetime.fromtimestamp(run.path.stat().st_mtime).isoformat()
     if not files.config_file.is_file():
         run.state, run.note = "not started", "no config.yaml: it stopped before training (see its train.log)"
         return
@@ -213,7 +213,7 @@ def table(runs: list[Run], root: Path) -> list[str]:
     rows = [["run", "started", "model", "steps", "state", "last metrics", "overrides"]]
     for run in runs:
         steps = "/".join("?" if n is None else str(n) for n in (run.step, run.max_steps))
-        row = [shown_name(run, root), run.started, run.model, steps, run.state, shown_metrics(run.metrics)]
+        row = [shown_name(run, root), short_time(run.started), run.model, steps, run.state, shown_metrics(run.metrics)]
         rows.append([*row, " ".join(run.overrides)])
     return aligned(rows) + [f"  {shown_name(run, root)}: {run.state}: {run.note}" for run in runs if run.note]
 
