@@ -373,16 +373,12 @@ def sample_uint8(
     """``num_samples`` images (uint8 NCHW) from a DDPM LightningModule with sampler ``options``
     (sampler, steps, ...) and the seconds that took, the way ``sample.py`` draws them: image i
     from its own seed (seed, i), batches of ``batch_size``, under ``precision``'s autocast."""
-    from dgmlab.core.seeding import ImageNoise
+    from dgmlab.sampling import draw, image_batches
 
     sampling = model.sampling_with(**options)  # checked once, before the clock starts
-    chunks = []
     start = time.perf_counter()
     with torch.no_grad(), autocast(precision):
-        for first in range(0, num_samples, batch_size):
-            size = min(batch_size, num_samples - first)
-            noise = ImageNoise(seed, range(first, first + size))
-            chunks.append(model.to_uint8(model.sample_images(size, generator=noise, options=sampling)))
+        chunks = [draw(model, seed, indices, options=sampling) for indices in image_batches(num_samples, batch_size)]
     return torch.cat(chunks), time.perf_counter() - start
 
 
