@@ -36,6 +36,7 @@ SAMPLERS = {  # row name: sampler settings
     "ddim": {"sampler": "ddim", "eta": 0.0},
     "ddim_eta1": {"sampler": "ddim", "eta": 1.0},
     "dpmpp_2m": {"sampler": "dpmpp_2m"},
+    "dpmpp_2m_eta1": {"sampler": "dpmpp_2m", "eta": 1.0},
 }
 
 

@@ -234,6 +234,7 @@ def _gaussian_data_denoiser(s, mu, std):
         ("ddim", {"steps": 200}),
         ("ddim", {"steps": 200, "eta": 1.0}),
         ("dpmpp_2m", {"steps": 50}),
+        ("dpmpp_2m", {"steps": 50, "eta": 1.0}),
     ],
 )
 def test_samplers_with_the_exact_denoiser_recover_the_data_distribution(sampler, options):
@@ -276,13 +277,14 @@ class GivenStartThenFresh(ImageNoise):
         return self.x_T.to(device) if self.draws == 1 else torch.randn(tuple(shape), generator=self.later).to(device)
 
 
-def test_ddim_with_eta_zero_depends_on_x_T_alone():
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
+def test_eta_zero_depends_on_x_T_alone(sampler):
     s = make_schedule("cosine", 1000)
     denoise = make_denoiser(s, lambda x, t: 0.1 * x, "eps")
     x_T = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
 
     def run(eta, later_seed):
-        return sample(s, denoise, x_T.shape, "ddim", steps=10, eta=eta, generator=GivenStartThenFresh(x_T, later_seed))
+        return sample(s, denoise, x_T.shape, sampler, steps=10, eta=eta, generator=GivenStartThenFresh(x_T, later_seed))
 
     assert torch.equal(run(0.0, 1), run(0.0, 2))  # eta = 0: the ODE from x_T, no further noise
     assert not torch.allclose(run(0.5, 1), run(0.5, 2))  # eta > 0 draws noise at every step

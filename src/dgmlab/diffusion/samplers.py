@@ -6,7 +6,8 @@ keywords ``generator``, ``device`` and ``on_step``, so ``sample.py sampler=NAME`
 
 - ``ddpm``     ancestral sampling (Ho et al. 2020), all T steps, variance "small" or "large";
 - ``ddim``     Song et al. (2021), any number of steps, stochasticity ``eta``;
-- ``dpmpp_2m`` DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep ODE solver.
+- ``dpmpp_2m`` DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep solver of the ODE
+  (``eta`` 0) or of the reverse SDE (``eta`` 1).
 
 Noise comes from ``dgmlab.core.seeding.randn``: one generator or per-image ones, drawn on the CPU
 so that a seed gives the same images on every device. :func:`register` records each sampler once in
@@ -74,7 +75,7 @@ class SamplingOptions:
 
     sampler: str = "ddpm"  # a name in SAMPLERS: ddpm (ancestral) | ddim | dpmpp_2m
     steps: int | None = None  # None: the sampler's default_steps (at most T); ddpm: always T
-    eta: float = 0.0  # ddim: 0 deterministic, 1 DDPM-like
+    eta: float = 0.0  # ddim, dpmpp_2m: 0 deterministic (an ODE), 1 DDPM-like (an SDE)
     spacing: str = "trailing"  # the timesteps a shortened sampler visits: trailing | leading | linspace
     variance: str = "small"  # ddpm: the posterior's variance (small) or beta_t (large)
     guidance: float = 1.0  # classifier-free guidance scale (class-conditional models)
@@ -101,7 +102,7 @@ class SamplingOptions:
         choice(self.spacing, f"{prefix}spacing", SPACINGS)
         choice(self.variance, f"{prefix}variance", VARIANCES)
         if self.eta < 0:
-            raise ConfigError(f"{prefix}eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {self.eta}")
+            raise ConfigError(f"{prefix}eta must be >= 0 (0: deterministic, 1: DDPM-like), got {self.eta}")
         if sampler.default_steps is None:  # every one of the T steps
             if self.steps not in (None, timesteps):
                 fewer = " or ".join(f"{prefix}sampler={s.name}" for s in SAMPLERS.values() if s.default_steps)
@@ -228,16 +229,19 @@ def dpmpp_2m_sample(
     shape,
     *,
     steps: int,
+    eta: float = 0.0,
     spacing: str = "trailing",
     generator=None,
     device="cpu",
     on_step: OnStep | None = None,
 ) -> torch.Tensor:
-    """DPM-Solver++(2M) for the probability-flow ODE, in lambda = log(alpha/sigma):
+    """DPM-Solver++(2M) in lambda = log(alpha/sigma): for the probability-flow ODE (eta = 0), or for the
+    reverse SDE (eta = 1: SDE-DPM-Solver++(2M), Lu et al. 2022), or between:
 
-    x_s = (sigma_s/sigma_t) x_t - alpha_s (e^{-h} - 1) D,  h = lambda_s - lambda_t,
-    D = (1 + 1/(2r)) x0_hat_t - 1/(2r) x0_hat_prev,  r = h_prev / h  (D = x0_hat_t on the first step).
-    The last step goes to the clean image (sigma = 0), where the update returns D.
+    x_s = (sigma_s/sigma_t) e^{-eta h} x_t + alpha_s (1 - e^{-(1+eta) h}) D + sigma_s sqrt(1 - e^{-2 eta h}) z,
+    h = lambda_s - lambda_t,  D = (1 + 1/(2r)) x0_hat_t - 1/(2r) x0_hat_prev,  r = h_prev / h
+    (D = x0_hat_t on the first step). The last step goes to the clean image (sigma = 0), where the
+    update returns D.
     """
     abar = schedule.alphas_cumprod.tolist()
     ts = timestep_sequence(schedule.timesteps, steps, spacing)
@@ -254,7 +258,10 @@ def dpmpp_2m_sample(
         if x0_prev is not None and math.isfinite(h) and math.isfinite(h_prev):
             r = h_prev / h
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-        x = (sigma(a_s) / sigma(a_t)) * x - alpha(a_s) * (math.exp(-h) - 1) * d
+        kept = math.exp(-eta * h) if eta > 0 else 1.0  # e^{-eta h}, spelled out for eta = 0: 0 * inf is nan
+        x = (sigma(a_s) / sigma(a_t)) * kept * x + alpha(a_s) * (1 - math.exp(-(1 + eta) * h)) * d
+        if eta > 0 and sigma(a_s) > 0:
+            x = x + sigma(a_s) * math.sqrt(1 - kept**2) * randn(shape, generator, device)
         x0_prev, h_prev = x0, h
         if on_step:
             on_step(i, x)
