@@ -30,13 +30,13 @@ import _common as bench  # noqa: E402
 RUNS = [("ddpm", None), ("ddim", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10)]
 
 
-def lenet_scorer(cfg, cache_dir: str, timings: dict | None = None):
+def lenet_scorer(cfg, cache_dir: str, timings: dict | None = None, settings=None):
     """A function scoring uint8 images by lenet FID/KID against ``cfg``'s data set's val split (the
-    scoring of ``python -m dgmlab.evaluate``); ``timings["setup"]``: seconds to load lenet and the
-    cached val statistics."""
+    scoring of ``python -m dgmlab.evaluate``, or that of ``settings``, a run's ``eval`` block);
+    ``timings["setup"]``: seconds to load lenet and the cached val statistics."""
     datamodule = instantiate(OmegaConf.create(cfg.dataset))
     datamodule.setup()
-    settings = bench.compose("evaluate").eval
+    settings = settings or bench.compose("evaluate").eval
     start = time.perf_counter()
     net = build_feature_net(
         "lenet",

@@ -26,11 +26,10 @@ from pathlib import Path
 from statistics import mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_speed import lenet_scorer  # noqa: E402
-
 from dgmlab.lit import load_model  # noqa: E402
 
 import _common as bench  # noqa: E402
+from eval_speed import lenet_scorer  # noqa: E402
 
 SAMPLERS = {  # row name: sampler settings
     "ddim": {"sampler": "ddim", "eta": 0.0},

@@ -57,10 +57,8 @@ def rows(levers: list[dict]) -> list[list]:
         per_seed = [f"{lever['values'][s]:.3f}" if s in lever["values"] else "" for s in seeds]
         reference = same_steps.get(steps(lever))
         difference = f"{mean[lever['name']] - mean[reference]:+.3f}" if reference not in (None, lever["name"]) else ""
-        spread = (max(values) - min(values)) / 2
-        table.append(
-            [lever["name"], " ".join(own), *per_seed, f"{mean[lever['name']]:.3f}", f"{spread:.3f}", difference]
-        )
+        spread = f"{(max(values) - min(values)) / 2:.3f}" if len(values) > 1 else ""  # one seed: unknown
+        table.append([lever["name"], " ".join(own), *per_seed, f"{mean[lever['name']]:.3f}", spread, difference])
     return table
 
 

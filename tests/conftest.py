@@ -95,6 +95,10 @@ def run_program(script: str, *args: str, cwd: Path = REPO) -> subprocess.Complet
 
 
 # A DDPM small enough to train and sample in seconds on a CPU.
+# A LeNet that trains in seconds, for FID in tests; tests share it through their cache.
+FAST_LENET = {"train_steps": 300, "batch_size": 64, "lr": 2.0e-3, "hidden": 128, "seed": 0}
+FAST_LENET_ARGS = [f"eval.lenet.{k}={v}" for k, v in FAST_LENET.items()]
+
 TINY_DDPM = [
     "model=ddpm",
     "schedule.timesteps=20",

@@ -11,14 +11,16 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from conftest import REPO
+from conftest import FAST_LENET_ARGS, REPO, TINY_DDPM, run_program
 
 sys.path.insert(0, str(REPO / "bench"))
 from _kernel_floor import floor_seconds, record  # noqa: E402
 from fid_per_nfe import choose  # noqa: E402
 from memorisation import main as memorisation  # noqa: E402
+from rescore_sweep import main as rescore_sweep  # noqa: E402
 
 
 def small_step(dtype: torch.dtype | None = None):
@@ -89,7 +91,6 @@ def test_the_memorisation_check_tells_copies_of_train_digits_from_fresh_ones(tmp
 
 def write_sweep(directory, overrides, metrics):
     """A sweep directory as python -m dgmlab.sweep leaves it: its sweep.yaml and runs.jsonl."""
-    import yaml
 
     directory.mkdir()
     sweep = {"metric": {"name": "val/fid", "goal": "minimize"}, "overrides": overrides}
@@ -107,9 +108,10 @@ def test_the_lever_table_gives_each_lever_its_seeds_mean_spread_and_difference(t
     write_sweep(tmp_path / "v", ["trainer.max_steps=500", "model.prediction=v"], {0: 3.0, 1: 3.5})
     write_sweep(tmp_path / "long", ["trainer.max_steps=2000"], {0: 1.0, 1: 1.2})
     write_sweep(tmp_path / "v_long", ["trainer.max_steps=2000", "model.prediction=v"], {0: 0.9, 1: 0.9})
+    write_sweep(tmp_path / "longest", ["trainer.max_steps=8000"], {0: 0.7})
     curve = tmp_path / "curve.png"
     table = lever_table(
-        [str(tmp_path / d) for d in ("baseline", "v", "long", "v_long")]
+        [str(tmp_path / d) for d in ("baseline", "v", "long", "v_long", "longest")]
         + ["--curve", str(curve), "--seconds-per-step", "0.3"]
     )
     assert table[0] == ["lever", "overrides", "seed 0", "seed 1", "mean", "spread", "vs the default"]
@@ -117,7 +119,46 @@ def test_the_lever_table_gives_each_lever_its_seeds_mean_spread_and_difference(t
     assert table[2] == ["v", "model.prediction=v", "3.000", "3.500", "3.250", "0.250", "-1.250"]  # failed runs left out
     assert table[3][1] == "trainer.max_steps=2000" and table[3][-1] == ""  # the default itself, longer
     assert table[4][1] == "trainer.max_steps=2000 model.prediction=v" and table[4][-1] == "-0.200"  # vs "long"
+    assert table[5] == ["longest", "trainer.max_steps=8000", "0.700", "", "0.700", "", ""]  # one seed: no spread
     assert curve.stat().st_size > 0
     levers = [read_lever(tmp_path / d) for d in ("baseline", "v", "long", "v_long")]
     lines = draw_curve(curve, levers, seconds_per_step=0.3)  # one line per lever, through its step counts
-    assert lines == {"the default": [2.5, 10.0], "model.prediction=v": [2.5, 10.0]}
+    assert lines == {"the default": [2.5, 10.0], "model.prediction=v": [2.5, 10.0]}  # read from the first four
+
+
+def test_rescoring_a_sweeps_runs_gives_their_own_fid_again_and_another_with_other_settings(tmp_path):
+    sweep, cache = tmp_path / "sweep", tmp_path / "cache"
+    write_sweep(sweep, ["trainer.max_steps=2"], {0: None})
+    result = run_program(
+        "train.py",
+        *TINY_DDPM,
+        "trainer.max_steps=2",
+        "trainer.precision=32-true",
+        "dataset.batch_size=8",
+        "logger=csv",
+        "~callbacks.sample_grid",
+        "eval=fid",
+        "eval.every_n_steps=2",
+        "eval.num_samples=40",
+        "eval.precision=32",
+        "eval.sampler=ddim",
+        "eval.steps=4",
+        "eval.kid.subsets=5",
+        f"eval.cache_dir={cache}",
+        *FAST_LENET_ARGS,
+        f"hydra.run.dir={sweep / 'r0'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = [json.loads(line) for line in (sweep / "r0" / "eval" / "fid.jsonl").read_text().splitlines()]
+
+    def rescored(*settings):
+        common = ["--n", "40", "--precision", "32-true", "--cache-dir", str(cache), "--out", str(tmp_path / "out")]
+        (out,) = rescore_sweep([str(sweep), *common, "--settings", *settings])
+        (run,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]  # finished runs only
+        return run["metric"], yaml.safe_load((out / "sweep.yaml").read_text())["overrides"]
+
+    fid, overrides = rescored("sampler=ddim", "steps=4")  # the run's own eval settings
+    assert fid == pytest.approx(record["fid"], rel=1e-4)
+    assert overrides == ["trainer.max_steps=2", "eval.sampler=ddim", "eval.steps=4"]
+    noisy, overrides = rescored("sampler=ddim", "steps=4", "eta=1")
+    assert noisy != pytest.approx(fid, rel=1e-3) and overrides[-1] == "eval.eta=1"

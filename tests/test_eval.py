@@ -46,11 +46,8 @@ from dgmlab.metrics import (
 from dgmlab.metrics.lenet import LeNetSettings, load_or_train_lenet, train_lenet
 from dgmlab.metrics.nll import ddpm_nll
 
-from conftest import CONF, TINY_DDPM, compose_train, run_program, run_script
+from conftest import CONF, FAST_LENET, FAST_LENET_ARGS, TINY_DDPM, compose_train, run_program, run_script
 
-# A LeNet that trains in seconds; every test (and the train.py runs) shares it through the cache.
-FAST_LENET = {"train_steps": 300, "batch_size": 64, "lr": 2.0e-3, "hidden": 128, "seed": 0}
-FAST_LENET_ARGS = [f"eval.lenet.{k}={v}" for k, v in FAST_LENET.items()]
 FEW_KID_SUBSETS = KIDSettings(subsets=10, subset_size=1000, seed=2020)
 
 
