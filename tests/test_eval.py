@@ -315,7 +315,7 @@ def test_callback_gives_the_same_scores_on_one_and_two_ddp_processes(lenet, cach
 # --- per-image seeds: sample.py + dgmlab.evaluate give the callback's FID again ---------------------
 def test_sample_py_and_evaluate_reproduce_the_callbacks_fid_and_grid(lenet, cache_dir, tmp_path):
     run_dir = tmp_path / "run"
-    sampling = ["sampler=ddim", "steps=4"]
+    sampling = ["sampler=ddim", "steps=4", "eta=0.5"]  # noise at every step, from each image's own seed
     result = run_program(
         "train.py",
         *TINY_DDPM,
@@ -338,6 +338,8 @@ def test_sample_py_and_evaluate_reproduce_the_callbacks_fid_and_grid(lenet, cach
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = [json.loads(line) for line in (run_dir / "eval" / "fid.jsonl").read_text().splitlines()]
+    assert (record["sampler"], record["sampling_steps"], record["eta"]) == ("ddim", 4, 0.5)
+    assert "val/fid_lenet_ddim4_eta0p5_n40" in (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
     # Another batch size than the callback's 16: image i of seed 0 is the same image.
     out = tmp_path / "samples"
     result = run_program(

@@ -10,7 +10,8 @@ are all-gathered and put back in image order, so the scores are the same on 1 or
 ``sample.py`` + ``python -m dgmlab.evaluate`` give them again from files. Real statistics come from
 the cache (:mod:`dgmlab.metrics.reference`). Logged: ``val/fid``, ``val/kid_mean``,
 ``val/kid_std``, ``val/fid_num_samples``, ``val/fid_sampling_steps`` and the FID again under a
-name that carries the settings (``val/fid_<features>_<sampler><steps>_n<N>``); every score is
+name that carries the settings (``val/fid_<features>_<sampler><steps>[_eta<eta>]_n<N>``, eta where
+it is not 0); every score is
 also appended, with all its settings, to ``<dirpath>/fid.jsonl``.
 """
 
@@ -30,6 +31,7 @@ from ..core.errors import ConfigError, choice, positive_int
 from ..core.precision import CHOICES as PRECISIONS
 from ..core.precision import autocast, resolve_precision
 from ..core.progress import track
+from ..diffusion.samplers import SAMPLERS
 from ..metrics import (
     SPLITS,
     FeatureNet,
@@ -136,12 +138,14 @@ class FIDCallback(EveryNSteps):
         if trainer.is_global_zero:
             scores = score_features(features.numpy(), self.reference, self.kid)
             sampler, steps = (self.options.sampler, self.options.steps) if self.options is not None else ("model", None)
+            stochastic = self.options is not None and "eta" in SAMPLERS[sampler].settings
             record = {
                 "step": step,
                 **asdict(scores),
                 "features": self.feature_net.identity,
                 "sampler": sampler,
                 "sampling_steps": steps,
+                "eta": self.options.eta if stochastic else None,
                 "seed": self.seed,
                 "dataset": self.dataset_name,
                 "split": self.split,
@@ -173,7 +177,8 @@ class FIDCallback(EveryNSteps):
         sampler, steps, count = record["sampler"], record["sampling_steps"], record["num_samples"]
         metrics = {"val/fid": record["fid"], "val/kid_mean": record["kid_mean"], "val/kid_std": record["kid_std"]}
         metrics["val/fid_num_samples"] = float(count)
-        metrics[f"val/fid_{self.features}_{sampler}{steps or ''}_n{count}"] = record["fid"]
+        eta = f"_eta{record['eta']:g}".replace(".", "p") if record.get("eta") else ""  # dpmpp_2m20_eta1, ddim50_eta0p5
+        metrics[f"val/fid_{self.features}_{sampler}{steps or ''}{eta}_n{count}"] = record["fid"]
         if steps is not None:
             metrics["val/fid_sampling_steps"] = float(steps)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
