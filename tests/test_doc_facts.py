@@ -25,8 +25,15 @@ import doc_outputs as regen
 from conftest import CONF, REPO
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "CHANGELOG.md"]
-# How the pages name each sampler when they say which one is the default.
-SAMPLER_NAMES = {"dpmpp_2m": "DPM-Solver++(2M)", "ddim": "DDIM", "ddpm": "ancestral sampling"}
+# How the pages name each sampler (with eta 0, and with eta 1) when they say which one is the default.
+SAMPLER_NAMES = {
+    ("dpmpp_2m", 0): "DPM-Solver++(2M)",
+    ("dpmpp_2m", 1): "SDE-DPM-Solver++(2M)",
+    ("ddim", 0): "DDIM",
+    ("ddim", 1): "DDIM with η = 1",
+    ("ddpm", 0): "ancestral sampling",
+    ("ddpm", 1): "ancestral sampling",
+}
 
 
 def page(name: str) -> str:
@@ -74,13 +81,16 @@ def test_the_default_model_is_described_with_its_parameter_count_and_widths(defa
 
 
 def test_the_default_sampler_and_its_steps_are_those_the_pages_name(default):
-    sampler = default.model.sampling.sampler
+    sampler, eta = default.model.sampling.sampler, default.model.sampling.eta
     steps = default.model.sampling.steps or SAMPLERS[sampler].default_steps
-    said = f"{SAMPLER_NAMES[sampler]} with {steps} steps"
+    said = f"{SAMPLER_NAMES[sampler, eta]} with {steps} steps"
     for name in ("README.md", "docs/sampling.md", "docs/evaluation.md", "docs/troubleshooting.md", "docs/ddpm.md"):
-        assert said in flat(page(name)), f"{name} does not say the default sampler is {said}"
+        assert re.search(rf"(?<![\w-]){re.escape(said)}", flat(page(name))), (
+            f"{name} does not say the default sampler is {said}"
+        )
     options = {row[0]: row for row in table_rows(page("docs/sampling.md"), "| option | default | meaning |")}
     assert options["`sampler`"][1] == f"the model's (`{sampler}`)"
+    assert options["`eta`"][1] == f"the model's ({eta:g})"
     for name, entry in SAMPLERS.items():  # the steps row: each sampler's default number of steps
         if entry.default_steps is not None:
             assert f"`{name}`: {entry.default_steps}" in options["`steps`"][2], name

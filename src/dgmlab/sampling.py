@@ -147,7 +147,7 @@ def announce(num_samples: int, options: SamplingOptions | None, device: torch.de
     if options is None:
         return f"sampling {num_samples} images: one decoder pass each, on {device}"
     line = (
-        f"sampling {num_samples} images: sampler={options.sampler} steps={options.steps} "
+        f"sampling {num_samples} images: {options.as_arguments()} "
         f"({options.steps} network evaluations per image) on {device}"
     )
     if options.sampler == "ddpm" and options.steps > 100:

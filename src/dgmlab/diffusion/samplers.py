@@ -80,6 +80,13 @@ class SamplingOptions:
     variance: str = "small"  # ddpm: the posterior's variance (small) or beta_t (large)
     guidance: float = 1.0  # classifier-free guidance scale (class-conditional models)
 
+    def as_arguments(self) -> str:
+        """The sampler, its steps and a nonzero eta as sample.py takes them: ``sampler=dpmpp_2m steps=20 eta=1``."""
+        words = f"sampler={self.sampler} steps={self.steps}"
+        if self.eta and "eta" in SAMPLERS[self.sampler].settings:
+            words += f" eta={self.eta:g}"
+        return words
+
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))

@@ -130,7 +130,7 @@ def next_command(trainer: L.Trainer, model) -> str | None:
         return None
     command = f"python sample.py ckpt={shown_path(checkpoint)}"
     if model.sampling is not None:
-        command += f" sampler={model.sampling.sampler} steps={model.sampling.steps}"
+        command += f" {model.sampling.as_arguments()}"
     return command
 
 
