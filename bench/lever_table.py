@@ -50,7 +50,7 @@ def rows(levers: list[dict]) -> list[list]:
     seeds = sorted({s for lever in levers for s in lever["values"]})
     mean = {lever["name"]: statistics.mean(lever["values"].values()) for lever in levers}
     same_steps = {steps(lever): lever["name"] for lever in reversed(levers) if family(lever) == family(baseline)}
-    table = [["lever", "overrides", *(f"seed {s}" for s in seeds), "mean", "spread", "vs the default"]]
+    table = [["lever", "overrides", *(f"seed {s}" for s in seeds), "mean", "spread", "vs the baseline"]]
     for lever in levers:
         values = list(lever["values"].values())
         own = [o for o in lever["overrides"] if o not in baseline["overrides"] or lever is baseline]

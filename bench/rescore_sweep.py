@@ -1,13 +1,13 @@
 """A lever sweep's trained models scored again with other sampler settings (not a test).
 
-    python bench/rescore_sweep.py SWEEPS/steps_2000 ... --out SWEEPS/sde --settings eta=1 [--seeds 0 1]
+    python bench/rescore_sweep.py SWEEPS/steps_2000 ... --out SWEEPS --settings eta=1 [--seeds 0 1]
 
 Each finished run of each sweep directory (``python -m dgmlab.sweep bench/lever_seeds.yaml``) has
 its ``last.ckpt`` sampled again, ``--n`` images (1000) per sampling seed, image i from its own seed
 as in ``sample.py``, with the model's own sampler changed by the given settings (``KEY=VALUE``, as
 ``sample.py`` takes them), and scored by lenet FID against the val split: the scoring of the run's
 ``eval=fid``. The run's metric becomes the mean over ``--seeds``. Each directory is written to
-``OUT/<its name>`` as a sweep directory of its own (its ``sweep.yaml`` with the settings added to its
+``OUT/<its name>_<settings>`` (``steps_2000_eta1``) as a sweep directory of its own (its ``sweep.yaml`` with the settings added to its
 overrides as ``eval.KEY=VALUE``, its ``runs.jsonl``), so that ``bench/lever_table.py`` reads it as
 one more lever: the same models, sampled another way, drawn as a line of their own.
 """
@@ -48,7 +48,7 @@ def rescore(directory: Path, out: Path, settings: dict, seeds: list[int], n: int
         fids = [score(bench.sample_uint8(model, n, seed, precision, 250, **settings)[0]).fid for seed in seeds]
         print(f"  {directory.name}/{run['name']} {run['params']}: FID {' '.join(f'{f:.3f}' for f in fids)}", flush=True)
         rescored.append(run | {"metric": mean(fids), "fids": fids, "note": f"sampling seeds {seeds}"})
-    target = out / directory.name
+    target = out / "_".join([directory.name, *(f"{k}{v}" for k, v in settings.items())])  # steps_2000_eta1
     target.mkdir(parents=True, exist_ok=True)
     sweep["overrides"] = sweep.get("overrides", []) + [f"eval.{k}={v}" for k, v in settings.items()]
     (target / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))

@@ -114,7 +114,7 @@ def test_the_lever_table_gives_each_lever_its_seeds_mean_spread_and_difference(t
         [str(tmp_path / d) for d in ("baseline", "v", "long", "v_long", "longest")]
         + ["--curve", str(curve), "--seconds-per-step", "0.3"]
     )
-    assert table[0] == ["lever", "overrides", "seed 0", "seed 1", "mean", "spread", "vs the default"]
+    assert table[0] == ["lever", "overrides", "seed 0", "seed 1", "mean", "spread", "vs the baseline"]
     assert table[1] == ["baseline", "trainer.max_steps=500", "5.000", "4.000", "4.500", "0.500", ""]
     assert table[2] == ["v", "model.prediction=v", "3.000", "3.500", "3.250", "0.250", "-1.250"]  # failed runs left out
     assert table[3][1] == "trainer.max_steps=2000" and table[3][-1] == ""  # the default itself, longer
@@ -143,6 +143,7 @@ def test_rescoring_a_sweeps_runs_gives_their_own_fid_again_and_another_with_othe
         "eval.precision=32",
         "eval.sampler=ddim",
         "eval.steps=4",
+        "eval.eta=0",
         "eval.kid.subsets=5",
         f"eval.cache_dir={cache}",
         *FAST_LENET_ARGS,
@@ -154,11 +155,12 @@ def test_rescoring_a_sweeps_runs_gives_their_own_fid_again_and_another_with_othe
     def rescored(*settings):
         common = ["--n", "40", "--precision", "32-true", "--cache-dir", str(cache), "--out", str(tmp_path / "out")]
         (out,) = rescore_sweep([str(sweep), *common, "--settings", *settings])
+        assert out.name == "_".join(["sweep", *(s.replace("=", "") for s in settings)])  # sweep_samplerddim_steps4_eta0
         (run,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]  # finished runs only
         return run["metric"], yaml.safe_load((out / "sweep.yaml").read_text())["overrides"]
 
-    fid, overrides = rescored("sampler=ddim", "steps=4")  # the run's own eval settings
+    fid, overrides = rescored("sampler=ddim", "steps=4", "eta=0")  # the run's own eval settings
     assert fid == pytest.approx(record["fid"], rel=1e-4)
-    assert overrides == ["trainer.max_steps=2", "eval.sampler=ddim", "eval.steps=4"]
+    assert overrides == ["trainer.max_steps=2", "eval.sampler=ddim", "eval.steps=4", "eval.eta=0"]
     noisy, overrides = rescored("sampler=ddim", "steps=4", "eta=1")
     assert noisy != pytest.approx(fid, rel=1e-3) and overrides[-1] == "eval.eta=1"
