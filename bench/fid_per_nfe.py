@@ -39,10 +39,11 @@ SAMPLERS = {  # row name: sampler settings
 }
 
 
-def choose(rows: list[dict], budget: int) -> dict:
+def choose(rows: list[dict], budget: int) -> dict | None:
     """The row with the lowest FID among those of at most ``budget`` network evaluations (the fewer
-    evaluations on a tie)."""
-    return min((row for row in rows if row["nfe"] <= budget), key=lambda row: (row["fid"], row["nfe"]))
+    evaluations on a tie); None if every row costs more."""
+    within = [row for row in rows if row["nfe"] <= budget]
+    return min(within, key=lambda row: (row["fid"], row["nfe"])) if within else None
 
 
 def main() -> None:
@@ -92,8 +93,12 @@ def main() -> None:
     for steps in args.steps:
         best = choose([r for r in rows if r["nfe"] == steps], steps)
         print(f"best at {steps} network evaluations: {best['sampler']} (FID {best['fid']:.3f})")
-    print(f"chosen (best FID within {args.budget} evaluations): {chosen['sampler']} with {chosen['steps']} steps")
-    ratios = {"chosen_nfe": chosen["nfe"], "chosen_fid": chosen["fid"]}
+    ratios = {}
+    if chosen is None:
+        print(f"chosen: none, every setting takes more than --budget {args.budget} evaluations")
+    else:
+        print(f"chosen (best FID within {args.budget} evaluations): {chosen['sampler']} with {chosen['steps']} steps")
+        ratios = {"chosen_nfe": chosen["nfe"], "chosen_fid": chosen["fid"]}
     ratios.update({f"fid_{r['sampler']}_{r['steps']}": r["fid"] for r in rows})
     bench.write_json(
         args.json,

@@ -70,6 +70,7 @@ def test_the_sampler_choice_is_the_best_fid_within_the_budget():
     assert choose(rows, budget=20)["sampler"] == "dpmpp_2m"
     assert choose(rows, budget=100)["nfe"] == 100
     assert choose(rows, budget=10)["nfe"] == 10
+    assert choose(rows, budget=5) is None  # nothing that cheap: no choice, and no crash
     assert choose(rows, budget=60)["sampler"] == "dpmpp_2m"  # 1.04 at 20 beats 1.05 at 50
 
 
