@@ -127,6 +127,7 @@ def test_the_lever_table_gives_each_lever_its_seeds_mean_spread_and_difference(t
     assert lines == {"the default": [2.5, 10.0], "model.prediction=v": [2.5, 10.0]}  # read from the first four
 
 
+@pytest.mark.slow  # a training run and three FIDs: ~25 s
 def test_rescoring_a_sweeps_runs_gives_their_own_fid_again_and_another_with_other_settings(tmp_path):
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     write_sweep(sweep, ["trainer.max_steps=2"], {0: None})
