@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import runpy
 import subprocess
@@ -125,3 +126,28 @@ def fast_run_args(tmp_path):
         "callbacks.sample_grid.num_samples=4",
         "dataset.batch_size=16",
     ]
+
+
+def tiny_fid_run(run_dir: Path, cache_dir: Path, *overrides: str) -> dict:
+    """A 2-step TINY_DDPM run scored at its end by ``eval=fid`` (40 samples in fp32, the fast LeNet in
+    ``cache_dir``), with ``overrides`` added; its ``eval/fid.jsonl`` record."""
+    result = run_program(
+        "train.py",
+        *TINY_DDPM,
+        "trainer.max_steps=2",
+        "trainer.precision=32-true",
+        "dataset.batch_size=8",
+        "logger=csv",
+        "eval=fid",
+        "eval.every_n_steps=2",
+        "eval.num_samples=40",
+        "eval.precision=32",
+        "eval.kid.subsets=5",
+        f"eval.cache_dir={cache_dir}",
+        *FAST_LENET_ARGS,
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = [json.loads(line) for line in (run_dir / "eval" / "fid.jsonl").read_text().splitlines()]
+    return record

@@ -14,7 +14,7 @@ import torch
 import yaml
 from torch import nn
 
-from conftest import FAST_LENET_ARGS, REPO, TINY_DDPM, run_program
+from conftest import REPO, tiny_fid_run
 
 sys.path.insert(0, str(REPO / "bench"))
 from _kernel_floor import floor_seconds, record  # noqa: E402
@@ -131,28 +131,9 @@ def test_the_lever_table_gives_each_lever_its_seeds_mean_spread_and_difference(t
 def test_rescoring_a_sweeps_runs_gives_their_own_fid_again_and_another_with_other_settings(tmp_path):
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     write_sweep(sweep, ["trainer.max_steps=2"], {0: None})
-    result = run_program(
-        "train.py",
-        *TINY_DDPM,
-        "trainer.max_steps=2",
-        "trainer.precision=32-true",
-        "dataset.batch_size=8",
-        "logger=csv",
-        "~callbacks.sample_grid",
-        "eval=fid",
-        "eval.every_n_steps=2",
-        "eval.num_samples=40",
-        "eval.precision=32",
-        "eval.sampler=ddim",
-        "eval.steps=4",
-        "eval.eta=0",
-        "eval.kid.subsets=5",
-        f"eval.cache_dir={cache}",
-        *FAST_LENET_ARGS,
-        f"hydra.run.dir={sweep / 'r0'}",
+    record = tiny_fid_run(
+        sweep / "r0", cache, "~callbacks.sample_grid", "eval.sampler=ddim", "eval.steps=4", "eval.eta=0"
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (record,) = [json.loads(line) for line in (sweep / "r0" / "eval" / "fid.jsonl").read_text().splitlines()]
 
     def rescored(*settings):
         common = ["--n", "40", "--precision", "32-true", "--cache-dir", str(cache), "--out", str(tmp_path / "out")]

@@ -46,7 +46,7 @@ from dgmlab.metrics import (
 from dgmlab.metrics.lenet import LeNetSettings, load_or_train_lenet, train_lenet
 from dgmlab.metrics.nll import ddpm_nll
 
-from conftest import CONF, FAST_LENET, FAST_LENET_ARGS, TINY_DDPM, compose_train, run_program, run_script
+from conftest import CONF, FAST_LENET, FAST_LENET_ARGS, TINY_DDPM, compose_train, run_program, run_script, tiny_fid_run
 
 FEW_KID_SUBSETS = KIDSettings(subsets=10, subset_size=1000, seed=2020)
 
@@ -316,28 +316,14 @@ def test_callback_gives_the_same_scores_on_one_and_two_ddp_processes(lenet, cach
 def test_sample_py_and_evaluate_reproduce_the_callbacks_fid_and_grid(lenet, cache_dir, tmp_path):
     run_dir = tmp_path / "run"
     sampling = ["sampler=ddim", "steps=4", "eta=0.5"]  # noise at every step, from each image's own seed
-    result = run_program(
-        "train.py",
-        *TINY_DDPM,
-        "trainer.max_steps=2",
-        "trainer.precision=32-true",
-        "dataset.batch_size=8",
-        "logger=csv",
+    record = tiny_fid_run(
+        run_dir,
+        cache_dir,
         "callbacks.sample_grid.num_samples=6",
         *(f"callbacks.sample_grid.{s}" for s in sampling),
-        "eval=fid",
-        "eval.every_n_steps=2",
-        "eval.num_samples=40",
         "eval.batch_size=16",
-        "eval.precision=32",
         *(f"eval.{s}" for s in sampling),
-        "eval.kid.subsets=5",
-        f"eval.cache_dir={cache_dir}",
-        *FAST_LENET_ARGS,
-        f"hydra.run.dir={run_dir}",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (record,) = [json.loads(line) for line in (run_dir / "eval" / "fid.jsonl").read_text().splitlines()]
     assert (record["sampler"], record["sampling_steps"], record["eta"]) == ("ddim", 4, 0.5)
     assert "val/fid_lenet_ddim4_eta0p5_n40" in (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
     # Another batch size than the callback's 16: image i of seed 0 is the same image.
