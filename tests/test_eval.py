@@ -304,7 +304,9 @@ def test_callback_gives_the_same_scores_on_one_and_two_ddp_processes(lenet, cach
         records[name] = [json.loads(line) for line in (run_dir / "eval" / "fid.jsonl").read_text().splitlines()]
         with open(run_dir / "csv" / "metrics.csv") as f:
             header = f.readline()
-        assert "val/fid" in header and "val/kid_mean" in header and "val/fid_lenet_ddim4_n40" in header
+        assert (
+            "val/fid" in header and "val/kid_mean" in header and "val/fid_lenet_ddim4_eta1_n40" in header
+        )  # the model's eta, 1
     (one,), (two,) = records["one"], records["two"]
     assert one["step"] == two["step"] == 2 and one["num_samples"] == two["num_samples"] == 40
     assert (one["sampler"], one["sampling_steps"], one["features"]) == ("ddim", 4, lenet.identity)

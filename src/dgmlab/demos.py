@@ -123,7 +123,8 @@ def sampler_comparison(out: Path, ckpt: Path, num_samples: int = 36, seed: int =
     precision = resolve_precision("auto", "cpu").precision
     fig, axes = plt.subplots(2, 3, figsize=(11, 7.6))
     for ax, (sampler, steps) in zip(axes.flat, track(SAMPLER_SETTINGS, "samplers", "setting")):
-        options = model.sampling_with(sampler=sampler, steps=steps)
+        # eta 0: DDIM and DPM-Solver++(2M) as functions of x_T alone, so their panels draw the same digits
+        options = model.sampling_with(sampler=sampler, steps=steps, eta=0.0)
         images = generate(model, num_samples, seed, num_samples, torch.device("cpu"), precision, options=options)
         grid = make_grid(images, nrow=int(num_samples**0.5), padding=2, pad_value=255)
         ax.imshow(grid.permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=255)
