@@ -31,7 +31,6 @@ from ..core.errors import ConfigError, choice, positive_int
 from ..core.precision import CHOICES as PRECISIONS
 from ..core.precision import autocast, resolve_precision
 from ..core.progress import track
-from ..diffusion.samplers import SAMPLERS
 from ..metrics import (
     SPLITS,
     FeatureNet,
@@ -138,14 +137,13 @@ class FIDCallback(EveryNSteps):
         if trainer.is_global_zero:
             scores = score_features(features.numpy(), self.reference, self.kid)
             sampler, steps = (self.options.sampler, self.options.steps) if self.options is not None else ("model", None)
-            stochastic = self.options is not None and "eta" in SAMPLERS[sampler].settings
             record = {
                 "step": step,
                 **asdict(scores),
                 "features": self.feature_net.identity,
                 "sampler": sampler,
                 "sampling_steps": steps,
-                "eta": self.options.eta if stochastic else None,
+                "eta": self.options.eta_used if self.options is not None else None,
                 "seed": self.seed,
                 "dataset": self.dataset_name,
                 "split": self.split,

@@ -80,12 +80,15 @@ class SamplingOptions:
     variance: str = "small"  # ddpm: the posterior's variance (small) or beta_t (large)
     guidance: float = 1.0  # classifier-free guidance scale (class-conditional models)
 
+    @property
+    def eta_used(self) -> float | None:
+        """``eta`` where the sampler takes it (ddim, dpmpp_2m), else None (ddpm ignores it)."""
+        return self.eta if "eta" in SAMPLERS[self.sampler].settings else None
+
     def as_arguments(self) -> str:
         """The sampler, its steps and a nonzero eta as sample.py takes them: ``sampler=dpmpp_2m steps=20 eta=1``."""
         words = f"sampler={self.sampler} steps={self.steps}"
-        if self.eta and "eta" in SAMPLERS[self.sampler].settings:
-            words += f" eta={self.eta:g}"
-        return words
+        return words + f" eta={self.eta:g}" if self.eta_used else words
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
