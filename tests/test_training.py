@@ -91,6 +91,16 @@ def test_train_then_sample(model, fast_run_args, tmp_path):
     assert np.array_equal(np.load(tmp_path / "a" / "samples.npz")["samples"], outs[0])
 
 
+def test_sample_py_names_its_default_folder_after_the_sampler_steps_eta_and_seed(tiny_ddpm_checkpoint):
+    # Without out=, two draws that differ only in eta (or steps) go to two folders, side by side.
+    common = [f"ckpt={tiny_ddpm_checkpoint}", "n=2", "sampler=ddim", "steps=4", "seed=3", "progress=false"]
+    ode = sample(compose_sample([*common, "eta=0"]))
+    sde = sample(compose_sample([*common, "eta=0.5"]))
+    samples_dir = tiny_ddpm_checkpoint.parent.parent / "samples"
+    assert (ode, sde) == (samples_dir / "last_ddim4_seed3", samples_dir / "last_ddim4_eta0p5_seed3")
+    assert not np.array_equal(np.load(ode / "samples.npz")["samples"], np.load(sde / "samples.npz")["samples"])
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp_2m"])
 def test_sample_py_runs_each_sampler_with_a_trajectory(sampler, tiny_ddpm_checkpoint, tmp_path):
     out = tmp_path / sampler

@@ -115,10 +115,10 @@ def sample(cfg: DictConfig) -> Path:
     with trusting(cfg.trust_config):
         model, _ = load_model(ckpt)
     options = model.sampling_with(**{k: cfg[k] for k in SamplingOptions.names()})  # checked once, here
-    name = options.sampler if options is not None else "model"
+    name = options.tag if options is not None else "model"  # dpmpp_2m20_eta1
     # without out=: the run's samples/ folder, or an export's own
     default = ckpt / "samples" if is_export(ckpt) else RunDir.of_checkpoint(ckpt).samples
-    out = Path(cfg.out) if cfg.out else default / f"{ckpt.stem}_{name}_seed{cfg.seed}"
+    out = Path(cfg.out) if cfg.out else default / f"{ckpt.stem}_{name}_seed{cfg.seed}"  # last_dpmpp_2m20_eta1_seed0
     if (out / "samples.npz").exists() and not cfg.overwrite:
         raise ConfigError(f"out={str(out)!r} already holds samples.npz; choose another out= or pass overwrite=true")
     labels = _labels(model, cfg)

@@ -10,8 +10,8 @@ are all-gathered and put back in image order, so the scores are the same on 1 or
 ``sample.py`` + ``python -m dgmlab.evaluate`` give them again from files. Real statistics come from
 the cache (:mod:`dgmlab.metrics.reference`). Logged: ``val/fid``, ``val/kid_mean``,
 ``val/kid_std``, ``val/fid_num_samples``, ``val/fid_sampling_steps`` and the FID again under a
-name that carries the settings (``val/fid_<features>_<sampler><steps>[_eta<eta>]_n<N>``, eta where
-it is not 0); every score is
+name that carries the settings (``val/fid_<features>_<settings_tag>_n<N>``, e.g.
+``val/fid_lenet_dpmpp_2m20_eta1_n1000``); every score is
 also appended, with all its settings, to ``<dirpath>/fid.jsonl``.
 """
 
@@ -31,6 +31,7 @@ from ..core.errors import ConfigError, choice, positive_int
 from ..core.precision import CHOICES as PRECISIONS
 from ..core.precision import autocast, resolve_precision
 from ..core.progress import track
+from ..diffusion import settings_tag
 from ..metrics import (
     SPLITS,
     FeatureNet,
@@ -175,8 +176,7 @@ class FIDCallback(EveryNSteps):
         sampler, steps, count = record["sampler"], record["sampling_steps"], record["num_samples"]
         metrics = {"val/fid": record["fid"], "val/kid_mean": record["kid_mean"], "val/kid_std": record["kid_std"]}
         metrics["val/fid_num_samples"] = float(count)
-        eta = f"_eta{record['eta']:g}".replace(".", "p") if record.get("eta") else ""  # dpmpp_2m20_eta1, ddim50_eta0p5
-        metrics[f"val/fid_{self.features}_{sampler}{steps or ''}{eta}_n{count}"] = record["fid"]
+        metrics[f"val/fid_{self.features}_{settings_tag(sampler, steps, record.get('eta'))}_n{count}"] = record["fid"]
         if steps is not None:
             metrics["val/fid_sampling_steps"] = float(steps)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})

@@ -10,5 +10,5 @@ from .process import (
     q_step,
     timestep_distribution,
 )
-from .samplers import SAMPLERS, SamplingOptions, make_denoiser
+from .samplers import SAMPLERS, SamplingOptions, make_denoiser, settings_tag
 from .schedules import NoiseSchedule, make_schedule

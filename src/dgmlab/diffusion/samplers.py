@@ -66,6 +66,12 @@ def register(name: str, default_steps: int | None = None) -> Callable:
     return add
 
 
+def settings_tag(sampler: str, steps: int | None, eta: float | None) -> str:
+    """A sampler's settings as one word for a metric or a folder: ``dpmpp_2m20_eta1``, ``ddim50_eta0p5``,
+    ``ddpm1000``; eta only where it is nonzero."""
+    return f"{sampler}{steps or ''}" + (f"_eta{eta:g}".replace(".", "p") if eta else "")
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     """How to sample: a sampler and its settings. ``resolve`` checks them against a schedule of T
@@ -89,6 +95,11 @@ class SamplingOptions:
         """The sampler, its steps and a nonzero eta as sample.py takes them: ``sampler=dpmpp_2m steps=20 eta=1``."""
         words = f"sampler={self.sampler} steps={self.steps}"
         return words + f" eta={self.eta:g}" if self.eta_used else words
+
+    @property
+    def tag(self) -> str:
+        """:func:`settings_tag` of these options: the FID metric's and sample.py's folder's name for them."""
+        return settings_tag(self.sampler, self.steps, self.eta_used)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
